@@ -1,0 +1,227 @@
+"""The emulator's FastAPI application: the Kirin API, downloads and the ``/_emulator`` control plane.
+
+Handlers take only ``Request`` and return ready-made ``Response`` objects (no pydantic models on
+the hot path) so one process can serve thousands of concurrent pollers.
+
+Example::
+
+    import uvicorn
+    from airflow_provider_kirin.emulator import EmulatorConfig, create_app
+
+    app = create_app(EmulatorConfig(pending_seconds=0.2))
+    uvicorn.run(app, port=8765)   # faults that cut connections need EmulatorServer's protocol
+
+API paths (all under ``config.path_prefix``): ``POST /v1/videos/generations``,
+``GET /v1/tasks/{task_id}``, ``GET /v1/tasks?external_task_id=ID``,
+``GET /v1/files/{task_id}/video.mp4``, ``GET /v1/files/blob?bytes=N``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from importlib import resources
+from typing import Any
+
+from fastapi import FastAPI, Request
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+from airflow_provider_kirin.emulator import controls
+from airflow_provider_kirin.emulator.callbacks import CallbackSender
+from airflow_provider_kirin.emulator.config import CONTROL_PREFIX, EmulatorConfig
+from airflow_provider_kirin.emulator.downloads import blob_response, file_response
+from airflow_provider_kirin.emulator.faults import Fault
+from airflow_provider_kirin.emulator.responses import (
+    finish,
+    json_error,
+    json_response,
+    pre_fault,
+)
+from airflow_provider_kirin.emulator.state import DuplicateExternalIdError, EmulatorState
+from airflow_provider_kirin.emulator.validation import CreateValidationError, validate_create
+
+SAMPLE_VIDEO = "media/sample.mp4"
+
+
+def load_sample_video() -> bytes:
+    """The bundled clip served for every completed task (rendered by ``scripts/make_sample_video.py``)."""
+    return resources.files("airflow_provider_kirin.emulator").joinpath(SAMPLE_VIDEO).read_bytes()
+
+
+def create_app(config: EmulatorConfig | None = None, *, state: EmulatorState | None = None) -> FastAPI:
+    """Build an emulator app. Its state is ``app.state.kirin`` (an :class:`EmulatorState`).
+
+    Pass ``state`` to share one state object with a controller (``EmulatorServer`` does).
+    """
+    state = state or EmulatorState(config)
+    sender = CallbackSender(state)
+    video = load_sample_video()
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        await sender.aclose()
+
+    app = FastAPI(
+        title="Kirin V2.5 Turbo emulator",
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+        lifespan=lifespan,
+    )
+    app.state.kirin = state
+    app.state.kirin_callbacks = sender
+    app.add_middleware(PrefixMiddleware, state=state)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_exception(_: Request, exc: StarletteHTTPException) -> Response:
+        code = "not_found" if exc.status_code == 404 else "http_error"
+        return json_error(state, exc.status_code, code, f"path: {exc.detail}")
+
+    def authorized(request: Request) -> bool:
+        header = request.headers.get("authorization")
+        if not header:
+            return False
+        scheme, _, key = header.partition(" ")
+        return scheme.lower() == "bearer" and key.strip() == state.config.api_key
+
+    def unauthorized() -> Response:
+        state.counters["unauthorized"] += 1
+        return json_error(
+            state,
+            401,
+            "unauthorized",
+            "authorization: missing or invalid bearer token",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+
+    def origin(request: Request) -> str:
+        scope = request.scope
+        server = scope.get("server") or ("127.0.0.1", 0)
+        base = state.config.download_base_url
+        if base:
+            return base.replace("{port}", str(server[1]))
+        host = request.headers.get("host") or f"{server[0]}:{server[1]}"
+        return f"{scope.get('scheme', 'http')}://{host}"
+
+    @app.post("/v1/videos/generations")
+    async def create_task(request: Request) -> Response:
+        state.counters["create_requests"] += 1
+        fault = state.faults.take("create") if state.faults else None
+        if fault is not None:
+            early = await pre_fault(state, request, fault, "create")
+            if early is not None:
+                return early
+        task = None
+        if not authorized(request):
+            response = unauthorized()
+        else:
+            response, task = await _create(request, fault)
+        return await finish(state, request, fault, response, task)
+
+    async def _create(request: Request, fault: Fault | None) -> tuple[Response, Any]:
+        try:
+            body = json.loads(await request.body())
+        except ValueError:
+            state.counters["invalid_requests"] += 1
+            return json_error(state, 400, "invalid_request", "body: not valid JSON"), None
+        cfg = state.config
+        try:
+            params = validate_create(body, reject_unknown=cfg.reject_unknown_fields)
+        except CreateValidationError as exc:
+            state.counters["invalid_requests"] += 1
+            return json_error(state, 422, "invalid_request", str(exc)), None
+        fail = fault is not None and fault.kind == "fail_task"
+        try:
+            task = state.create_task(
+                params,
+                origin(request),
+                fail_code=(fault.code or "002011095") if fail and fault else None,
+                fail_message=fault.error_message if fail and fault else None,
+            )
+        except DuplicateExternalIdError as exc:
+            state.counters["conflicts"] += 1
+            message = (
+                f"external_task_id: {exc.existing.external_task_id!r} is already used by task "
+                f"{exc.existing.task_id}"
+            )
+            return json_error(state, 409, "duplicate_external_task_id", message), None
+        if task.callback_url:
+            sender.schedule(task)
+        return json_response(state, task.envelope_bytes(), cfg.create_status_code), task
+
+    @app.get("/v1/tasks/{task_id}")
+    async def get_task(request: Request) -> Response:
+        state.counters["gets"] += 1
+        return await _read_task(request, "get", request.path_params["task_id"], None)
+
+    @app.get("/v1/tasks")
+    async def lookup_task(request: Request) -> Response:
+        state.counters["lookups"] += 1
+        external = request.query_params.get("external_task_id")
+        return await _read_task(request, "lookup", None, external)
+
+    async def _read_task(
+        request: Request, endpoint: str, task_id: str | None, external: str | None
+    ) -> Response:
+        fault = state.faults.take(endpoint) if state.faults else None
+        if fault is not None:
+            early = await pre_fault(state, request, fault, endpoint)
+            if early is not None:
+                return early
+        task = None
+        if not authorized(request):
+            response = unauthorized()
+        elif endpoint == "lookup" and not external:
+            state.counters["invalid_requests"] += 1
+            response = json_error(state, 422, "invalid_request", "external_task_id: query parameter required")
+        else:
+            task = state.get(task_id) if task_id is not None else state.lookup(external or "")
+            if task is None:
+                state.counters["not_found"] += 1
+                what = f"task_id {task_id!r}" if task_id is not None else f"external_task_id {external!r}"
+                response = json_error(state, 404, "not_found", f"task: no task with {what}")
+            else:
+                response = json_response(state, task.envelope_bytes())
+        return await finish(state, request, fault, response, task)
+
+    @app.api_route("/v1/files/blob", methods=["GET", "HEAD"])
+    async def download_blob(request: Request) -> Response:
+        counters = state.counters
+        counters["blob_downloads"] += 1
+        if "authorization" in request.headers:
+            counters["blob_auth_headers"] += 1
+        return await blob_response(state, request)
+
+    @app.api_route("/v1/files/{task_id}/video.mp4", methods=["GET", "HEAD"])
+    async def download_video(request: Request) -> Response:
+        return await file_response(state, request, video, request.path_params["task_id"])
+
+    controls.register(app, state)
+    return app
+
+
+class PrefixMiddleware:
+    """Serve API paths only under ``config.path_prefix`` (read per request, so it can change).
+
+    With a prefix, ``/gateway/v1/tasks/x`` is routed as ``/v1/tasks/x`` and the bare
+    ``/v1/tasks/x`` answers 404. ``/_emulator`` control paths are never prefixed.
+    """
+
+    def __init__(self, app: Any, state: EmulatorState) -> None:
+        self.app = app
+        self.state = state
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        prefix = self.state.config.path_prefix
+        if prefix and scope["type"] == "http":
+            path: str = scope["path"]
+            if path.startswith(prefix + "/"):
+                scope["path"] = path[len(prefix) :]
+            elif not path.startswith(CONTROL_PREFIX):
+                response = json_error(self.state, 404, "not_found", f"path: {path} is not served")
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)

@@ -1,0 +1,283 @@
+"""Typed errors of the Kirin provider, and the one map from API error codes and HTTP statuses to them.
+
+Catch what you care about in a DAG::
+
+    from airflow_provider_kirin.exceptions import KirinRateLimitError, KirinTaskFailedError
+
+    try:
+        hook.wait_for_task(task_id, poll_interval=10, timeout=1800)
+    except KirinTaskFailedError as err:  # every generation that ended ``failed``
+        print(err.code, err.task_id, err.message)
+
+The hierarchy::
+
+    KirinError (AirflowException)
+    ├── KirinValidationError      bad input, raised before any request is sent
+    ├── KirinAuthError            401/403
+    ├── KirinNotFoundError        404
+    ├── KirinConflictError        409, external_task_id already used
+    ├── KirinRateLimitError       429 after retries
+    ├── KirinTaskTimeoutError     waiting passed its deadline (also an AirflowSensorTimeout)
+    └── KirinTaskFailedError      the generation failed (unknown or missing code)
+        ├── KirinGenerationError     002011095
+        ├── KirinResultParsingError  002011096
+        ├── KirinHTTPResponseError   002011097
+        ├── KirinStatusCheckError    002011098
+        └── KirinTaskCreationError   002011099
+
+No message ever holds the API key: every message is passed through :func:`redact` before it is stored.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, ClassVar
+
+from airflow.sdk.exceptions import AirflowException, AirflowSensorTimeout
+
+__all__ = [
+    "SEED_ERROR_CODES",
+    "KirinAuthError",
+    "KirinConflictError",
+    "KirinError",
+    "KirinGenerationError",
+    "KirinHTTPResponseError",
+    "KirinNotFoundError",
+    "KirinRateLimitError",
+    "KirinResultParsingError",
+    "KirinStatusCheckError",
+    "KirinTaskCreationError",
+    "KirinTaskFailedError",
+    "KirinTaskTimeoutError",
+    "KirinValidationError",
+    "error_from_event",
+    "exception_class_for",
+    "normalize_code",
+    "redact",
+    "register_secret",
+]
+
+_SECRETS: set[str] = set()
+_BEARER = re.compile(r"(?i)(bearer\s+)[^\s\"',;]+")
+
+
+def register_secret(secret: str | None) -> None:
+    """Remember a secret (the API key) so that :func:`redact` removes it from any text we produce."""
+    if secret and len(secret) >= 4:
+        _SECRETS.add(secret)
+
+
+def redact(text: str) -> str:
+    """Return ``text`` with every registered secret and every bearer token replaced by ``***``."""
+    for secret in _SECRETS:
+        if secret in text:
+            text = text.replace(secret, "***")
+    return _BEARER.sub(r"\1***", text)
+
+
+def normalize_code(code: object) -> str | None:
+    """Return an error code in its canonical string form.
+
+    The seed's codes are nine-digit strings with leading zeros; a server that sends them as JSON
+    numbers loses the zeros (``2011095``), so all-digit codes are left-padded back to nine digits.
+    """
+    if code is None or isinstance(code, bool):
+        return None
+    text = str(code).strip()
+    if not text:
+        return None
+    if text.isdigit() and len(text) < 9:
+        return text.zfill(9)
+    return text
+
+
+class KirinError(AirflowException):
+    """Base class of every error the Kirin provider raises.
+
+    :param message: What happened, in a sentence.
+    :param code: The API's error code, normalised to its nine-digit string form.
+    :param task_id: The Kirin task id the error belongs to, when known.
+    :param http_status: The HTTP status of the response that caused the error, when known.
+    """
+
+    #: What a DAG author should do about this error; appended to the message.
+    hint: ClassVar[str] = "See the task log for details."
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: object = None,
+        task_id: str | None = None,
+        http_status: int | None = None,
+    ) -> None:
+        self.message = redact(str(message))
+        self.code = normalize_code(code)
+        self.task_id = task_id
+        self.http_status = http_status
+        super().__init__(self._render())
+
+    def _render(self) -> str:
+        where = [
+            f"{name}={value}"
+            for name, value in (("task_id", self.task_id), ("code", self.code), ("http", self.http_status))
+            if value is not None
+        ]
+        context = f" [{', '.join(where)}]" if where else ""
+        return f"{self.message}{context} {self.hint}"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild, (type(self), self.to_dict()))
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable form, used in trigger events; :func:`error_from_event` reverses it."""
+        return {
+            "error_type": type(self).__name__,
+            "message": self.message,
+            "code": self.code,
+            "task_id": self.task_id,
+            "http_status": self.http_status,
+        }
+
+
+def _rebuild(cls: type[KirinError], data: dict[str, Any]) -> KirinError:
+    return cls(data["message"], code=data["code"], task_id=data["task_id"], http_status=data["http_status"])
+
+
+class KirinValidationError(KirinError, ValueError):
+    """A request field is invalid. Raised before any request is sent, so it costs nothing."""
+
+    hint = "Fix the value in the DAG or its template; nothing was sent to Kirin."
+
+
+class KirinAuthError(KirinError):
+    """The API refused the key (HTTP 401 or 403)."""
+
+    hint = "Check the API key in the connection's password field."
+
+
+class KirinNotFoundError(KirinError):
+    """No task has that id (HTTP 404)."""
+
+    hint = "Check the task id, and that the connection points at the account that created it."
+
+
+class KirinConflictError(KirinError):
+    """The ``external_task_id`` is already used by another task of this account (HTTP 409)."""
+
+    hint = "Use a new external_task_id, or look the existing task up with get_task_by_external_id()."
+
+
+class KirinRateLimitError(KirinError):
+    """The API kept answering 429 after every retry."""
+
+    hint = "Lower concurrency (an Airflow pool with include_deferred=True) or raise the account's limits."
+
+
+class KirinTaskTimeoutError(KirinError, AirflowSensorTimeout):
+    """The task did not finish before the deadline. It is also an ``AirflowSensorTimeout``,
+    so a sensor with ``soft_fail=True`` is skipped rather than failed."""
+
+    hint = (
+        "The generation may still finish and will still be billed; raise the timeout or "
+        "check on the task id later."
+    )
+
+
+class KirinTaskFailedError(KirinError):
+    """The generation failed; the parent of every seed error code's class.
+
+    Raised itself when a task ended ``failed`` with a code this provider does not know.
+    """
+
+    hint = "The generation failed on Kirin's side; retrying the Airflow task submits a new generation."
+
+
+class KirinGenerationError(KirinTaskFailedError):
+    """002011095: internal generation error."""
+
+    hint = "An internal generation error; a retry usually succeeds, or rephrase the prompt."
+
+
+class KirinResultParsingError(KirinTaskFailedError):
+    """002011096: result parsing error, or a response body we could not parse after retries."""
+
+    hint = "The result could not be parsed; retry, and report it to Kirin if it persists."
+
+
+class KirinHTTPResponseError(KirinTaskFailedError):
+    """002011097: HTTP error response; also a 4xx/5xx we could not map to anything narrower."""
+
+    hint = "Kirin answered with an HTTP error; retry later, or check the request if it was a 4xx."
+
+
+class KirinStatusCheckError(KirinTaskFailedError):
+    """002011098: status check error; also reads that kept failing at the transport level."""
+
+    hint = "The task's status could not be checked; check the network and the base URL, then retry."
+
+
+class KirinTaskCreationError(KirinTaskFailedError):
+    """002011099: task creation error; also a create that failed at the transport level."""
+
+    hint = "The task could not be created; check the network and the base URL, then retry."
+
+
+SEED_ERROR_CODES: dict[str, type[KirinTaskFailedError]] = {
+    "002011095": KirinGenerationError,
+    "002011096": KirinResultParsingError,
+    "002011097": KirinHTTPResponseError,
+    "002011098": KirinStatusCheckError,
+    "002011099": KirinTaskCreationError,
+}
+
+_BY_HTTP_STATUS: dict[int, type[KirinError]] = {
+    401: KirinAuthError,
+    403: KirinAuthError,
+    404: KirinNotFoundError,
+    409: KirinConflictError,
+    429: KirinRateLimitError,
+}
+
+
+def exception_class_for(code: object = None, http_status: int | None = None) -> type[KirinError]:
+    """The one map from an API error code or HTTP status to its exception class.
+
+    A known seed code wins; otherwise the HTTP status decides (401/403, 404, 409, 429, any other
+    4xx or 5xx is a :class:`KirinHTTPResponseError`); with neither, the task failed for a reason
+    we do not know: :class:`KirinTaskFailedError`.
+    """
+    normalized = normalize_code(code)
+    if normalized in SEED_ERROR_CODES:
+        return SEED_ERROR_CODES[normalized]
+    if http_status is not None:
+        if http_status in _BY_HTTP_STATUS:
+            return _BY_HTTP_STATUS[http_status]
+        if http_status >= 400:
+            return KirinHTTPResponseError
+    return KirinTaskFailedError
+
+
+_ALL_ERRORS: tuple[type[KirinError], ...] = (
+    KirinError,
+    KirinValidationError,
+    KirinAuthError,
+    KirinNotFoundError,
+    KirinConflictError,
+    KirinRateLimitError,
+    KirinTaskTimeoutError,
+    KirinTaskFailedError,
+    *SEED_ERROR_CODES.values(),
+)
+_BY_NAME: dict[str, type[KirinError]] = {cls.__name__: cls for cls in _ALL_ERRORS}
+
+
+def error_from_event(data: dict[str, Any]) -> KirinError:
+    """Rebuild the exception that :meth:`KirinError.to_dict` described (e.g. in a trigger event)."""
+    cls = _BY_NAME.get(str(data.get("error_type")), KirinError)
+    return cls(
+        str(data.get("message") or "Kirin reported an error without a message."),
+        code=data.get("code"),
+        task_id=data.get("task_id"),
+        http_status=data.get("http_status"),
+    )

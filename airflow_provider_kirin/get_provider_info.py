@@ -1,0 +1,91 @@
+"""Provider metadata, found by Airflow through the ``apache_airflow_provider`` entry point.
+
+Validated in the tests against ``airflow/provider_info.schema.json`` from airflow-core. The
+connection form is declared here (``conn-fields``/``ui-field-behaviour``), so Airflow builds it
+without importing the hook.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+INTEGRATION = "Kirin"
+
+
+def get_provider_info() -> dict[str, Any]:
+    from airflow_provider_kirin import __version__
+
+    return {
+        "package-name": "airflow-provider-kirin",
+        "name": "Kirin",
+        "description": "Text-to-video generation with the Kirin V2.5 Turbo API (``kirin_v2_5_turbo_t2v``).",
+        "versions": [__version__],
+        "integrations": [
+            {
+                "integration-name": INTEGRATION,
+                "tags": ["ai", "video"],
+            }
+        ],
+        "hooks": [
+            {"integration-name": INTEGRATION, "python-modules": ["airflow_provider_kirin.hooks.kirin"]}
+        ],
+        "operators": [
+            {"integration-name": INTEGRATION, "python-modules": ["airflow_provider_kirin.operators.kirin"]}
+        ],
+        "sensors": [
+            {"integration-name": INTEGRATION, "python-modules": ["airflow_provider_kirin.sensors.kirin"]}
+        ],
+        "triggers": [
+            {"integration-name": INTEGRATION, "python-modules": ["airflow_provider_kirin.triggers.kirin"]}
+        ],
+        "extra-links": ["airflow_provider_kirin.links.kirin.KirinVideoLink"],
+        "connection-types": [
+            {
+                "connection-type": "kirin",
+                "hook-class-name": "airflow_provider_kirin.hooks.kirin.KirinHook",
+                "hook-name": "Kirin",
+                "conn-fields": {
+                    "create_path": {
+                        "label": "Create path",
+                        "description": "POST path that creates a generation task.",
+                        "schema": {"type": ["string", "null"], "default": "/v1/videos/generations"},
+                    },
+                    "task_path": {
+                        "label": "Task path",
+                        "description": "GET path of one task; must contain {task_id}.",
+                        "schema": {"type": ["string", "null"], "default": "/v1/tasks/{task_id}"},
+                    },
+                    "lookup_path": {
+                        "label": "Lookup path",
+                        "description": "GET path that finds a task by ?external_task_id=.",
+                        "schema": {"type": ["string", "null"], "default": "/v1/tasks"},
+                    },
+                    "timeout": {
+                        "label": "Read timeout (s)",
+                        "schema": {"type": ["number", "null"], "default": 30},
+                    },
+                    "connect_timeout": {
+                        "label": "Connect timeout (s)",
+                        "schema": {"type": ["number", "null"], "default": 10},
+                    },
+                    "verify_ssl": {
+                        "label": "Verify TLS certificates",
+                        "description": "Turn off only for a local test gateway; a warning is logged.",
+                        "schema": {"type": ["boolean", "null"], "default": True},
+                    },
+                    "max_retries": {
+                        "label": "Retries per request",
+                        "schema": {"type": ["integer", "null"], "default": 5},
+                    },
+                },
+                "ui-field-behaviour": {
+                    "hidden-fields": ["schema", "port", "login"],
+                    "relabeling": {"host": "Base URL", "password": "API key"},
+                    "placeholders": {
+                        "host": "https://api.example.com (emulator: http://127.0.0.1:8765)",
+                        "password": "your Kirin API key",
+                    },
+                },
+            }
+        ],
+    }

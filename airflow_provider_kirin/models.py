@@ -1,0 +1,303 @@
+"""The Kirin wire format: the request a DAG sends and the task envelope the API answers with.
+
+Build a request (every rule of the vendor's page is checked here, before anything is sent)::
+
+    from airflow_provider_kirin.models import KirinVideoRequest
+
+    request = KirinVideoRequest.build(prompt="a red fox in snow", duration=10, mode="pro")
+    request.to_payload()  # the JSON body, duration as a string, unset fields left out
+
+Read a task (unknown fields and unknown statuses are tolerated; ``id`` is read as ``task_id``)::
+
+    task = KirinTask.model_validate(envelope)
+    if task.is_completed:
+        print(task.video_urls, task.cost)
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Final, Literal
+from urllib.parse import urlsplit
+
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictStr,
+    ValidationError,
+    field_validator,
+)
+
+from airflow_provider_kirin.exceptions import KirinValidationError, normalize_code
+
+MODEL_ID: Final = "kirin_v2_5_turbo_t2v"
+MAX_PROMPT_CHARS: Final = 2500
+TERMINAL_STATUSES: Final = frozenset({"completed", "failed"})
+
+#: What each request field allows, as said in validation errors.
+ALLOWED: Final[dict[str, str]] = {
+    "prompt": f"a string of 1 to {MAX_PROMPT_CHARS} characters, not only white space",
+    "negative_prompt": f"a string of at most {MAX_PROMPT_CHARS} characters, or None",
+    "duration": "5 or 10 (int or str)",
+    "aspect_ratio": "one of '16:9', '9:16', '1:1'",
+    "mode": "one of 'std', 'pro'",
+    "watermark_info": "{'enabled': true|false}",
+    "watermark": "True or False",
+    "callback_url": "an http:// or https:// URL with a host, or None",
+    "external_task_id": "a non-empty string of at most 256 characters, no white space at the ends, or None",
+    "model": f"'{MODEL_ID}'",
+}
+
+
+def _duration_to_wire(value: object) -> object:
+    # Accept 5/10 as int or str; send str. A bool is an int in Python, and never a duration.
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return value
+
+
+class WatermarkInfo(BaseModel):
+    """``watermark_info`` on the wire; custom watermarks are not supported by the API."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: StrictBool = False
+
+
+class KirinVideoRequest(BaseModel):
+    """A text-to-video generation request, validated against every rule of the vendor's page.
+
+    Use :meth:`build` rather than the constructor: it raises :class:`KirinValidationError` naming
+    the field, the value and what is allowed.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model: Literal["kirin_v2_5_turbo_t2v"] = MODEL_ID
+    prompt: StrictStr = Field(min_length=1, max_length=MAX_PROMPT_CHARS)
+    negative_prompt: StrictStr | None = Field(default=None, max_length=MAX_PROMPT_CHARS)
+    duration: Annotated[Literal["5", "10"], BeforeValidator(_duration_to_wire)] = "5"
+    aspect_ratio: Literal["16:9", "9:16", "1:1"] = "16:9"
+    mode: Literal["std", "pro"] = "std"
+    watermark_info: WatermarkInfo = WatermarkInfo()
+    callback_url: StrictStr | None = None
+    external_task_id: StrictStr | None = Field(default=None, min_length=1, max_length=256)
+
+    @field_validator("prompt")
+    @classmethod
+    def _prompt_not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("the prompt is only white space")
+        return value
+
+    @field_validator("callback_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("not an http(s) URL with a host")
+        return value
+
+    @field_validator("external_task_id")
+    @classmethod
+    def _trimmed(cls, value: str | None) -> str | None:
+        if value is not None and value != value.strip():
+            raise ValueError("white space at either end")
+        return value
+
+    @classmethod
+    def build(
+        cls,
+        *,
+        prompt: object,
+        negative_prompt: object = None,
+        duration: object = "5",
+        aspect_ratio: object = "16:9",
+        mode: object = "std",
+        watermark: object = False,
+        callback_url: object = None,
+        external_task_id: object = None,
+    ) -> KirinVideoRequest:
+        """Validate the fields a DAG author passes; raise :class:`KirinValidationError` if any is wrong."""
+        fields: dict[str, Any] = {
+            "prompt": prompt,
+            "negative_prompt": negative_prompt,
+            "duration": duration,
+            "aspect_ratio": aspect_ratio,
+            "mode": mode,
+            "watermark_info": {"enabled": watermark},
+            "callback_url": callback_url,
+            "external_task_id": external_task_id,
+        }
+        return validate_model(cls, fields)
+
+    def to_payload(self) -> dict[str, Any]:
+        """The JSON body: unset optional fields are left out, ``watermark_info`` is always sent."""
+        return self.model_dump(mode="json", exclude_none=True)
+
+
+def _describe(value: object) -> str:
+    text = repr(value)
+    if len(text) > 80:
+        text = f"{text[:60]}...{text[-10:]} ({len(value) if hasattr(value, '__len__') else '?'} long)"
+    return text
+
+
+def validate_model(model: type[Any], data: dict[str, Any]) -> Any:
+    """Validate ``data`` into ``model``, turning pydantic's error into a :class:`KirinValidationError`
+    that names every bad field, its value and what the field allows."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as err:
+        problems = []
+        for item in err.errors(include_url=False):
+            loc = [str(part) for part in item["loc"]]
+            field = "watermark" if loc[:1] == ["watermark_info"] else (loc[0] if loc else "request")
+            allowed = ALLOWED.get(field, "see the field's documentation")
+            problems.append(
+                f"{field}={_describe(item.get('input'))} is invalid ({item['msg']}); allowed: {allowed}"
+            )
+        raise KirinValidationError("Invalid Kirin request: " + "; ".join(problems)) from None
+
+
+# ---------------------------------------------------------------------------------------------------
+# The task envelope
+
+
+class KirinVideo(BaseModel):
+    """One generated item of ``output[].content[]``."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str | None = None
+    url: str | None = None
+    size: str | None = None
+
+
+class KirinOutput(BaseModel):
+    """One element of ``output``."""
+
+    model_config = ConfigDict(extra="allow")
+
+    content: list[KirinVideo] = Field(default_factory=list)
+
+
+class KirinUsage(BaseModel):
+    """``usage``: cost in USD as a decimal string, and the discount."""
+
+    model_config = ConfigDict(extra="allow")
+
+    cost: str | None = None
+    discount: float | str | None = None
+
+    @field_validator("cost", mode="before")
+    @classmethod
+    def _cost_as_text(cls, value: object) -> object:
+        # The contract says a decimal string; a JSON number is tolerated and kept exact as text.
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)
+        return value
+
+
+class KirinTaskError(BaseModel):
+    """``error`` of a failed task."""
+
+    model_config = ConfigDict(extra="allow")
+
+    code: str | None = None
+    error_message: str | None = Field(default=None, validation_alias=AliasChoices("error_message", "message"))
+
+    @field_validator("code", mode="before")
+    @classmethod
+    def _normalize(cls, value: object) -> str | None:
+        return normalize_code(value)
+
+
+class KirinTask(BaseModel):
+    """A Kirin task as the API reports it. Unknown fields are kept, unknown statuses mean "not yet".
+
+    Every hook method that returns a task returns this model.
+    """
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+
+    task_id: str = Field(validation_alias=AliasChoices("task_id", "id"), min_length=1)
+    external_task_id: str | None = None
+    model: str | None = None
+    status: str
+    created_at: str | None = None
+    updated_at: str | None = None
+    output: list[KirinOutput] | None = None
+    usage: KirinUsage | None = None
+    error: KirinTaskError | None = None
+    metadata: dict[str, Any] | None = None
+
+    @field_validator("task_id", mode="before")
+    @classmethod
+    def _id_as_text(cls, value: object) -> object:
+        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+    @field_validator("status", mode="before")
+    @classmethod
+    def _status_lower(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @property
+    def is_terminal(self) -> bool:
+        """``completed`` and ``failed`` are the only terminal states."""
+        return self.status in TERMINAL_STATUSES
+
+    @property
+    def is_completed(self) -> bool:
+        return self.status == "completed"
+
+    @property
+    def is_failed(self) -> bool:
+        return self.status == "failed"
+
+    @property
+    def videos(self) -> list[KirinVideo]:
+        """Every generated video with a URL (items of other types are left out)."""
+        return [
+            item
+            for block in self.output or []
+            for item in block.content
+            if item.url and (item.type is None or item.type.lower() == "video")
+        ]
+
+    @property
+    def video_urls(self) -> list[str]:
+        return [video.url for video in self.videos if video.url]
+
+    @property
+    def cost(self) -> str | None:
+        return self.usage.cost if self.usage else None
+
+    @property
+    def discount(self) -> float | str | None:
+        return self.usage.discount if self.usage else None
+
+    @property
+    def error_code(self) -> str | None:
+        return self.error.code if self.error else None
+
+    @property
+    def error_message(self) -> str | None:
+        return self.error.error_message if self.error else None
+
+    def to_result(self) -> dict[str, Any]:
+        """The plain, JSON-serialisable result that operators and sensors push to XCom."""
+        return {
+            "task_id": self.task_id,
+            "external_task_id": self.external_task_id,
+            "status": self.status,
+            "videos": [{"url": v.url, "type": v.type or "video", "size": v.size} for v in self.videos],
+            "cost": self.cost,
+            "discount": self.discount,
+            "metadata": dict(self.metadata or {}),
+        }

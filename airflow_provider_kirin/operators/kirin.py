@@ -1,0 +1,214 @@
+"""The operator that turns a prompt into a Kirin video generation.
+
+Submit, and let a sensor wait::
+
+    from airflow_provider_kirin.operators.kirin import KirinTextToVideoOperator
+    from airflow_provider_kirin.sensors.kirin import KirinTaskSensor
+
+    submit = KirinTextToVideoOperator(task_id="submit", prompt="a red fox in fresh snow", duration=5)
+    wait = KirinTaskSensor(task_id="wait", kirin_task_id=submit.output, deferrable=True)
+
+Or submit and wait in one task, deferring to the triggerer::
+
+    KirinTextToVideoOperator(
+        task_id="generate",
+        prompt="prompts/fox.txt",  # a .txt/.j2 file is read and templated
+        mode="pro",
+        wait_for_completion=True,
+        deferrable=True,
+    )
+
+This module imports nothing heavy (no aiohttp, no pydantic models) at DAG parse time.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from datetime import timedelta
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import BaseOperator
+from airflow.sdk.configuration import conf
+
+from airflow_provider_kirin import defaults
+from airflow_provider_kirin.links.kirin import KirinVideoLink
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+    from airflow_provider_kirin.hooks.kirin import KirinHook
+    from airflow_provider_kirin.models import KirinTask
+
+#: Extra seconds the deferral may outlive the trigger's own deadline, so the trigger's clean
+#: ``timeout`` event (after a last status check) wins over Airflow's generic deferral timeout.
+DEFER_TIMEOUT_MARGIN = 60.0
+
+
+class KirinTextToVideoOperator(BaseOperator):
+    """Submit a Kirin V2.5 Turbo text-to-video generation; optionally wait for the video.
+
+    Returns the Kirin task id (XCom ``return_value``, and key ``kirin_task_id``). With
+    ``wait_for_completion=True`` it also pushes the result dict under ``kirin_result``:
+    ``task_id``, ``external_task_id``, ``status``, ``videos`` (``url``, ``type``, ``size``),
+    ``cost`` (USD string), ``discount``, ``metadata``.
+
+    Every argument is validated after templating and before any request, so a bad value fails the
+    task without spending anything. Retries never pay twice: the task always sends an
+    ``external_task_id`` (yours, or one derived from dag, run, task and map index) and looks it up
+    before creating; see ``docs/reliability.md``.
+
+    :param prompt: 1 to 2500 characters (templated; a ``.txt``/``.j2`` file name is read as a template).
+    :param negative_prompt: Up to 2500 characters (templated).
+    :param duration: 5 or 10 seconds.
+    :param aspect_ratio: ``16:9``, ``9:16`` or ``1:1``.
+    :param mode: ``std`` or ``pro``.
+    :param watermark: Whether Kirin also generates a watermarked result.
+    :param callback_url: http(s) URL Kirin notifies on status changes (templated).
+    :param external_task_id: Your idempotency id (templated); derived when not given.
+    :param kirin_conn_id: The ``kirin`` connection.
+    :param wait_for_completion: Wait until the generation ends.
+    :param deferrable: Wait in the triggerer instead of a worker slot.
+    :param poll_interval: Seconds between status checks while waiting (an upper bound).
+    :param first_poll_delay: Seconds before the first status check (a generation takes 30 s or more).
+    :param timeout: Seconds to wait for the generation before :class:`KirinTaskTimeoutError`.
+    :param max_consecutive_poll_errors: Failed status checks in a row that end the wait.
+    :param external_id_namespace: Mixed into derived ids, for deployments sharing one account.
+    """
+
+    template_fields: Sequence[str] = ("prompt", "negative_prompt", "external_task_id", "callback_url")
+    template_ext: Sequence[str] = (".txt", ".j2")
+    template_fields_renderers = {"prompt": "md", "negative_prompt": "md"}
+    operator_extra_links = (KirinVideoLink(),)
+    ui_color = "#f3e8ff"
+
+    def __init__(
+        self,
+        *,
+        prompt: str,
+        negative_prompt: str | None = None,
+        duration: int | str = 5,
+        aspect_ratio: str = "16:9",
+        mode: str = "std",
+        watermark: bool = False,
+        callback_url: str | None = None,
+        external_task_id: str | None = None,
+        kirin_conn_id: str = defaults.DEFAULT_CONN_ID,
+        wait_for_completion: bool = False,
+        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
+        poll_interval: float = defaults.POLL_INTERVAL,
+        first_poll_delay: float = defaults.FIRST_POLL_DELAY,
+        timeout: float = defaults.TIMEOUT,
+        max_consecutive_poll_errors: int = defaults.MAX_CONSECUTIVE_POLL_ERRORS,
+        external_id_namespace: str = "",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.prompt = prompt
+        self.negative_prompt = negative_prompt
+        self.duration = duration
+        self.aspect_ratio = aspect_ratio
+        self.mode = mode
+        self.watermark = watermark
+        self.callback_url = callback_url
+        self.external_task_id = external_task_id
+        self.kirin_conn_id = kirin_conn_id
+        self.wait_for_completion = wait_for_completion
+        self.deferrable = deferrable
+        self.poll_interval = poll_interval
+        self.first_poll_delay = first_poll_delay
+        self.timeout = timeout
+        self.max_consecutive_poll_errors = max_consecutive_poll_errors
+        self.external_id_namespace = external_id_namespace
+        self.kirin_task_id: str | None = None
+
+    @cached_property
+    def hook(self) -> KirinHook:
+        from airflow_provider_kirin.hooks.kirin import KirinHook
+
+        return KirinHook(kirin_conn_id=self.kirin_conn_id)
+
+    def execute(self, context: Context) -> str:
+        from airflow_provider_kirin.idempotency import external_task_id_from_context
+        from airflow_provider_kirin.models import KirinVideoRequest
+
+        request = KirinVideoRequest.build(
+            prompt=self.prompt,
+            negative_prompt=self.negative_prompt,
+            duration=self.duration,
+            aspect_ratio=self.aspect_ratio,
+            mode=self.mode,
+            watermark=self.watermark,
+            callback_url=self.callback_url,
+            external_task_id=self.external_task_id
+            or external_task_id_from_context(context, self.external_id_namespace),
+        )
+        task, reused = self.hook.submit_idempotent(request)
+        self.kirin_task_id = task.task_id
+        context["ti"].xcom_push(key=defaults.KIRIN_TASK_ID_XCOM_KEY, value=task.task_id)
+        self.log.info(
+            "%s Kirin task %s (external id %s, mode %s, duration %s s, status %s)",
+            "Reusing" if reused else "Submitted",
+            task.task_id,
+            task.external_task_id,
+            request.mode,
+            request.duration,
+            task.status,
+        )
+        if not self.wait_for_completion:
+            return task.task_id
+        if task.is_terminal:
+            return self._finish(context, task)
+        if self.deferrable:
+            self._defer(task.task_id)
+        done = self.hook.wait_for_task(
+            task.task_id,
+            poll_interval=self.poll_interval,
+            timeout=self.timeout,
+            first_poll_delay=self.first_poll_delay,
+            max_consecutive_errors=self.max_consecutive_poll_errors,
+        )
+        return self._finish(context, done)
+
+    def _defer(self, kirin_task_id: str) -> None:
+        from airflow_provider_kirin.triggers.kirin import KirinTaskTrigger
+
+        now = time.time()
+        backstop = timedelta(seconds=self.timeout + self.poll_interval + DEFER_TIMEOUT_MARGIN)
+        self.defer(
+            trigger=KirinTaskTrigger(
+                kirin_task_id=kirin_task_id,
+                kirin_conn_id=self.kirin_conn_id,
+                poll_interval=self.poll_interval,
+                deadline=now + self.timeout,
+                first_poll_at=now + self.first_poll_delay,
+                max_consecutive_errors=self.max_consecutive_poll_errors,
+                started_at=now,
+            ),
+            method_name="execute_complete",
+            timeout=min(backstop, self.execution_timeout) if self.execution_timeout else backstop,
+        )
+
+    def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> str:
+        """Resume after the trigger fired: the completed task, or its typed error raised."""
+        from airflow_provider_kirin.triggers.kirin import task_from_event
+
+        return self._finish(context, task_from_event(event))
+
+    def _finish(self, context: Context, task: KirinTask) -> str:
+        from airflow_provider_kirin.polling import log_result, raise_for_outcome
+
+        raise_for_outcome(task)  # a reused task may have ended failed or without a video
+        self.kirin_task_id = task.task_id
+        context["ti"].xcom_push(key=defaults.KIRIN_RESULT_XCOM_KEY, value=task.to_result())
+        log_result(self.log, task)
+        return task.task_id
+
+    def on_kill(self) -> None:
+        if self.kirin_task_id:
+            self.log.warning(
+                "Killed, but Kirin has no cancel endpoint: generation %s continues on Kirin's side and "
+                "will still be billed.",
+                self.kirin_task_id,
+            )

@@ -1,0 +1,210 @@
+"""The one place that knows Kirin's wire format: which request each operation sends, and what each
+response means. It does no I/O; the sync (``requests``) and async (``aiohttp``) transports in
+``hooks/kirin.py`` send what :class:`KirinProtocol` builds and hand back what they receive.
+
+Every outcome is one of: a :class:`~airflow_provider_kirin.models.KirinTask`; ``None`` (a lookup
+that found nothing); a :class:`~airflow_provider_kirin.retry.TransientKirinError` (worth another
+try); or a typed :class:`~airflow_provider_kirin.exceptions.KirinError` (final).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+from urllib.parse import quote
+
+from pydantic import ValidationError
+
+from airflow_provider_kirin.config import KirinConnectionConfig
+from airflow_provider_kirin.exceptions import (
+    KirinError,
+    KirinResultParsingError,
+    KirinStatusCheckError,
+    KirinTaskCreationError,
+    KirinValidationError,
+    exception_class_for,
+    redact,
+)
+from airflow_provider_kirin.models import KirinTask, KirinVideoRequest
+from airflow_provider_kirin.retry import TransientKirinError, parse_retry_after
+
+Operation = Literal["create", "get", "lookup"]
+
+#: How much of a bad response body an error message quotes.
+SNIPPET_CHARS = 300
+
+
+@dataclass(frozen=True)
+class ApiCall:
+    """One request, ready for a transport to send. Holds no secret: headers come from the protocol."""
+
+    operation: Operation
+    method: Literal["GET", "POST"]
+    url: str
+    params: dict[str, str] | None = None
+    body: dict[str, Any] | None = None
+    task_id: str | None = None
+    external_task_id: str | None = None
+    label: str = field(default="", compare=False)
+
+    @property
+    def is_create(self) -> bool:
+        return self.operation == "create"
+
+
+def snippet(body: bytes | str, limit: int = SNIPPET_CHARS) -> str:
+    """A short, secret-free quote of a response body for error messages."""
+    text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
+    text = " ".join(text.split())
+    if len(text) > limit:
+        text = f"{text[:limit]}... ({len(body)} bytes in all)"
+    return redact(text)
+
+
+class KirinProtocol:
+    """Builds :class:`ApiCall` objects from a :class:`KirinConnectionConfig` and interprets responses."""
+
+    def __init__(self, config: KirinConnectionConfig) -> None:
+        self.config = config
+
+    def __repr__(self) -> str:
+        return f"KirinProtocol(base_url={self.config.base_url!r})"
+
+    # -- requests ------------------------------------------------------------------------------
+    def headers(self) -> dict[str, str]:
+        """Headers of every API request. The only place the API key is read."""
+        return {
+            "Authorization": f"Bearer {self.config.api_key.get_secret_value()}",
+            "Accept": "application/json",
+            "User-Agent": _user_agent(),
+        }
+
+    def create(self, request: KirinVideoRequest) -> ApiCall:
+        return ApiCall(
+            operation="create",
+            method="POST",
+            url=self.config.base_url + self.config.create_path,
+            body=request.to_payload(),
+            external_task_id=request.external_task_id,
+            label=f"create (external_task_id={request.external_task_id})",
+        )
+
+    def get(self, task_id: str) -> ApiCall:
+        task_id = _require_id("task_id", task_id)
+        path = self.config.task_path.replace("{task_id}", quote(task_id, safe=""))
+        return ApiCall("get", "GET", self.config.base_url + path, task_id=task_id, label=f"get {task_id}")
+
+    def lookup(self, external_task_id: str) -> ApiCall:
+        external_task_id = _require_id("external_task_id", external_task_id)
+        return ApiCall(
+            "lookup",
+            "GET",
+            self.config.base_url + self.config.lookup_path,
+            params={"external_task_id": external_task_id},
+            external_task_id=external_task_id,
+            label=f"lookup external_task_id={external_task_id}",
+        )
+
+    # -- responses -----------------------------------------------------------------------------
+    def interpret(
+        self, call: ApiCall, status: int, headers: Mapping[str, str], body: bytes, *, truncated: bool = False
+    ) -> KirinTask | None:
+        """Turn a response into a task, ``None`` (lookup: no such id), or raise what it means."""
+        if 200 <= status < 300:
+            if truncated:
+                raise TransientKirinError(
+                    self._error(
+                        KirinResultParsingError,
+                        call,
+                        f"the body is larger than max_response_bytes={self.config.max_response_bytes}",
+                        http_status=status,
+                    )
+                )
+            return self.parse_task(call, body, http_status=status)
+        if status == 404 and call.operation == "lookup":
+            return None
+        code, message = _error_body(body)
+        error_cls = exception_class_for(code, status)
+        reason = message or (snippet(body) if body else "no body")
+        error = self._error(error_cls, call, f"HTTP {status}: {reason}", code=code, http_status=status)
+        if status == 429 or status >= 500:
+            may_have_created = call.is_create and status >= 500
+            if may_have_created and not call.external_task_id:
+                raise error  # no id to look the task up by: a blind retry could pay twice
+            retry_after = parse_retry_after(headers.get("Retry-After"), cap=self.config.max_retry_after)
+            raise TransientKirinError(error, retry_after=retry_after, may_have_created=may_have_created)
+        raise error
+
+    def parse_task(
+        self, call: ApiCall | None, body: bytes | str, *, http_status: int | None = None
+    ) -> KirinTask:
+        """Parse a task envelope; an unparseable one is transient (the next try may read a good one)."""
+        try:
+            return KirinTask.model_validate_json(body)
+        except ValidationError as err:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in err.errors()[:3]
+            )
+            reason = f"the response is not a task envelope ({problems}); body: {snippet(body)}"
+        raise TransientKirinError(self._error(KirinResultParsingError, call, reason, http_status=http_status))
+
+    def transport_failure(self, call: ApiCall, error: BaseException, *, reached_server: bool) -> Exception:
+        """What a connection error, timeout or reset means: something to retry, or to raise now.
+
+        A create that may have reached the server is retried only when its ``external_task_id``
+        lets the next try look the task up first; without one it is not retried at all.
+        """
+        error_cls = KirinTaskCreationError if call.is_create else KirinStatusCheckError
+        what = "may have reached Kirin" if reached_server else "did not reach Kirin"
+        final = self._error(error_cls, call, f"the request {what}: {type(error).__name__}: {error}")
+        if call.is_create and reached_server and not call.external_task_id:
+            return self._error(
+                error_cls,
+                call,
+                f"the request may have reached Kirin ({type(error).__name__}) and has no external_task_id "
+                "to look it up by, so it was not retried, to avoid paying twice; check the Kirin "
+                "account before retrying",
+            )
+        return TransientKirinError(final, may_have_created=call.is_create and reached_server)
+
+    @staticmethod
+    def _error(
+        cls: type[KirinError],
+        call: ApiCall | None,
+        reason: str,
+        *,
+        code: str | None = None,
+        http_status: int | None = None,
+    ) -> KirinError:
+        label = f"Kirin {call.label}" if call is not None else "Kirin response"
+        task_id = call.task_id if call is not None else None
+        return cls(f"{label} failed: {reason}", code=code, task_id=task_id, http_status=http_status)
+
+
+def _require_id(name: str, value: object) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise KirinValidationError(f"{name}={value!r} is invalid; allowed: a non-empty string")
+    return value.strip()
+
+
+def _error_body(body: bytes) -> tuple[str | None, str | None]:
+    """``(code, message)`` of an error body ``{"error": {"code", "error_message"}}``, if it has one."""
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return None, None
+    error = data.get("error") if isinstance(data, dict) else None
+    if isinstance(error, dict):
+        message = error.get("error_message") or error.get("message")
+        return error.get("code"), snippet(str(message)) if message else None
+    if isinstance(error, str):
+        return None, snippet(error)
+    return None, None
+
+
+def _user_agent() -> str:
+    from airflow_provider_kirin import __version__
+
+    return f"airflow-provider-kirin/{__version__}"

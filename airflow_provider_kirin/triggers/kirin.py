@@ -1,0 +1,178 @@
+"""The trigger that waits for a Kirin task in the triggerer, without holding a worker slot.
+
+Operators and sensors create it for you when ``deferrable=True``; to defer on it yourself::
+
+    self.defer(
+        trigger=KirinTaskTrigger(kirin_task_id, poll_interval=10, deadline=time.time() + 1800),
+        method_name="execute_complete",
+    )
+
+    def execute_complete(self, context, event=None):
+        task = task_from_event(event)  # the completed task, or the typed error raised
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from airflow.triggers.base import BaseTrigger, TriggerEvent
+
+from airflow_provider_kirin.defaults import DEFAULT_CONN_ID, MAX_CONSECUTIVE_POLL_ERRORS, POLL_INTERVAL
+from airflow_provider_kirin.exceptions import KirinError, error_from_event, redact
+from airflow_provider_kirin.polling import PollState
+
+#: The statuses a :class:`KirinTaskTrigger` event can carry.
+EVENT_STATUSES = ("success", "failed", "timeout", "error")
+
+
+class KirinTaskTrigger(BaseTrigger):
+    """Poll a Kirin task until it is ``completed`` or ``failed``, or its deadline passes.
+
+    Yields exactly one event ``{"status": ..., "kirin_task_id": ..., "task": <envelope or None>,
+    "error": <error dict or None>}`` with status ``success``, ``failed``, ``timeout`` or ``error``.
+    Turn it back into the task or the typed exception with :func:`task_from_event`.
+
+    Everything it needs is serialized, with times as absolute epoch seconds, so a triggerer
+    restart or a move to another triggerer resumes polling the same task against the same
+    deadline. Transient errors (429, 5xx, timeouts, resets) are "not yet" until
+    ``max_consecutive_errors`` in a row.
+
+    :param kirin_task_id: The Kirin task to wait for.
+    :param kirin_conn_id: The ``kirin`` connection.
+    :param poll_interval: Seconds between status checks (an upper bound; jitter only shortens it).
+    :param deadline: Absolute wall-clock deadline (``time.time()`` seconds); None waits forever.
+    :param first_poll_at: Absolute time of the first status check; None checks at once.
+    :param max_consecutive_errors: Failed checks in a row that end the wait with an error event.
+    :param started_at: When the wait began (epoch seconds), for elapsed times in the logs.
+    """
+
+    def __init__(
+        self,
+        kirin_task_id: str,
+        kirin_conn_id: str = DEFAULT_CONN_ID,
+        poll_interval: float = POLL_INTERVAL,
+        deadline: float | None = None,
+        first_poll_at: float | None = None,
+        max_consecutive_errors: int = MAX_CONSECUTIVE_POLL_ERRORS,
+        started_at: float | None = None,
+    ) -> None:
+        super().__init__()
+        self.kirin_task_id = kirin_task_id
+        self.kirin_conn_id = kirin_conn_id
+        self.poll_interval = float(poll_interval)
+        self.deadline = deadline
+        self.first_poll_at = first_poll_at
+        self.max_consecutive_errors = max_consecutive_errors
+        self.started_at = time.time() if started_at is None else started_at
+
+    def __repr__(self) -> str:
+        return (
+            f"KirinTaskTrigger(kirin_task_id={self.kirin_task_id!r}, kirin_conn_id={self.kirin_conn_id!r}, "
+            f"poll_interval={self.poll_interval}, deadline={self.deadline})"
+        )
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return (
+            f"{type(self).__module__}.{type(self).__qualname__}",
+            {
+                "kirin_task_id": self.kirin_task_id,
+                "kirin_conn_id": self.kirin_conn_id,
+                "poll_interval": self.poll_interval,
+                "deadline": self.deadline,
+                "first_poll_at": self.first_poll_at,
+                "max_consecutive_errors": self.max_consecutive_errors,
+                "started_at": self.started_at,
+            },
+        )
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        from airflow_provider_kirin.hooks.kirin import KirinAsyncHook
+        from airflow_provider_kirin.retry import TransientKirinError
+
+        hook = KirinAsyncHook(self.kirin_conn_id)
+        state = PollState(
+            task_id=self.kirin_task_id,
+            deadline=self.deadline if self.deadline is not None else float("inf"),
+            poll_interval=self.poll_interval,
+            max_consecutive_errors=self.max_consecutive_errors,
+            started=self.started_at,
+            logger=self.log,
+        )
+        try:
+            await hook.get_config()
+            if self.first_poll_at is not None:
+                await asyncio.sleep(state.first_delay(self.first_poll_at - time.time()))
+            while True:
+                retry_after = None
+                try:
+                    task = await hook.poll_once(self.kirin_task_id)
+                except TransientKirinError as err:
+                    retry_after = state.observe_error(err)
+                else:
+                    try:
+                        done = state.observe(task)
+                    except KirinError as err:
+                        yield self._event("failed", task=task.model_dump(mode="json"), error=err)
+                        return
+                    if done is not None:
+                        yield self._event("success", task=done.model_dump(mode="json"))
+                        return
+                if state.expired():
+                    yield self._event("timeout", error=state.timeout_error())
+                    return
+                await asyncio.sleep(state.next_delay(retry_after))
+        except KirinError as err:
+            yield self._event("error", error=err)
+        except Exception as err:  # never let a bug become a silent, endlessly retried trigger
+            wrapped = KirinError(
+                f"Waiting for the Kirin task failed unexpectedly: {type(err).__name__}: {err}"
+            )
+            self.log.exception("Unexpected error while waiting for Kirin task %s", self.kirin_task_id)
+            yield self._event("error", error=wrapped)
+        finally:
+            await hook.close()
+
+    def _event(
+        self, status: str, *, task: dict[str, Any] | None = None, error: KirinError | None = None
+    ) -> TriggerEvent:
+        if error is not None and error.task_id is None:
+            error.task_id = self.kirin_task_id
+        return TriggerEvent(
+            {
+                "status": status,
+                "kirin_task_id": self.kirin_task_id,
+                "task": task,
+                "error": error.to_dict() if error is not None else None,
+            }
+        )
+
+    async def on_kill(self) -> None:
+        """The API has no cancel endpoint: say so, with the task id, so the spend can be traced."""
+        self.log.warning(
+            "The Airflow task was killed, but Kirin has no cancel endpoint: generation %s continues "
+            "on Kirin's side and will still be billed.",
+            self.kirin_task_id,
+        )
+
+
+def task_from_event(event: dict[str, Any] | None) -> Any:
+    """The completed :class:`~airflow_provider_kirin.models.KirinTask` a trigger event carries, or
+    the typed error it describes. A missing event or an unknown status is an error, never a success."""
+    from airflow_provider_kirin.models import KirinTask
+
+    if not isinstance(event, dict):
+        raise KirinError(f"The Kirin trigger returned no event (got {type(event).__name__}).")
+    status = event.get("status")
+    if status not in EVENT_STATUSES:
+        raise KirinError(f"The Kirin trigger returned an unknown status {redact(str(status))[:50]!r}.")
+    if status == "success":
+        if not isinstance(event.get("task"), dict):
+            raise KirinError("The Kirin trigger reported success without the task.")
+        return KirinTask.model_validate(event["task"])
+    error = event.get("error")
+    if not isinstance(error, dict):
+        raise KirinError(f"The Kirin trigger reported {status} without an error description.")
+    raise error_from_event(error)

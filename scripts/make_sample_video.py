@@ -1,0 +1,88 @@
+#!/usr/bin/env python
+"""Render the emulator's sample clip, ``airflow_provider_kirin/emulator/media/sample.mp4``.
+
+The emulator serves this file for every completed task, so tests can check that a download
+really is a playable video. The clip is 2 s of 320x180 at 24 fps: a colour gradient that scrolls
+horizontally while its blue channel pulses, encoded as H.264 (``libx264``, yuv420p, CRF 30,
+single thread) in an MP4 with ``+faststart``; ``--codec mpeg4`` is the fallback when the PyAV
+build lacks libx264. Frames are computed with integer arithmetic only and the muxer runs with
+``bitexact`` (no libavformat version tag), so the same PyAV/FFmpeg build always produces the
+same bytes. The result is about 11 KB (the budget is 100 KB).
+
+Usage (needs PyAV, ``pip install av``)::
+
+    python scripts/make_sample_video.py                  # writes the committed sample
+    python scripts/make_sample_video.py -o /tmp/x.mp4 --seconds 4 --codec mpeg4
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import av
+
+DEFAULT_OUTPUT = Path(__file__).resolve().parent.parent / "airflow_provider_kirin/emulator/media/sample.mp4"
+
+
+def frame_rgb(index: int, width: int, height: int, fps: int) -> bytes:
+    """One rgb24 frame: red scrolls with x, green follows y, blue pulses once a second."""
+    shift = index * 256 // (fps * 2)  # the red ramp scrolls one full period in two seconds
+    reds = bytes(((x * 256 // width) + shift) % 256 for x in range(width))
+    phase = index % fps
+    blue = (phase * 255 // max(1, fps - 1)) if phase < fps // 2 else 255 - (phase * 255 // max(1, fps - 1))
+    blues = bytes([blue]) * width
+    rows = bytearray()
+    row = bytearray(width * 3)
+    row[0::3] = reds
+    row[2::3] = blues
+    for y in range(height):
+        row[1::3] = bytes([y * 255 // max(1, height - 1)]) * width
+        rows += row
+    return bytes(rows)
+
+
+def render(
+    output: Path,
+    seconds: float = 2.0,
+    width: int = 320,
+    height: int = 180,
+    fps: int = 24,
+    codec: str = "libx264",
+) -> int:
+    """Encode the clip to ``output``; return its size in bytes."""
+    output.parent.mkdir(parents=True, exist_ok=True)
+    options = {"crf": "30", "preset": "medium", "threads": "1"} if codec == "libx264" else {"qscale": "8"}
+    with av.open(
+        str(output), mode="w", format="mp4", options={"movflags": "+faststart", "fflags": "+bitexact"}
+    ) as container:
+        stream = container.add_stream(codec, rate=fps, options=options)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.codec_context.thread_count = 1
+        stream.codec_context.flags |= int(av.codec.context.Flags.bitexact)
+        for index in range(round(seconds * fps)):
+            frame = av.VideoFrame(width, height, "rgb24")
+            frame.planes[0].update(frame_rgb(index, width, height, fps))
+            frame.pts = index
+            for packet in stream.encode(frame.reformat(format="yuv420p")):
+                container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+    return output.stat().st_size
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("-o", "--output", type=Path, default=DEFAULT_OUTPUT)
+    parser.add_argument("--seconds", type=float, default=2.0)
+    parser.add_argument("--width", type=int, default=320)
+    parser.add_argument("--height", type=int, default=180)
+    parser.add_argument("--fps", type=int, default=24)
+    parser.add_argument("--codec", default="libx264", choices=["libx264", "mpeg4"])
+    args = parser.parse_args(argv)
+    size = render(args.output, args.seconds, args.width, args.height, args.fps, args.codec)
+    print(f"wrote {args.output} ({size} bytes)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,150 @@
+"""The retry policy's pure parts and the polling schedule (bounds, jitter range, deadline)."""
+
+from __future__ import annotations
+
+import random
+from email.utils import formatdate
+
+import pytest
+from pydantic import SecretStr
+from tenacity import Retrying
+
+from airflow_provider_kirin.config import KirinConnectionConfig
+from airflow_provider_kirin.exceptions import (
+    KirinGenerationError,
+    KirinRateLimitError,
+    KirinResultParsingError,
+    KirinStatusCheckError,
+    KirinTaskFailedError,
+)
+from airflow_provider_kirin.models import KirinTask
+from airflow_provider_kirin.polling import POLL_JITTER, PollState, raise_for_outcome
+from airflow_provider_kirin.retry import TransientKirinError, parse_retry_after, retry_kwargs
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        ("3", 3.0),
+        ("0", 0.0),
+        ("-5", 0.0),
+        ("2.5", 2.5),
+        ("100000", 60.0),
+        ("soon", None),
+        (None, None),
+        ("nan", None),
+    ],
+)
+def test_parse_retry_after_seconds(header: str | None, expected: float | None) -> None:
+    assert parse_retry_after(header, cap=60.0) == expected
+
+
+def test_parse_retry_after_http_date() -> None:
+    now = 1_800_000_000.0
+    assert parse_retry_after(formatdate(now + 12, usegmt=True), cap=60.0, now=now) == pytest.approx(12.0)
+    assert parse_retry_after(formatdate(now + 86400, usegmt=True), cap=60.0, now=now) == 60.0  # capped
+    assert parse_retry_after(formatdate(now - 100, usegmt=True), cap=60.0, now=now) == 0.0
+
+
+def config(**extra: object) -> KirinConnectionConfig:
+    return KirinConnectionConfig.model_validate(
+        {"base_url": "http://127.0.0.1:1", "api_key": SecretStr("k" * 8), **extra}
+    )
+
+
+def run_policy(cfg: KirinConnectionConfig, errors: list[Exception]) -> tuple[object, list[float]]:
+    """Drive the real tenacity policy with a recorded sleep (no wall-clock waiting)."""
+    slept: list[float] = []
+    attempts = iter(errors)
+
+    def call() -> str:
+        error = next(attempts, None)
+        if error is not None:
+            raise error
+        return "ok"
+
+    retrying = Retrying(sleep=slept.append, **retry_kwargs(cfg, "test"))
+    try:
+        return retrying(call), slept
+    except Exception as err:
+        return err, slept
+
+
+def transient(retry_after: float | None = None) -> TransientKirinError:
+    return TransientKirinError(KirinRateLimitError("HTTP 429", http_status=429), retry_after=retry_after)
+
+
+def test_retry_after_is_a_lower_bound_on_the_wait() -> None:
+    outcome, slept = run_policy(config(max_retries=3), [transient(4.0), transient(4.0)])
+    assert outcome == "ok"
+    assert len(slept) == 2
+    assert all(s >= 4.0 for s in slept)
+
+
+def test_backoff_is_bounded_and_jittered() -> None:
+    random.seed(7)
+    outcome, slept = run_policy(config(max_retries=8, retry_max_wait=2.0), [transient()] * 8)
+    assert outcome == "ok"
+    assert all(0.0 <= s <= 2.0 for s in slept)
+    assert len(set(slept)) > 1
+
+
+def test_exhausted_retries_raise_the_final_typed_error() -> None:
+    outcome, slept = run_policy(config(max_retries=2), [transient()] * 5)
+    assert isinstance(outcome, KirinRateLimitError)
+    assert len(slept) == 2  # 3 tries in all
+
+
+def test_non_transient_errors_are_not_retried() -> None:
+    outcome, slept = run_policy(config(), [KirinGenerationError("no")])
+    assert isinstance(outcome, KirinGenerationError)
+    assert slept == []
+
+
+# -- polling ------------------------------------------------------------------------------------
+def task(status: str, **fields: object) -> KirinTask:
+    return KirinTask.model_validate({"task_id": "kt_1", "status": status, **fields})
+
+
+def test_outcomes() -> None:
+    assert raise_for_outcome(task("processing")) is None
+    assert raise_for_outcome(task("mystery")) is None
+    done = task("completed", output=[{"content": [{"type": "video", "url": "http://x/v.mp4"}]}])
+    assert raise_for_outcome(done) is done
+    with pytest.raises(KirinResultParsingError, match="no video URL"):
+        raise_for_outcome(task("completed", output=[]))
+    with pytest.raises(KirinGenerationError) as info:
+        raise_for_outcome(task("failed", error={"code": "002011095", "error_message": "gpu fell over"}))
+    assert info.value.code == "002011095"
+    assert info.value.task_id == "kt_1"
+    with pytest.raises(KirinTaskFailedError) as unknown:
+        raise_for_outcome(task("failed"))
+    assert type(unknown.value) is KirinTaskFailedError
+
+
+def test_delays_never_exceed_the_interval_and_are_jittered() -> None:
+    state = PollState(task_id="kt", deadline=10_000.0, poll_interval=10.0)
+    delays = [state.next_delay(now=0.0) for _ in range(500)]
+    assert all(10.0 * (1 - POLL_JITTER) <= d <= 10.0 for d in delays)
+    assert max(delays) - min(delays) > 0.5  # spread, not lock-step
+
+
+def test_delays_stop_at_the_deadline_and_stretch_to_retry_after() -> None:
+    state = PollState(task_id="kt", deadline=100.0, poll_interval=10.0)
+    assert state.next_delay(now=97.0) == pytest.approx(3.0)
+    assert state.next_delay(now=100.5) == 0.0
+    assert state.next_delay(retry_after=25.0, now=0.0) == 25.0
+    assert state.first_delay(20.0, now=90.0) == pytest.approx(10.0)
+    assert state.expired(now=100.0)
+    assert not state.expired(now=99.9)
+
+
+def test_transient_poll_errors_count_until_the_limit() -> None:
+    state = PollState(task_id="kt", deadline=1e12, max_consecutive_errors=3)
+    assert state.observe_error(transient(2.0)) == 2.0
+    assert state.observe_error(transient()) is None
+    state.observe(task("processing"))  # a good check resets the count
+    state.observe_error(transient())
+    state.observe_error(transient())
+    with pytest.raises(KirinStatusCheckError, match="3 status checks in a row failed"):
+        state.observe_error(transient())
