@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
-from airflow_provider_kirin.exceptions import KirinValidationError, register_secret
+from airflow_provider_kirin.exceptions import KirinConnectionError, register_secret
 
 if TYPE_CHECKING:
     from airflow.sdk import Connection
@@ -31,6 +31,9 @@ if TYPE_CHECKING:
 from airflow_provider_kirin.defaults import CONN_TYPE, DEFAULT_CONN_ID
 
 __all__ = ["CONN_TYPE", "DEFAULT_CONN_ID", "KirinConnectionConfig"]
+
+
+_FIELD_LABELS = {"base_url": "host (base URL)", "api_key": "password (API key)"}
 
 
 class KirinConnectionConfig(BaseModel):
@@ -84,19 +87,22 @@ class KirinConnectionConfig(BaseModel):
 
     @classmethod
     def from_connection(cls, conn: Connection) -> KirinConnectionConfig:
-        """Read a ``kirin`` connection; raise :class:`KirinValidationError` naming a bad field."""
+        """Read a ``kirin`` connection; raise :class:`KirinConnectionError` naming a bad field."""
         if not conn.host:
-            raise KirinValidationError(
+            raise KirinConnectionError(
                 f"Connection {conn.conn_id!r} has no host; set it to the Kirin base URL "
                 "(for the bundled emulator: http://127.0.0.1:8765)."
             )
         if not conn.password:
-            raise KirinValidationError(
+            raise KirinConnectionError(
                 f"Connection {conn.conn_id!r} has no API key; put the key in its password field."
             )
         register_secret(conn.password)
         host = conn.host.strip()
-        if "://" not in host:
+        if "://" in host:
+            scheme, rest = host.split("://", 1)
+            host = f"{scheme.lower()}://{rest}"
+        else:
             scheme = conn.schema if conn.schema in ("http", "https") else "https"
             host = f"{scheme}://{host}"
         if conn.port and host.count(":") < 2:
@@ -108,7 +114,7 @@ class KirinConnectionConfig(BaseModel):
         except ValidationError as err:
             # Name the field and the rule, never the input: the input may be the API key.
             problems = "; ".join(
-                f"extra {'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
+                f"{_FIELD_LABELS.get(str(e['loc'][0]), 'extra ' + str(e['loc'][0]))}: {e['msg']}"
                 for e in err.errors(include_url=False)
             )
-            raise KirinValidationError(f"Connection {conn.conn_id!r} is invalid: {problems}") from None
+            raise KirinConnectionError(f"Connection {conn.conn_id!r} is invalid: {problems}") from None

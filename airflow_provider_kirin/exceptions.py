@@ -13,6 +13,7 @@ The hierarchy::
 
     KirinError (AirflowException)
     ├── KirinValidationError      bad input, raised before any request is sent
+    │   └── KirinConnectionError  the Airflow connection is incomplete or invalid
     ├── KirinAuthError            401/403
     ├── KirinNotFoundError        404
     ├── KirinConflictError        409, external_task_id already used
@@ -39,6 +40,7 @@ __all__ = [
     "SEED_ERROR_CODES",
     "KirinAuthError",
     "KirinConflictError",
+    "KirinConnectionError",
     "KirinError",
     "KirinGenerationError",
     "KirinHTTPResponseError",
@@ -148,6 +150,12 @@ class KirinValidationError(KirinError, ValueError):
     """A request field is invalid. Raised before any request is sent, so it costs nothing."""
 
     hint = "Fix the value in the DAG or its template; nothing was sent to Kirin."
+
+
+class KirinConnectionError(KirinValidationError):
+    """The Airflow connection of type ``kirin`` is missing a field or has a bad one."""
+
+    hint = "Fix the Airflow connection (host = base URL, password = API key, extras); nothing was sent."
 
 
 class KirinAuthError(KirinError):
@@ -261,6 +269,7 @@ def exception_class_for(code: object = None, http_status: int | None = None) -> 
 _ALL_ERRORS: tuple[type[KirinError], ...] = (
     KirinError,
     KirinValidationError,
+    KirinConnectionError,
     KirinAuthError,
     KirinNotFoundError,
     KirinConflictError,

@@ -1,0 +1,299 @@
+"""Run a real Airflow from tests: temporary AIRFLOW_HOMEs on SQLite, ``airflow`` CLI subprocesses with
+an explicit environment, long-running components in their own process groups, and read-only access to
+the metadata database (task states, dag run states, XComs).
+
+Nothing here imports Airflow: the test process stays independent of the Airflow it drives.
+
+Example::
+
+    template = migrate_template(tmp / "template")  # ``airflow db migrate`` once
+    home = AirflowHome.create(tmp / "home", template, dags_folder=EXAMPLE_DAGS)
+    result = home.cli("dags", "test", "example_kirin_deferrable_operator", extra_env={...})
+    run_id, state = home.latest_run("example_kirin_deferrable_operator")
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE_DAGS = REPO_ROOT / "example_dags"
+TEST_DAG_FILES = REPO_ROOT / "tests" / "dags" / "dag_files"
+
+#: Environment variables never inherited by the Airflow subprocesses: every Airflow setting (and
+#: the example DAGs' knobs) is set explicitly by the test that starts the process.
+_SCRUBBED_PREFIXES = ("AIRFLOW", "KIRIN_", "_AIRFLOW", "PYTEST_")
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def fernet_key() -> str:
+    return base64.urlsafe_b64encode(secrets.token_bytes(32)).decode()
+
+
+def clean_env(home: Path, settings: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment of an Airflow subprocess: the parent's, minus every ``AIRFLOW*``/``KIRIN_*``
+    variable, plus this home's explicit settings. The venv's ``bin`` comes first on ``PATH``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(_SCRUBBED_PREFIXES)}
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    env.update(
+        {
+            "AIRFLOW_HOME": str(home),
+            "AIRFLOW_CONFIG": str(home / "airflow.cfg"),
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
+            "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(home / "logs"),
+            "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
+            "PYTHONUNBUFFERED": "1",
+            "PYTHONDONTWRITEBYTECODE": "1",
+        }
+    )
+    env.update(settings or {})
+    return env
+
+
+def _prepare_home(home: Path) -> None:
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "logs").mkdir(exist_ok=True)
+    # An (empty) config file of our own: Airflow then does not write a generated one (with random
+    # secrets) on first use, which would race when several components start at once.
+    (home / "airflow.cfg").write_text("# settings come from AIRFLOW__* environment variables\n")
+
+
+def migrate_template(path: Path, timeout: float = 180) -> Path:
+    """Run ``airflow db migrate`` once into ``path``; return the migrated SQLite file to copy from."""
+    _prepare_home(path)
+    env = clean_env(path, {"AIRFLOW__CORE__FERNET_KEY": fernet_key()})
+    result = subprocess.run(
+        [sys.executable, "-m", "airflow", "db", "migrate"],
+        env=env,
+        cwd=path,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(
+            f"airflow db migrate failed ({result.returncode}):\n{result.stdout}\n{result.stderr}"
+        )
+    return path / "airflow.db"
+
+
+@dataclass
+class ManagedProcess:
+    """A long-running Airflow component in its own process group, logging to a file."""
+
+    name: str
+    popen: subprocess.Popen[bytes]
+    log_path: Path
+
+    @property
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def tail(self, lines: int = 60) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError as err:
+            return f"<no log: {err}>"
+        return "\n".join(text.splitlines()[-lines:])
+
+    def stop(self, grace: float = 15.0) -> None:
+        """SIGTERM the whole process group, then SIGKILL whatever is left after ``grace`` seconds."""
+        pgid = self.popen.pid  # start_new_session=True: the group id is the leader's pid
+        if self.alive:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pgid, signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.popen.wait(grace)
+        # Children (task supervisors, parsing processes) may outlive the leader: kill the group.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pgid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.popen.wait(5)
+
+
+@dataclass
+class AirflowHome:
+    """A temporary AIRFLOW_HOME on SQLite and the explicit environment of every process run in it."""
+
+    path: Path
+    env: dict[str, str]
+    processes: list[ManagedProcess] = field(default_factory=list)
+
+    @classmethod
+    def create(
+        cls,
+        path: Path,
+        template_db: Path,
+        *,
+        dags_folder: Path,
+        settings: Mapping[str, str] | None = None,
+    ) -> AirflowHome:
+        """A new home at ``path`` with a copy of the migrated ``template_db``."""
+        _prepare_home(path)
+        shutil.copyfile(template_db, path / "airflow.db")
+        env = clean_env(
+            path,
+            {
+                "AIRFLOW__CORE__DAGS_FOLDER": str(dags_folder),
+                "AIRFLOW__CORE__FERNET_KEY": fernet_key(),
+                "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(32),
+                "AIRFLOW__API__SECRET_KEY": secrets.token_urlsafe(16),
+                **(settings or {}),
+            },
+        )
+        return cls(path=path, env=env)
+
+    @property
+    def db_path(self) -> Path:
+        return self.path / "airflow.db"
+
+    # -- processes -----------------------------------------------------------------------------
+    def cli(
+        self,
+        *args: str,
+        extra_env: Mapping[str, str] | None = None,
+        timeout: float = 120,
+    ) -> subprocess.CompletedProcess[str]:
+        """Run ``airflow <args>`` to completion; stdout and stderr are captured, never checked."""
+        try:
+            return subprocess.run(
+                [sys.executable, "-m", "airflow", *args],
+                env={**self.env, **(extra_env or {})},
+                cwd=self.path,
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                check=False,
+            )
+        except subprocess.TimeoutExpired as err:
+            out = (
+                (err.stdout or b"").decode(errors="replace") if isinstance(err.stdout, bytes) else err.stdout
+            )
+            raise AssertionError(f"airflow {' '.join(args)} ran longer than {timeout} s:\n{out}") from None
+
+    def start(self, name: str, *args: str, extra_env: Mapping[str, str] | None = None) -> ManagedProcess:
+        """Start ``airflow <args>`` in the background, in a new session (so its group can be killed)."""
+        log_path = self.path / f"{name}.out.log"
+        with open(log_path, "wb") as log:
+            popen = subprocess.Popen(
+                [sys.executable, "-m", "airflow", *args],
+                env={**self.env, **(extra_env or {})},
+                cwd=self.path,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        process = ManagedProcess(name=name, popen=popen, log_path=log_path)
+        self.processes.append(process)
+        return process
+
+    def stop_all(self) -> None:
+        """Stop every process started with :meth:`start`, newest first."""
+        while self.processes:
+            self.processes.pop().stop()
+
+    def diagnostics(self, lines: int = 60) -> str:
+        """The tail of every started process's log, for a failure message."""
+        return "\n".join(
+            f"----- {p.name} (pid {p.popen.pid}, exit {p.popen.poll()}) -----\n{p.tail(lines)}"
+            for p in self.processes
+        )
+
+    # -- metadata database (read only) ---------------------------------------------------------
+    def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        """Run one read-only query on the metadata DB (a fresh connection each time: no lock kept)."""
+        conn = sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True, timeout=30)
+        try:
+            return conn.execute(sql, params).fetchall()
+        finally:
+            conn.close()
+
+    def latest_run(self, dag_id: str) -> tuple[str, str] | None:
+        """``(run_id, state)`` of the newest run of ``dag_id``, or None."""
+        rows = self.query(
+            "SELECT run_id, state FROM dag_run WHERE dag_id = ? ORDER BY id DESC LIMIT 1", (dag_id,)
+        )
+        return (rows[0][0], rows[0][1]) if rows else None
+
+    def run_state(self, dag_id: str, run_id: str) -> str | None:
+        rows = self.query("SELECT state FROM dag_run WHERE dag_id = ? AND run_id = ?", (dag_id, run_id))
+        return rows[0][0] if rows else None
+
+    def task_states(self, dag_id: str, run_id: str) -> dict[tuple[str, int], str | None]:
+        """``{(task_id, map_index): state}`` of one run."""
+        rows = self.query(
+            "SELECT task_id, map_index, state FROM task_instance WHERE dag_id = ? AND run_id = ?",
+            (dag_id, run_id),
+        )
+        return {(task_id, map_index): state for task_id, map_index, state in rows}
+
+    def xcoms(self, dag_id: str, run_id: str, task_id: str, key: str) -> dict[int, Any]:
+        """``{map_index: value}`` of one XCom key of one task in one run, JSON-decoded."""
+        rows = self.query(
+            "SELECT map_index, value FROM xcom WHERE dag_id = ? AND run_id = ? AND task_id = ? AND key = ?",
+            (dag_id, run_id, task_id, key),
+        )
+        return {map_index: decode_xcom(value) for map_index, value in rows}
+
+    def xcom(self, dag_id: str, run_id: str, task_id: str, key: str, map_index: int = -1) -> Any:
+        """One XCom value (None if there is none)."""
+        return self.xcoms(dag_id, run_id, task_id, key).get(map_index)
+
+
+def decode_xcom(raw: Any) -> Any:
+    """An XCom value as stored in the SQLite JSON column (possibly JSON text of JSON text)."""
+    value = raw
+    for _ in range(2):
+        if isinstance(value, (bytes, bytearray)):
+            value = value.decode()
+        if not isinstance(value, str):
+            break
+        try:
+            value = json.loads(value)
+        except ValueError:
+            break
+    return value
+
+
+def wait_until(
+    predicate: Callable[[], Any],
+    *,
+    timeout: float,
+    interval: float = 0.5,
+    what: str,
+    diagnostics: Callable[[], str] = lambda: "",
+) -> Any:
+    """Call ``predicate`` until it returns something truthy (returned); fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"Timed out after {timeout:.0f} s waiting for {what}.\n{diagnostics()}")
+        time.sleep(interval)

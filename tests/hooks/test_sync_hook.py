@@ -1,0 +1,310 @@
+"""``KirinHook`` against the emulator over real HTTP: the API, validation, retries, downloads."""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+import av
+import pytest
+
+from airflow_provider_kirin.emulator import EmulatorConfig, EmulatorServer
+from airflow_provider_kirin.exceptions import (
+    KirinAuthError,
+    KirinConflictError,
+    KirinHTTPResponseError,
+    KirinNotFoundError,
+    KirinRateLimitError,
+    KirinResultParsingError,
+    KirinStatusCheckError,
+    KirinTaskCreationError,
+    KirinTaskTimeoutError,
+    KirinValidationError,
+)
+from airflow_provider_kirin.hooks.kirin import KirinHook, safe_file_name
+
+
+def api_requests(server: EmulatorServer) -> int:
+    stats = server.stats()
+    return stats["create_requests"] + stats["gets"] + stats["lookups"]
+
+
+def test_create_get_lookup_wait_download(emulator: EmulatorServer, tmp_path: Path) -> None:
+    hook = KirinHook()
+    created = hook.create_task(
+        "a red fox", duration=10, mode="pro", aspect_ratio="1:1", external_task_id="e-1"
+    )
+    assert created.status == "pending"
+    assert created.external_task_id == "e-1"
+    assert hook.get_task(created.task_id).task_id == created.task_id
+    found = hook.get_task_by_external_id("e-1")
+    assert found is not None
+    assert found.task_id == created.task_id
+    assert hook.get_task_by_external_id("no-such-id") is None
+
+    done = hook.wait_for_task(created.task_id, poll_interval=0.1, timeout=10)
+    assert done.is_completed
+    assert done.cost == "1.20"
+    assert done.to_result()["videos"][0]["size"] == "960x960"
+
+    path = hook.download_video(done.video_urls[0], tmp_path / "fox.mp4")
+    with av.open(str(path)) as container:
+        assert container.streams.video, "the download is a real video"
+    assert emulator.stats()["creates"] == 1
+
+
+def test_get_unknown_task_is_not_found(emulator: EmulatorServer) -> None:
+    with pytest.raises(KirinNotFoundError):
+        KirinHook().get_task("kt_missing")
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"prompt": ""},
+        {"prompt": "p", "duration": 7},
+        {"prompt": "p", "aspect_ratio": "4:3"},
+        {"prompt": "p", "mode": "ultra"},
+        {"prompt": "p", "negative_prompt": "n" * 2501},
+        {"prompt": "p", "watermark": "yes"},
+        {"prompt": "p", "callback_url": "file:///etc/passwd"},
+        {"prompt": "p", "external_task_id": ""},
+    ],
+)
+def test_bad_input_costs_nothing(emulator: EmulatorServer, fields: dict) -> None:
+    prompt = fields.pop("prompt")
+    with pytest.raises(KirinValidationError):
+        KirinHook().create_task(prompt, **fields)
+    assert api_requests(emulator) == 0
+
+
+def test_429_with_retry_after_is_honoured(emulator: EmulatorServer, caplog: pytest.LogCaptureFixture) -> None:
+    emulator.add_fault(endpoint="create", kind="http_error", status=429, retry_after="1", times=2)
+    with caplog.at_level(logging.WARNING, logger="airflow_provider_kirin.retry"):
+        task = KirinHook().create_task("p", external_task_id="rl-1")
+    assert task.external_task_id == "rl-1"
+    stats = emulator.stats()
+    assert (stats["create_requests"], stats["creates"]) == (3, 1)
+    waits = [float(m) for m in re.findall(r"retrying in ([\d.]+) s", caplog.text)]
+    assert len(waits) == 2
+    assert all(w >= 1.0 for w in waits)
+
+
+def test_429_forever_ends_in_a_rate_limit_error(
+    emulator: EmulatorServer, use_conn: Callable[..., None]
+) -> None:
+    use_conn(emulator, max_retries=2)
+    emulator.add_fault(endpoint="get", kind="http_error", status=429, retry_after="0", times=-1)
+    with pytest.raises(KirinRateLimitError) as info:
+        KirinHook().get_task("kt_any")
+    assert info.value.http_status == 429
+    assert emulator.stats()["gets"] == 3
+
+
+@pytest.mark.parametrize("status", [500, 502, 503, 504])
+def test_5xx_bursts_are_ridden_out(emulator: EmulatorServer, status: int) -> None:
+    task = KirinHook().create_task("p", external_task_id=f"burst-{status}")
+    emulator.add_fault(endpoint="get", kind="http_error", status=status, times=4)
+    assert KirinHook().get_task(task.task_id).task_id == task.task_id
+    assert emulator.stats()["gets"] == 5
+
+
+def test_5xx_after_every_retry_is_an_http_response_error(
+    emulator: EmulatorServer, use_conn: Callable[..., None]
+) -> None:
+    use_conn(emulator, max_retries=3)
+    emulator.add_fault(endpoint="get", kind="http_error", status=503, body="<html>down</html>", times=-1)
+    with pytest.raises(KirinHTTPResponseError) as info:
+        KirinHook().get_task("kt_any")
+    assert info.value.http_status == 503
+    assert "<html>down</html>" in info.value.message
+    assert emulator.stats()["gets"] == 4
+
+
+def test_5xx_with_a_seed_code_raises_that_codes_class(
+    emulator: EmulatorServer, use_conn: Callable[..., None]
+) -> None:
+    use_conn(emulator, max_retries=1)
+    emulator.add_fault(endpoint="get", kind="http_error", status=500, code="002011098", times=-1)
+    with pytest.raises(KirinStatusCheckError) as info:
+        KirinHook().get_task("kt_any")
+    assert info.value.code == "002011098"
+
+
+@pytest.mark.parametrize(("status", "cls"), [(400, KirinHTTPResponseError), (403, KirinAuthError)])
+def test_client_errors_are_not_retried(emulator: EmulatorServer, status: int, cls: type) -> None:
+    emulator.add_fault(endpoint="get", kind="http_error", status=status, times=-1)
+    with pytest.raises(cls):
+        KirinHook().get_task("kt_any")
+    assert emulator.stats()["gets"] == 1
+
+
+def test_wrong_key_is_an_auth_error_at_once(
+    kirin_emulator_factory: Callable[..., EmulatorServer], use_conn: Callable[..., None]
+) -> None:
+    server = kirin_emulator_factory(EmulatorConfig(api_key="the-right-key"))
+    use_conn(server, api_key="a-wrong-key")
+    with pytest.raises(KirinAuthError) as info:
+        KirinHook().create_task("p", external_task_id="auth-1")
+    assert info.value.http_status == 401
+    assert "a-wrong-key" not in str(info.value)
+    assert server.stats()["create_requests"] == 1
+
+
+def test_reused_external_id_is_a_conflict(emulator: EmulatorServer) -> None:
+    hook = KirinHook()
+    hook.create_task("p", external_task_id="dup")
+    with pytest.raises(KirinConflictError):
+        hook.create_task("p", external_task_id="dup")
+    assert emulator.stats()["create_requests"] == 2
+
+
+def test_lost_create_response_is_resolved_by_lookup(emulator: EmulatorServer) -> None:
+    emulator.add_fault(endpoint="create", kind="reset_after")
+    task = KirinHook().create_task("p", external_task_id="lost-1")
+    stats = emulator.stats()
+    assert stats["creates"] == 1
+    assert stats["create_requests"] == 1  # no second create: the lookup found the first
+    assert emulator.task(task.task_id) is not None
+
+
+def test_create_that_never_arrived_is_sent_again(emulator: EmulatorServer) -> None:
+    emulator.add_fault(endpoint="create", kind="reset_before")
+    task = KirinHook().create_task("p", external_task_id="never-1")
+    stats = emulator.stats()
+    assert stats["creates"] == 1
+    assert task.external_task_id == "never-1"
+
+
+def test_create_without_external_id_is_never_retried_blindly(emulator: EmulatorServer) -> None:
+    emulator.add_fault(endpoint="create", kind="reset_after")
+    with pytest.raises(KirinTaskCreationError, match="not retried"):
+        KirinHook().create_task("p")
+    assert emulator.stats()["creates"] == 1
+
+
+def test_unparseable_bodies_are_retried_then_typed(
+    emulator: EmulatorServer, use_conn: Callable[..., None]
+) -> None:
+    task = KirinHook().create_task("p", external_task_id="nj-1")
+    emulator.add_fault(endpoint="get", kind="non_json", times=2)
+    assert KirinHook().get_task(task.task_id).task_id == task.task_id
+    use_conn(emulator, max_retries=1)
+    emulator.add_fault(endpoint="get", kind="non_json", times=-1)
+    with pytest.raises(KirinResultParsingError, match="gateway"):
+        KirinHook().get_task(task.task_id)
+
+
+def test_read_timeout_is_retried(emulator: EmulatorServer, use_conn: Callable[..., None]) -> None:
+    use_conn(emulator, timeout=0.3)
+    task = KirinHook().create_task("p", external_task_id="slow-1")
+    emulator.add_fault(endpoint="get", kind="delay", seconds=1.0)
+    assert KirinHook().get_task(task.task_id).task_id == task.task_id
+    assert emulator.stats()["gets"] == 2
+
+
+@pytest.mark.kirin_emulator(processing_seconds=30)
+def test_wait_times_out_after_a_last_check(emulator: EmulatorServer) -> None:
+    task = KirinHook().create_task("p", external_task_id="to-1")
+    with pytest.raises(KirinTaskTimeoutError) as info:
+        KirinHook().wait_for_task(task.task_id, poll_interval=0.2, timeout=0.5)
+    assert info.value.task_id == task.task_id
+    assert "processing" in str(info.value) or "pending" in str(info.value)
+
+
+def test_wait_tolerates_unknown_statuses_and_aliases(emulator: EmulatorServer) -> None:
+    task = KirinHook().create_task("p", external_task_id="unk-1")
+    emulator.add_fault(endpoint="get", kind="unknown_status", times=2)
+    emulator.add_fault(endpoint="get", kind="id_alias", times=2)
+    done = KirinHook().wait_for_task(task.task_id, poll_interval=0.1, timeout=10)
+    assert done.is_completed
+
+
+def test_completed_without_video_is_a_parse_error(emulator: EmulatorServer) -> None:
+    task = KirinHook().create_task("p", external_task_id="nv-1")
+    emulator.add_fault(endpoint="get", kind="completed_no_video", times=-1)
+    with pytest.raises(KirinResultParsingError, match="no video URL"):
+        KirinHook().wait_for_task(task.task_id, poll_interval=0.1, timeout=5)
+
+
+# -- downloads -----------------------------------------------------------------------------------
+def completed(hook: KirinHook, external_id: str) -> str:
+    task = hook.create_task("p", external_task_id=external_id)
+    return hook.wait_for_task(task.task_id, poll_interval=0.1, timeout=10).video_urls[0]
+
+
+def test_key_goes_only_to_the_api_origin(emulator: EmulatorServer, tmp_path: Path) -> None:
+    hook = KirinHook()
+    url = completed(hook, "dl-1")
+    hook.download_video(url, tmp_path / "same.mp4")
+    assert emulator.stats()["download_auth_headers"] == 1
+    other_origin = url.replace(emulator.url, emulator.alt_url)
+    hook.download_video(other_origin, tmp_path / "other.mp4")
+    stats = emulator.stats()
+    assert (stats["downloads"], stats["download_auth_headers"]) == (2, 1)
+
+
+def test_truncated_download_leaves_nothing_behind(emulator: EmulatorServer, tmp_path: Path) -> None:
+    hook = KirinHook()
+    url = completed(hook, "dl-2")
+    emulator.add_fault(endpoint="download", kind="truncated_download", bytes=1000)
+    with pytest.raises(KirinResultParsingError):
+        hook.download_video(url, tmp_path / "cut.mp4")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_download_into_a_directory_uses_a_safe_name(emulator: EmulatorServer, tmp_path: Path) -> None:
+    hook = KirinHook()
+    path = hook.download_video(completed(hook, "dl-3"), tmp_path)
+    assert path.parent == tmp_path
+    assert path.name == "video.mp4"
+
+
+@pytest.mark.parametrize(
+    ("url", "name"),
+    [
+        ("https://cdn.example.com/a/b/clip-1.mp4?sig=x", "clip-1.mp4"),
+        ("https://cdn.example.com/a/..%2F..%2Fetc%2Fpasswd.mp4", "video.mp4"),
+        ("https://cdn.example.com/a/.hidden.mp4", "video.mp4"),
+        ("https://cdn.example.com/a/evil.sh", "video.mp4"),
+        ("https://cdn.example.com/", "video.mp4"),
+    ],
+)
+def test_safe_file_name(url: str, name: str) -> None:
+    assert safe_file_name(url) == name
+
+
+@pytest.mark.parametrize("url", ["file:///etc/passwd", "ftp://example.com/v.mp4", "http:///nohost.mp4"])
+def test_only_http_urls_are_downloaded(emulator: EmulatorServer, tmp_path: Path, url: str) -> None:
+    with pytest.raises(KirinValidationError):
+        KirinHook().download_video(url, tmp_path / "x.mp4")
+
+
+# -- test_connection -----------------------------------------------------------------------------
+def test_connection_good_bad_and_unreachable(
+    kirin_emulator_factory: Callable[..., EmulatorServer], use_conn: Callable[..., None]
+) -> None:
+    server = kirin_emulator_factory()
+    use_conn(server)
+    assert KirinHook().test_connection()[0] is True
+
+    use_conn(server, conn_id="kirin_bad", api_key="wrong")
+    ok, message = KirinHook("kirin_bad").test_connection()
+    assert not ok
+    assert "API key" in message
+
+    use_conn(server, conn_id="kirin_down")
+    server.stop()  # nothing listens on its port any more
+    ok, message = KirinHook("kirin_down").test_connection()
+    assert not ok
+    assert "did not reach Kirin" in message
+
+
+@pytest.mark.kirin_emulator(path_prefix="/gateway")
+def test_paths_come_from_the_connection(emulator: EmulatorServer) -> None:
+    hook = KirinHook()
+    assert hook.config.create_path == "/gateway/v1/videos/generations"
+    task = hook.create_task("p", external_task_id="gw-1")
+    assert hook.wait_for_task(task.task_id, poll_interval=0.1, timeout=10).is_completed

@@ -1,0 +1,91 @@
+"""A ``kirin`` connection in each form Airflow users write it becomes the same settings."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from airflow.sdk import Connection
+
+from airflow_provider_kirin.config import KirinConnectionConfig
+from airflow_provider_kirin.exceptions import KirinValidationError
+from airflow_provider_kirin.hooks.kirin import KirinHook
+
+KEY = "kirin-config-test-key"
+
+
+@pytest.mark.parametrize(
+    ("env_value", "base_url"),
+    [
+        (f"kirin://:{KEY}@127.0.0.1:8765/?__extra__=%7B%7D", "https://127.0.0.1:8765"),
+        (f"kirin://http://:{KEY}@127.0.0.1:8765", "http://127.0.0.1:8765"),
+        (f"kirin://:{KEY}@http%3A%2F%2F127.0.0.1%3A8765%2F", "http://127.0.0.1:8765"),
+        (
+            json.dumps({"conn_type": "kirin", "host": "http://127.0.0.1:8765/", "password": KEY}),
+            "http://127.0.0.1:8765",
+        ),
+        (
+            json.dumps({"conn_type": "kirin", "host": "api.example.com", "schema": "http", "password": KEY}),
+            "http://api.example.com",
+        ),
+        (
+            json.dumps({"conn_type": "kirin", "host": "api.example.com", "port": 9000, "password": KEY}),
+            "https://api.example.com:9000",
+        ),
+    ],
+)
+def test_uri_and_json_forms(monkeypatch: pytest.MonkeyPatch, env_value: str, base_url: str) -> None:
+    monkeypatch.setenv("AIRFLOW_CONN_KIRIN_DEFAULT", env_value)
+    config = KirinHook().config
+    assert config.base_url == base_url
+    assert config.api_key.get_secret_value() == KEY
+    assert config.create_path == "/v1/videos/generations"
+
+
+def test_extras_from_a_uri_query(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_KIRIN_CUSTOM",
+        f"kirin://http://:{KEY}@127.0.0.1:1/?create_path=%2Fgw%2Fgen&task_path=%2Fgw%2Ft%2F%7Btask_id%7D"
+        "&lookup_path=gw%2Ffind&timeout=12&connect_timeout=3&verify_ssl=false&max_retries=2",
+    )
+    config = KirinHook("kirin_custom").config
+    assert config.create_path == "/gw/gen"
+    assert config.task_path == "/gw/t/{task_id}"
+    assert config.lookup_path == "/gw/find"
+    assert (config.timeout, config.connect_timeout, config.verify_ssl, config.max_retries) == (
+        12.0,
+        3.0,
+        False,
+        2,
+    )
+
+
+@pytest.mark.parametrize(
+    ("fields", "fragment"),
+    [
+        ({"host": None}, "no host"),
+        ({"password": None}, "no API key"),
+        ({"extra": json.dumps({"task_path": "/tasks"})}, "task_path"),
+        ({"extra": json.dumps({"timeout": -1})}, "extra timeout"),
+        ({"extra": json.dumps({"verify_ssl": "perhaps"})}, "extra verify_ssl"),
+    ],
+)
+def test_invalid_connections_name_the_field_and_never_the_key(fields: dict, fragment: str) -> None:
+    data = {"conn_id": "k", "conn_type": "kirin", "host": "http://127.0.0.1:1", "password": KEY, **fields}
+    with pytest.raises(KirinValidationError) as info:
+        KirinConnectionConfig.from_connection(Connection(**data))
+    assert fragment in str(info.value)
+    assert KEY not in str(info.value)
+
+
+def test_origin_is_scheme_host_and_port() -> None:
+    conn = Connection(conn_id="k", conn_type="kirin", host="HTTPS://Api.Example.com:8443/base", password=KEY)
+    assert KirinConnectionConfig.from_connection(conn).origin == "https://api.example.com:8443"
+
+
+def test_reprs_hide_the_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AIRFLOW_CONN_KIRIN_DEFAULT", f"kirin://http://:{KEY}@127.0.0.1:1")
+    hook = KirinHook()
+    assert KEY not in repr(hook.config)
+    assert KEY not in repr(hook)
+    assert KEY not in repr(hook.protocol)
