@@ -20,3 +20,4 @@ MAX_CONSECUTIVE_POLL_ERRORS = 5
 #: XCom keys.
 KIRIN_TASK_ID_XCOM_KEY = "kirin_task_id"
 KIRIN_RESULT_XCOM_KEY = "kirin_result"
+KIRIN_REQUEST_XCOM_KEY = "kirin_request"

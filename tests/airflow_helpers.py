@@ -265,6 +265,18 @@ class AirflowHome:
         return self.xcoms(dag_id, run_id, task_id, key).get(map_index)
 
 
+def json_output(stdout: str) -> Any:
+    """The JSON document a CLI command printed with ``--output json`` after any log lines."""
+    lines = stdout.splitlines()
+    for start in range(len(lines) - 1, -1, -1):
+        if lines[start].startswith(("[", "{")):
+            try:
+                return json.loads("\n".join(lines[start:]))
+            except ValueError:
+                continue
+    raise AssertionError(f"no JSON document in the output:\n{stdout}")
+
+
 def decode_xcom(raw: Any) -> Any:
     """An XCom value as stored in the SQLite JSON column (possibly JSON text of JSON text)."""
     value = raw

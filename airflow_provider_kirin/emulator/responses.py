@@ -92,6 +92,9 @@ async def pre_fault(state: EmulatorState, request: Request, fault: Fault, endpoi
         message = fault.error_message or f"emulator: injected HTTP {status}"
         return json_error(state, status, code, message, headers)
     if kind == "reset_before":
+        # Take the body off the socket first, so the client has finished sending and reads the
+        # RST as ECONNRESET (rather than failing mid-send); the request is still not processed.
+        await request.body()
         return await reset(state, request)
     if kind == "non_json":
         status = fault.status or 200

@@ -22,18 +22,13 @@ In a TaskFlow task::
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
-import re
-import tempfile
 import time
 import uuid
 import weakref
 from dataclasses import dataclass
 from functools import cached_property
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import unquote, urlsplit
 
 import requests
 from airflow.sdk import BaseHook
@@ -41,11 +36,17 @@ from tenacity import AsyncRetrying, Retrying
 
 from airflow_provider_kirin.config import CONN_TYPE, DEFAULT_CONN_ID, KirinConnectionConfig
 from airflow_provider_kirin.defaults import MAX_CONSECUTIVE_POLL_ERRORS
+from airflow_provider_kirin.download import (
+    DEFAULT_MAX_BYTES,
+    StoredVideo,
+    as_destination,
+    check_url,
+    store_video,
+)
 from airflow_provider_kirin.exceptions import (
     KirinError,
     KirinResultParsingError,
     KirinValidationError,
-    redact,
 )
 from airflow_provider_kirin.models import KirinTask, KirinVideoRequest
 from airflow_provider_kirin.polling import PollState
@@ -54,11 +55,10 @@ from airflow_provider_kirin.retry import TransientKirinError, retry_kwargs
 
 if TYPE_CHECKING:
     import aiohttp
+    from airflow.sdk import ObjectStoragePath
 
 #: Failed generations one external id may be resubmitted after (``<id>``, ``<id>.g2``, ...).
 MAX_GENERATIONS_PER_ID = 50
-_SAFE_FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-_DOWNLOAD_CHUNK = 1024 * 1024
 
 
 def generation_id(external_task_id: str, generation: int) -> str:
@@ -268,62 +268,37 @@ class KirinHook(_KirinHookBase):
                 raise state.timeout_error()
             time.sleep(state.next_delay(retry_after))
 
-    def download_video(self, url: str, path: str | os.PathLike[str]) -> Path:
-        """Stream a video to ``path`` in 1 MiB chunks (constant memory) and return the file's path.
+    def download_video(self, url: str, path: str | os.PathLike[str] | ObjectStoragePath) -> Any:
+        """Stream a video to ``path`` in 1 MiB chunks (constant memory); return where it landed.
 
-        ``path`` is a file, or an existing directory (the file name is then taken from the URL only
-        if it is a plain, safe ``*.mp4`` name, else ``video.mp4``). The data goes to a temporary
-        file in the same directory, renamed into place only when complete; a short body
-        (Content-Length mismatch) raises and leaves nothing behind. The API key is sent only when
-        the URL is on the API's own origin.
+        ``path`` is a local file or directory, or an ``ObjectStoragePath``/``scheme://`` URL
+        (``s3://``, ``gs://``... through Airflow's object storage). Completed only when every byte
+        arrived; otherwise nothing is left behind (see ``download.py``). The API key is sent only
+        when the URL is on the API's own origin, never to a file host.
         """
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise KirinValidationError(f"url={redact(url)[:200]!r} is invalid; allowed: an http(s) URL")
-        destination = Path(path)
-        if destination.is_dir():
-            destination = destination / safe_file_name(url)
-        destination.parent.mkdir(parents=True, exist_ok=True)
-        origin = f"{parts.scheme}://{parts.netloc}".lower()
+        return self.store_video(url, path).path
+
+    def store_video(
+        self,
+        url: str,
+        path: str | os.PathLike[str] | ObjectStoragePath,
+        *,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+    ) -> StoredVideo:
+        """:meth:`download_video`, returning the stored path with its byte size, SHA-256 and type."""
+        origin = check_url(url)
+        destination = as_destination(path, url)
         headers = self.protocol.headers() if origin == self.config.origin else {"Accept": "*/*"}
-        fd, temp_name = tempfile.mkstemp(
-            prefix=f".{destination.name}.", suffix=".part", dir=destination.parent
+        stored = store_video(
+            self.session,
+            url,
+            destination,
+            headers=headers,
+            timeout=(self.config.connect_timeout, self.config.timeout),
+            max_bytes=max_bytes,
         )
-        try:
-            with os.fdopen(fd, "wb") as out:
-                response = self.session.get(
-                    url,
-                    headers=headers,
-                    stream=True,
-                    timeout=(self.config.connect_timeout, self.config.timeout),
-                )
-                with response:
-                    if response.status_code != 200:
-                        raise KirinResultParsingError(
-                            f"Downloading the video failed: HTTP {response.status_code} "
-                            f"from {parts.hostname}."
-                        )
-                    expected = response.headers.get("Content-Length")
-                    written = 0
-                    for chunk in response.iter_content(_DOWNLOAD_CHUNK):
-                        out.write(chunk)
-                        written += len(chunk)
-            if expected is not None and written != int(expected):
-                raise KirinResultParsingError(
-                    f"Downloading the video was cut short: {written} of {expected} bytes "
-                    f"from {parts.hostname}."
-                )
-            os.replace(temp_name, destination)
-        except requests.RequestException as err:
-            _remove_quietly(temp_name)
-            raise KirinResultParsingError(
-                f"Downloading the video from {parts.hostname} failed: {type(err).__name__}."
-            ) from None
-        except BaseException:
-            _remove_quietly(temp_name)
-            raise
-        self.log.info("Downloaded %d bytes to %s", written, destination)
-        return destination
+        self.log.info("Stored %d bytes of video at %s", stored.size, stored.path)
+        return stored
 
     def test_connection(self) -> tuple[bool, str]:
         """One cheap authenticated request (a lookup of an id that does not exist)."""
@@ -469,14 +444,6 @@ class KirinAsyncHook(_KirinHookBase):
 
 
 # -- helpers -------------------------------------------------------------------------------------
-def safe_file_name(url: str) -> str:
-    """The URL's last path segment if it is a plain ``*.mp4`` name, else ``video.mp4``."""
-    name = unquote(urlsplit(url).path.rsplit("/", 1)[-1])
-    if _SAFE_FILE_NAME.match(name) and name.lower().endswith(".mp4") and ".." not in name:
-        return name
-    return "video.mp4"
-
-
 def _read_capped(chunks: Any, limit: int) -> tuple[bytes, bool]:
     buffer = bytearray()
     for chunk in chunks:
@@ -518,8 +485,3 @@ def _aiohttp_reached(error: BaseException) -> bool:
     import aiohttp
 
     return not isinstance(error, (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError))
-
-
-def _remove_quietly(name: str) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(name)

@@ -49,7 +49,8 @@ DEFER_TIMEOUT_MARGIN = 60.0
 class KirinTextToVideoOperator(BaseOperator):
     """Submit a Kirin V2.5 Turbo text-to-video generation; optionally wait for the video.
 
-    Returns the Kirin task id (XCom ``return_value``, and key ``kirin_task_id``). With
+    Returns the Kirin task id (XCom ``return_value``, and key ``kirin_task_id``); the validated
+    request fields go to XCom key ``kirin_request`` (for sidecars and audits). With
     ``wait_for_completion=True`` it also pushes the result dict under ``kirin_result``:
     ``task_id``, ``external_task_id``, ``status``, ``videos`` (``url``, ``type``, ``size``),
     ``cost`` (USD string), ``discount``, ``metadata``.
@@ -122,6 +123,7 @@ class KirinTextToVideoOperator(BaseOperator):
         self.max_consecutive_poll_errors = max_consecutive_poll_errors
         self.external_id_namespace = external_id_namespace
         self.kirin_task_id: str | None = None
+        self.kirin_video_url: str | None = None
 
     @cached_property
     def hook(self) -> KirinHook:
@@ -147,6 +149,7 @@ class KirinTextToVideoOperator(BaseOperator):
         task, reused = self.hook.submit_idempotent(request)
         self.kirin_task_id = task.task_id
         context["ti"].xcom_push(key=defaults.KIRIN_TASK_ID_XCOM_KEY, value=task.task_id)
+        context["ti"].xcom_push(key=defaults.KIRIN_REQUEST_XCOM_KEY, value=request.to_payload())
         self.log.info(
             "%s Kirin task %s (external id %s, mode %s, duration %s s, status %s)",
             "Reusing" if reused else "Submitted",
@@ -201,6 +204,7 @@ class KirinTextToVideoOperator(BaseOperator):
 
         raise_for_outcome(task)  # a reused task may have ended failed or without a video
         self.kirin_task_id = task.task_id
+        self.kirin_video_url = task.video_urls[0]  # the "Kirin video" link
         context["ti"].xcom_push(key=defaults.KIRIN_RESULT_XCOM_KEY, value=task.to_result())
         log_result(self.log, task)
         return task.task_id

@@ -74,6 +74,7 @@ class KirinTaskSensor(BaseSensorOperator):
         self.deferrable = deferrable
         self.max_consecutive_poll_errors = max_consecutive_poll_errors
         self._first_poll_at = 0.0
+        self.kirin_video_url: str | None = None
 
     @cached_property
     def hook(self) -> KirinHook:
@@ -143,6 +144,7 @@ class KirinTaskSensor(BaseSensorOperator):
         from airflow_provider_kirin.polling import log_result, raise_for_outcome
 
         raise_for_outcome(task)
+        self.kirin_video_url = task.video_urls[0]  # the "Kirin video" link
         result = task.to_result()
         context["ti"].xcom_push(key=defaults.KIRIN_RESULT_XCOM_KEY, value=result)
         log_result(self.log, task)

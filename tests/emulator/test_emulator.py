@@ -449,7 +449,7 @@ def test_reset_before_drops_the_connection_without_creating(kirin_emulator: Emul
 
 def test_reset_after_creates_but_loses_the_response(kirin_emulator: EmulatorServer) -> None:
     kirin_emulator.add_fault(endpoint="create", kind="reset_after")
-    with pytest.raises(requests.ConnectionError):
+    with pytest.raises(requests.ConnectionError, match="(?i)reset"):
         create(kirin_emulator, external_task_id="lost-2")
     found = lookup(kirin_emulator, "lost-2")
     assert found.status_code == 200

@@ -10,6 +10,7 @@ from pathlib import Path
 import av
 import pytest
 
+from airflow_provider_kirin.download import safe_file_name
 from airflow_provider_kirin.emulator import EmulatorConfig, EmulatorServer
 from airflow_provider_kirin.exceptions import (
     KirinAuthError,
@@ -23,7 +24,7 @@ from airflow_provider_kirin.exceptions import (
     KirinTaskTimeoutError,
     KirinValidationError,
 )
-from airflow_provider_kirin.hooks.kirin import KirinHook, safe_file_name
+from airflow_provider_kirin.hooks.kirin import KirinHook
 
 
 def api_requests(server: EmulatorServer) -> int:

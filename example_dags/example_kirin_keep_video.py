@@ -1,0 +1,51 @@
+"""Generate a video and keep it: the ``make demo`` DAG.
+
+``generate`` submits and waits in the triggerer; ``keep_video`` streams the video to an
+``ObjectStoragePath`` destination with a JSON sidecar and emits an event on the ``kirin_videos``
+asset, which ``example_kirin_asset_consumer`` is scheduled on.
+
+``KIRIN_EXAMPLE_DESTINATION`` sets the destination (any object-storage URL: ``file://``,
+``s3://``, ``gs://``...; default ``file:///tmp/kirin-videos``).
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime
+
+from airflow.sdk import DAG, Asset, XComArg
+
+from airflow_provider_kirin.operators.download import KirinDownloadVideoOperator
+from airflow_provider_kirin.operators.kirin import KirinTextToVideoOperator
+
+FIRST_POLL_DELAY = float(os.environ.get("KIRIN_EXAMPLE_FIRST_POLL_DELAY", "20"))
+POLL_INTERVAL = float(os.environ.get("KIRIN_EXAMPLE_POLL_INTERVAL", "10"))
+DESTINATION = os.environ.get("KIRIN_EXAMPLE_DESTINATION", "file:///tmp/kirin-videos").rstrip("/")
+
+KIRIN_VIDEOS = Asset(name="kirin_videos", uri="file:///kirin/videos")
+
+with DAG(
+    dag_id="example_kirin_keep_video",
+    start_date=datetime(2026, 1, 1),
+    schedule=None,
+    catchup=False,
+    tags=["example", "kirin"],
+    params={"prompt": "A red fox trotting through fresh snow at sunrise, cinematic"},
+) as dag:
+    generate = KirinTextToVideoOperator(
+        task_id="generate",
+        prompt="{{ params.prompt }}",
+        duration=5,
+        mode="std",
+        wait_for_completion=True,
+        deferrable=True,
+        first_poll_delay=FIRST_POLL_DELAY,
+        poll_interval=POLL_INTERVAL,
+    )
+    keep = KirinDownloadVideoOperator(
+        task_id="keep_video",
+        kirin_task_id=generate.output,
+        destination=DESTINATION + "/{{ ds }}/",
+        request=XComArg(generate, key="kirin_request"),
+        outlets=[KIRIN_VIDEOS],
+    )

@@ -1,0 +1,285 @@
+"""The example DAGs parse, and really run under ``airflow dags test`` against the bundled emulator.
+
+Every ``dags test`` is a real ``airflow`` CLI subprocess on a temporary AIRFLOW_HOME (SQLite, migrated
+once per session) with an explicit environment; deferrable tasks run their trigger inline. Results are
+read back from the metadata DB (task states, XComs) and from the emulator (what it was asked to do).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from airflow_helpers import EXAMPLE_DAGS, TEST_DAG_FILES, AirflowHome, json_output
+
+from airflow_provider_kirin.emulator import EmulatorServer, Fault
+from airflow_provider_kirin.exceptions import SEED_ERROR_CODES, KirinTaskTimeoutError
+
+EXPECTED_DAGS = {
+    "example_kirin_deferrable_operator.py": {"example_kirin_deferrable_operator"},
+    "example_kirin_mapped.py": {"example_kirin_mapped"},
+    "example_kirin_submit_and_sense.py": {"example_kirin_submit_and_sense"},
+    "example_kirin_taskflow_hook.py": {"example_kirin_taskflow_hook"},
+}
+MAPPED_PROMPTS = [
+    "A lighthouse at dusk, waves crashing, drone shot",
+    "A cat chasing a laser dot across a wooden floor",
+    "Time-lapse of a city skyline from day to night",
+]
+#: Emulator timings of the success and error runs: quick, but long enough to be polled a few times.
+FAST = {"pending_seconds": 0.2, "processing_seconds": 1.0}
+#: The example DAGs' knobs, shortened for the emulator.
+EXAMPLE_KNOBS = {"KIRIN_EXAMPLE_FIRST_POLL_DELAY": "0.5", "KIRIN_EXAMPLE_POLL_INTERVAL": "0.5"}
+DAGS_TEST_TIMEOUT = 150
+
+
+# -- fixtures ----------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def example_home(tmp_path_factory: pytest.TempPathFactory, airflow_template_db: Path) -> AirflowHome:
+    """An AIRFLOW_HOME whose DAGS_FOLDER is ``example_dags/``."""
+    path = tmp_path_factory.mktemp("airflow-examples")
+    return AirflowHome.create(path, airflow_template_db, dags_folder=EXAMPLE_DAGS, settings=EXAMPLE_KNOBS)
+
+
+@pytest.fixture(scope="module")
+def test_dags_home(tmp_path_factory: pytest.TempPathFactory, airflow_template_db: Path) -> AirflowHome:
+    """An AIRFLOW_HOME whose DAGS_FOLDER is this directory's ``dag_files/`` (the timeout DAGs)."""
+    path = tmp_path_factory.mktemp("airflow-test-dags")
+    return AirflowHome.create(path, airflow_template_db, dags_folder=TEST_DAG_FILES)
+
+
+@pytest.fixture
+def dags_test(
+    kirin_emulator: EmulatorServer,
+) -> Iterator[Callable[..., tuple[Any, str, str]]]:
+    """``run(home, dag_id, **extra_env) -> (completed_process, run_id, output)``: one ``airflow dags
+    test`` against ``kirin_emulator``; the new run is looked up in the home's metadata DB."""
+
+    def run(home: AirflowHome, dag_id: str, **extra_env: str) -> tuple[Any, str, str]:
+        before = home.latest_run(dag_id)
+        result = home.cli(
+            "dags",
+            "test",
+            dag_id,
+            extra_env={"AIRFLOW_CONN_KIRIN_DEFAULT": kirin_emulator.airflow_conn_json(), **extra_env},
+            timeout=DAGS_TEST_TIMEOUT,
+        )
+        output = f"{result.stdout}\n{result.stderr}"
+        latest = home.latest_run(dag_id)
+        assert latest is not None and latest != before, f"`dags test {dag_id}` created no run:\n{output}"
+        return result, latest[0], output
+
+    yield run
+
+
+def _tail(text: str, lines: int = 80) -> str:
+    return "\n".join(text.splitlines()[-lines:])
+
+
+# -- 1. parsing ---------------------------------------------------------------------------------------
+def test_example_dags_parse_in_a_dagbag() -> None:
+    from airflow.dag_processing.dagbag import DagBag
+
+    files = sorted(p.name for p in EXAMPLE_DAGS.glob("*.py"))
+    assert files == sorted(EXPECTED_DAGS), "example_dags/ changed: update EXPECTED_DAGS"
+
+    bag = DagBag(dag_folder=str(EXAMPLE_DAGS))
+
+    assert bag.import_errors == {}
+    assert set(bag.dag_ids) == set().union(*EXPECTED_DAGS.values())
+    for file_name, dag_ids in EXPECTED_DAGS.items():
+        assert {d.dag_id for d in bag.dags.values() if Path(d.fileloc).name == file_name} == dag_ids
+    for dag in bag.dags.values():
+        assert dag.tasks, f"{dag.dag_id} has no tasks"
+    deferrable = bag.dags["example_kirin_deferrable_operator"].get_task("generate")
+    assert deferrable.deferrable is True and deferrable.wait_for_completion is True
+    sense = bag.dags["example_kirin_submit_and_sense"]
+    assert sense.get_task("wait_for_video").upstream_task_ids == {"submit"}
+
+
+def test_example_dags_have_no_import_errors_in_the_cli(example_home: AirflowHome) -> None:
+    errors = example_home.cli("dags", "list-import-errors", "--local", "--output", "json")
+    assert errors.returncode == 0, errors.stdout + errors.stderr
+    assert json_output(errors.stdout) == []
+
+    listed = example_home.cli("dags", "list", "--local", "--output", "json")
+    assert listed.returncode == 0, listed.stdout + listed.stderr
+    dag_ids = {row["dag_id"] for row in json_output(listed.stdout)}
+    assert dag_ids == set().union(*EXPECTED_DAGS.values())
+
+
+# -- 2a. success path of every example DAG -------------------------------------------------------------
+def _assert_result(result: Any, emulator: EmulatorServer, *, size: str, cost: str = "0.35") -> str:
+    """A ``kirin_result`` dict of a completed generation the emulator really served; its task id."""
+    assert isinstance(result, dict), result
+    kirin_task_id = result["task_id"]
+    assert result["status"] == "completed"
+    assert result["videos"] == [
+        {"url": f"{emulator.url}/v1/files/{kirin_task_id}/video.mp4", "type": "video", "size": size}
+    ]
+    assert result["cost"] == cost
+    assert emulator.task(kirin_task_id)["status"] == "completed"
+    return str(kirin_task_id)
+
+
+@pytest.mark.kirin_emulator(**FAST)
+@pytest.mark.timeout(200)
+def test_deferrable_operator_example_succeeds(
+    example_home: AirflowHome, dags_test: Callable[..., Any], kirin_emulator: EmulatorServer
+) -> None:
+    dag_id = "example_kirin_deferrable_operator"
+    result, run_id, output = dags_test(example_home, dag_id)
+
+    assert result.returncode == 0, _tail(output)
+    assert example_home.run_state(dag_id, run_id) == "success"
+    assert example_home.task_states(dag_id, run_id) == {("generate", -1): "success"}
+    assert kirin_emulator.stats()["creates"] == 1
+    kirin_result = example_home.xcom(dag_id, run_id, "generate", "kirin_result")
+    kirin_task_id = _assert_result(kirin_result, kirin_emulator, size="1280x720")
+    assert example_home.xcom(dag_id, run_id, "generate", "return_value") == kirin_task_id
+    assert example_home.xcom(dag_id, run_id, "generate", "kirin_task_id") == kirin_task_id
+    # The task really deferred, and the trigger ran inline.
+    assert "DEFERRED" in output and "Trigger completed" in output
+    created = kirin_emulator.state.get(kirin_task_id)
+    assert created is not None
+    assert created.params["prompt"] == "A hummingbird hovering over a red flower, slow motion, macro lens"
+    assert created.params["negative_prompt"] == "blurry, low quality"
+
+
+@pytest.mark.kirin_emulator(**FAST)
+@pytest.mark.timeout(200)
+def test_mapped_example_makes_one_generation_per_prompt(
+    example_home: AirflowHome, dags_test: Callable[..., Any], kirin_emulator: EmulatorServer
+) -> None:
+    dag_id = "example_kirin_mapped"
+    result, run_id, output = dags_test(example_home, dag_id)
+
+    assert result.returncode == 0, _tail(output)
+    assert example_home.run_state(dag_id, run_id) == "success"
+    assert example_home.task_states(dag_id, run_id) == {("generate", i): "success" for i in range(3)}
+    assert kirin_emulator.stats()["creates"] == 3
+    results = example_home.xcoms(dag_id, run_id, "generate", "kirin_result")
+    assert sorted(results) == [0, 1, 2]
+    task_ids = {_assert_result(results[i], kirin_emulator, size="720x1280") for i in range(3)}
+    assert len(task_ids) == 3
+    prompts = sorted(kirin_emulator.state.get(t).params["prompt"] for t in task_ids)  # type: ignore[union-attr]
+    assert prompts == sorted(MAPPED_PROMPTS)
+
+
+@pytest.mark.kirin_emulator(**FAST)
+@pytest.mark.timeout(200)
+def test_submit_and_sense_example_succeeds(
+    example_home: AirflowHome, dags_test: Callable[..., Any], kirin_emulator: EmulatorServer
+) -> None:
+    dag_id = "example_kirin_submit_and_sense"
+    result, run_id, output = dags_test(example_home, dag_id)
+
+    assert result.returncode == 0, _tail(output)
+    assert example_home.run_state(dag_id, run_id) == "success"
+    assert example_home.task_states(dag_id, run_id) == {
+        ("submit", -1): "success",
+        ("wait_for_video", -1): "success",
+    }
+    assert kirin_emulator.stats()["creates"] == 1
+    submitted = example_home.xcom(dag_id, run_id, "submit", "return_value")
+    sensed = example_home.xcom(dag_id, run_id, "wait_for_video", "kirin_result")
+    assert _assert_result(sensed, kirin_emulator, size="1280x720") == submitted
+    assert example_home.xcom(dag_id, run_id, "wait_for_video", "return_value") == sensed
+
+
+@pytest.mark.kirin_emulator(**FAST)
+@pytest.mark.timeout(200)
+def test_taskflow_hook_example_generates_and_downloads(
+    example_home: AirflowHome,
+    dags_test: Callable[..., Any],
+    kirin_emulator: EmulatorServer,
+    tmp_path: Path,
+) -> None:
+    from airflow_provider_kirin.emulator.app import load_sample_video
+
+    dag_id = "example_kirin_taskflow_hook"
+    out_dir = tmp_path / "videos"
+    result, run_id, output = dags_test(example_home, dag_id, KIRIN_EXAMPLE_OUTPUT_DIR=str(out_dir))
+
+    assert result.returncode == 0, _tail(output)
+    assert example_home.run_state(dag_id, run_id) == "success"
+    assert example_home.task_states(dag_id, run_id) == {("generate", -1): "success", ("download", -1): "success"}
+    assert kirin_emulator.stats()["creates"] == 1
+    generated = example_home.xcom(dag_id, run_id, "generate", "return_value")
+    kirin_task_id = _assert_result(generated, kirin_emulator, size="960x960")
+    saved = Path(example_home.xcom(dag_id, run_id, "download", "return_value"))
+    assert saved == out_dir / f"{kirin_task_id}.mp4"
+    assert saved.read_bytes() == load_sample_video()
+    assert [d["task_id"] for d in kirin_emulator.downloads()] == [kirin_task_id]
+    assert f"(cost {generated['cost']} USD)" in output
+
+
+# -- 2b. every seed error code fails the task with its typed exception ---------------------------------
+@pytest.mark.kirin_emulator(**FAST)
+@pytest.mark.timeout(200)
+@pytest.mark.parametrize(("code", "error_class"), sorted(SEED_ERROR_CODES.items()), ids=sorted(SEED_ERROR_CODES))
+def test_seed_error_code_fails_the_deferrable_operator_with_its_typed_error(
+    example_home: AirflowHome,
+    dags_test: Callable[..., Any],
+    kirin_emulator: EmulatorServer,
+    code: str,
+    error_class: type[Exception],
+) -> None:
+    dag_id = "example_kirin_deferrable_operator"
+    kirin_emulator.add_fault(Fault(kind="fail_task", endpoint="create", code=code))
+
+    result, run_id, output = dags_test(example_home, dag_id)
+
+    assert result.returncode != 0, _tail(output)
+    assert "DagRun failed" in output
+    assert example_home.run_state(dag_id, run_id) == "failed"
+    assert example_home.task_states(dag_id, run_id) == {("generate", -1): "failed"}
+    assert kirin_emulator.stats()["creates"] == 1
+    kirin_task_id = example_home.xcom(dag_id, run_id, "generate", "kirin_task_id")
+    envelope = kirin_emulator.task(kirin_task_id)
+    assert envelope is not None and envelope["status"] == "failed"
+    assert envelope["error"]["code"] == code
+    assert example_home.xcom(dag_id, run_id, "generate", "kirin_result") is None
+    # The task's traceback ends with exactly this class, carrying the code and the Kirin task id.
+    raised = re.findall(rf"^airflow_provider_kirin\.exceptions\.(\w+): (.*)$", output, flags=re.MULTILINE)
+    assert raised, f"no Kirin exception in the output:\n{_tail(output)}"
+    name, message = raised[-1]
+    assert name == error_class.__name__, message
+    assert f"code={code}" in message
+    assert f"task_id={kirin_task_id}" in message
+
+
+# -- 2c. a wait longer than the timeout ends in KirinTaskTimeoutError ----------------------------------
+@pytest.mark.kirin_emulator(pending_seconds=0.2, processing_seconds=120.0)
+@pytest.mark.timeout(200)
+@pytest.mark.parametrize(
+    ("dag_id", "waiting_task"),
+    [
+        ("kirin_test_deferrable_operator_timeout", "generate"),
+        ("kirin_test_sync_operator_timeout", "generate"),
+        ("kirin_test_sensor_timeout", "wait_for_video"),
+    ],
+)
+def test_wait_past_the_timeout_raises_kirin_task_timeout_error(
+    test_dags_home: AirflowHome,
+    dags_test: Callable[..., Any],
+    kirin_emulator: EmulatorServer,
+    dag_id: str,
+    waiting_task: str,
+) -> None:
+    result, run_id, output = dags_test(test_dags_home, dag_id, KIRIN_TEST_TIMEOUT="3")
+
+    assert result.returncode != 0, _tail(output)
+    assert test_dags_home.run_state(dag_id, run_id) == "failed"
+    assert test_dags_home.task_states(dag_id, run_id)[(waiting_task, -1)] == "failed"
+    assert kirin_emulator.stats()["creates"] == 1
+    (envelope,) = (kirin_emulator.task(t) for t in list(kirin_emulator.state.tasks))
+    assert envelope is not None and envelope["status"] in ("pending", "processing")
+    raised = re.findall(r"^airflow_provider_kirin\.exceptions\.(\w+): (.*)$", output, flags=re.MULTILINE)
+    assert raised, f"no Kirin exception in the output:\n{_tail(output)}"
+    name, message = raised[-1]
+    assert name == KirinTaskTimeoutError.__name__, message
+    assert f"task_id={envelope['task_id']}" in message
