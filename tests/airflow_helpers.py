@@ -108,6 +108,7 @@ class ManagedProcess:
     name: str
     popen: subprocess.Popen[bytes]
     log_path: Path
+    killed: bool = False
 
     @property
     def alive(self) -> bool:
@@ -120,19 +121,28 @@ class ManagedProcess:
             return f"<no log: {err}>"
         return "\n".join(text.splitlines()[-lines:])
 
-    def stop(self, grace: float = 15.0) -> None:
-        """SIGTERM the whole process group, then SIGKILL whatever is left after ``grace`` seconds."""
-        pgid = self.popen.pid  # start_new_session=True: the group id is the leader's pid
+    def terminate(self) -> None:
+        """SIGTERM the whole process group (the component and the children it started)."""
         if self.alive:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pgid, signal.SIGTERM)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.popen.wait(grace)
-        # Children (task supervisors, parsing processes) may outlive the leader: kill the group.
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.popen.pid, signal.SIGTERM)  # new session: group id == leader pid
+
+    def kill(self) -> None:
+        """SIGKILL whatever is left of the process group (once), and reap the leader."""
+        if self.killed:
+            return
+        self.killed = True
         with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pgid, signal.SIGKILL)
+            os.killpg(self.popen.pid, signal.SIGKILL)
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.popen.wait(5)
+
+    def stop(self, grace: float = 15.0) -> None:
+        """SIGTERM the group, wait up to ``grace`` seconds for the leader, then SIGKILL the group."""
+        self.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.popen.wait(grace)
+        self.kill()
 
 
 @dataclass
@@ -160,7 +170,7 @@ class AirflowHome:
             {
                 "AIRFLOW__CORE__DAGS_FOLDER": str(dags_folder),
                 "AIRFLOW__CORE__FERNET_KEY": fernet_key(),
-                "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(32),
+                "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(64),
                 "AIRFLOW__API__SECRET_KEY": secrets.token_urlsafe(16),
                 **(settings or {}),
             },
@@ -212,10 +222,17 @@ class AirflowHome:
         self.processes.append(process)
         return process
 
-    def stop_all(self) -> None:
-        """Stop every process started with :meth:`start`, newest first."""
-        while self.processes:
-            self.processes.pop().stop()
+    def stop_all(self, grace: float = 15.0) -> None:
+        """Stop every process started with :meth:`start`: SIGTERM all groups at once, give them
+        ``grace`` seconds in all, then SIGKILL every group (children may outlive their leader)."""
+        for process in self.processes:
+            process.terminate()
+        deadline = time.monotonic() + grace
+        for process in self.processes:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.popen.wait(max(0.1, deadline - time.monotonic()))
+        for process in self.processes:
+            process.kill()
 
     def diagnostics(self, lines: int = 60) -> str:
         """The tail of every started process's log, for a failure message."""

@@ -50,7 +50,9 @@ CREATE = "/v1/videos/generations"
 
 # -- helpers ---------------------------------------------------------------------------------------
 def create(emu: EmulatorServer, timeout: float = 5, **fields: Any) -> requests.Response:
-    return requests.post(f"{emu.api_url}{CREATE}", json={**BODY, **fields}, headers=emu.headers, timeout=timeout)
+    return requests.post(
+        f"{emu.api_url}{CREATE}", json={**BODY, **fields}, headers=emu.headers, timeout=timeout
+    )
 
 
 def get(emu: EmulatorServer, task_id: str, **kwargs: Any) -> requests.Response:
@@ -105,7 +107,7 @@ class CallbackReceiver:
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}/hook"
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True).start()
 
     def wait_for(self, count: int, timeout: float = 5.0) -> list[dict[str, Any]]:
         with self._cond:
@@ -170,9 +172,7 @@ def test_task_progresses_pending_processing_completed(kirin_emulator: EmulatorSe
     final = get(kirin_emulator, env["task_id"]).json()
     polls += 1
     assert set(final) == ENVELOPE_KEYS | {"output", "usage"}
-    assert final["output"] == [
-        {"content": [{"type": "video", "url": video_url(final), "size": "1280x720"}]}
-    ]
+    assert final["output"] == [{"content": [{"type": "video", "url": video_url(final), "size": "1280x720"}]}]
     assert video_url(final) == f"{kirin_emulator.url}/v1/files/{env['task_id']}/video.mp4"
     assert final["usage"] == {"cost": "0.35", "discount": 0}
     created_at = datetime.fromisoformat(final["created_at"])
@@ -276,17 +276,27 @@ def test_bearer_scheme_is_case_insensitive(kirin_emulator: EmulatorServer) -> No
         ({"aspectRatio": "16:9"}, "aspectRatio"),
     ],
 )
-def test_invalid_create_bodies_are_422(kirin_emulator: EmulatorServer, changes: dict[str, Any], field: str) -> None:
+def test_invalid_create_bodies_are_422(
+    kirin_emulator: EmulatorServer, changes: dict[str, Any], field: str
+) -> None:
     assert_error(create(kirin_emulator, **changes), 422, "invalid_request", field)
     assert kirin_emulator.stats()["creates"] == 0
 
 
 def test_missing_fields_and_non_json(kirin_emulator: EmulatorServer) -> None:
     url = f"{kirin_emulator.url}{CREATE}"
-    assert_error(requests.post(url, json={"model": MODEL}, headers=kirin_emulator.headers, timeout=5), 422,
-                 "invalid_request", "prompt")
-    assert_error(requests.post(url, json=["x"], headers=kirin_emulator.headers, timeout=5), 422,
-                 "invalid_request", "body")
+    assert_error(
+        requests.post(url, json={"model": MODEL}, headers=kirin_emulator.headers, timeout=5),
+        422,
+        "invalid_request",
+        "prompt",
+    )
+    assert_error(
+        requests.post(url, json=["x"], headers=kirin_emulator.headers, timeout=5),
+        422,
+        "invalid_request",
+        "body",
+    )
     not_json = requests.post(url, data=b"{oops", headers=kirin_emulator.headers, timeout=5)
     assert_error(not_json, 400, "invalid_request", "body")
 
@@ -331,9 +341,12 @@ def test_download_is_a_real_mp4(kirin_emulator: EmulatorServer) -> None:
 
 def test_download_of_unfinished_or_unknown_task_is_404(kirin_emulator: EmulatorServer) -> None:
     env = create(kirin_emulator).json()
-    assert_error(requests.get(f"{kirin_emulator.url}/v1/files/{env['task_id']}/video.mp4", timeout=5), 404,
-                 "not_found")
-    assert_error(requests.get(f"{kirin_emulator.url}/v1/files/kt_nope/video.mp4", timeout=5), 404, "not_found")
+    assert_error(
+        requests.get(f"{kirin_emulator.url}/v1/files/{env['task_id']}/video.mp4", timeout=5), 404, "not_found"
+    )
+    assert_error(
+        requests.get(f"{kirin_emulator.url}/v1/files/kt_nope/video.mp4", timeout=5), 404, "not_found"
+    )
 
 
 def test_downloads_record_authorization_header(kirin_emulator: EmulatorServer) -> None:
@@ -357,7 +370,9 @@ def test_download_base_url_points_at_another_origin(kirin_emulator: EmulatorServ
 
 def test_blob_streams_exact_bytes(kirin_emulator: EmulatorServer) -> None:
     size = 3 * 1024 * 1024 + 123
-    response = requests.get(f"{kirin_emulator.url}/v1/files/blob", params={"bytes": size}, stream=True, timeout=10)
+    response = requests.get(
+        f"{kirin_emulator.url}/v1/files/blob", params={"bytes": size}, stream=True, timeout=10
+    )
     assert response.headers["content-type"] == "video/mp4"
     assert response.headers["content-length"] == str(size)
     data = b"".join(response.iter_content(256 * 1024))
@@ -365,11 +380,15 @@ def test_blob_streams_exact_bytes(kirin_emulator: EmulatorServer) -> None:
     assert data[:4] == b"\x00\x01\x02\x03" and data[-1] == (size - 1) % 256
     assert data[1024 * 1024 + 5] == (1024 * 1024 + 5) % 256
     tail = requests.get(
-        f"{kirin_emulator.url}/v1/files/blob?bytes={size}", headers={"Range": "bytes=1048570-1048580"}, timeout=5
+        f"{kirin_emulator.url}/v1/files/blob?bytes={size}",
+        headers={"Range": "bytes=1048570-1048580"},
+        timeout=5,
     )
     assert tail.status_code == 206
     assert tail.content == bytes(i % 256 for i in range(1048570, 1048581))
-    assert_error(requests.get(f"{kirin_emulator.url}/v1/files/blob?bytes=-1", timeout=5), 422, "invalid_request")
+    assert_error(
+        requests.get(f"{kirin_emulator.url}/v1/files/blob?bytes=-1", timeout=5), 422, "invalid_request"
+    )
     assert requests.get(f"{kirin_emulator.url}/v1/files/blob?bytes=0", timeout=5).content == b""
     assert kirin_emulator.stats()["blob_downloads"] == 4
 
@@ -392,7 +411,12 @@ def test_http_error_variants(kirin_emulator: EmulatorServer) -> None:
     kirin_emulator.add_faults(
         [
             {"endpoint": "get", "kind": "http_error", "status": 502, "body": "<html>Bad Gateway</html>"},
-            {"endpoint": "get", "kind": "http_error", "status": 503, "retry_after": "Wed, 21 Oct 2015 07:28:00 GMT"},
+            {
+                "endpoint": "get",
+                "kind": "http_error",
+                "status": 503,
+                "retry_after": "Wed, 21 Oct 2015 07:28:00 GMT",
+            },
             {"endpoint": "get", "kind": "http_error", "status": 500, "code": "002011098"},
             {"endpoint": "create", "kind": "http_error", "status": 500},
         ]
@@ -568,7 +592,9 @@ def test_connection_faults_on_other_server_stacks(
     kirin_emulator_factory: Callable[..., EmulatorServer], http: str, loop: str
 ) -> None:
     pytest.importorskip(loop if loop != "auto" else "asyncio")
-    emu = kirin_emulator_factory(EmulatorConfig(pending_seconds=0, processing_seconds=0), http=http, loop=loop)
+    emu = kirin_emulator_factory(
+        EmulatorConfig(pending_seconds=0, processing_seconds=0), http=http, loop=loop
+    )
     emu.add_fault(endpoint="create", kind="reset_after")
     with pytest.raises(requests.ConnectionError):
         create(emu, external_task_id="x")
@@ -580,7 +606,9 @@ def test_connection_faults_on_other_server_stacks(
 
 
 # -- callbacks -------------------------------------------------------------------------------------
-def test_callbacks_follow_each_status_change(kirin_emulator: EmulatorServer, receiver: CallbackReceiver) -> None:
+def test_callbacks_follow_each_status_change(
+    kirin_emulator: EmulatorServer, receiver: CallbackReceiver
+) -> None:
     env = create(kirin_emulator, callback_url=receiver.url).json()
     bodies = receiver.wait_for(3)
     assert [b["status"] for b in bodies] == ["pending", "processing", "completed"]
@@ -591,7 +619,9 @@ def test_callbacks_follow_each_status_change(kirin_emulator: EmulatorServer, rec
     assert [c["ok"] for c in kirin_emulator.callbacks()] == [True, True, True]
 
 
-def test_callbacks_for_forced_and_failed_tasks(kirin_emulator: EmulatorServer, receiver: CallbackReceiver) -> None:
+def test_callbacks_for_forced_and_failed_tasks(
+    kirin_emulator: EmulatorServer, receiver: CallbackReceiver
+) -> None:
     kirin_emulator.set_timings(10, 10)
     env = create(kirin_emulator, callback_url=receiver.url).json()
     assert [b["status"] for b in receiver.wait_for(1)] == ["pending"]
@@ -625,14 +655,22 @@ def test_control_plane_over_http(kirin_emulator: EmulatorServer) -> None:
     assert [r["kind"] for r in requests.get(f"{ctl}/faults", timeout=5).json()] == ["http_error", "delay"]
     single = requests.post(f"{ctl}/faults", json={"endpoint": "create", "kind": "fail_task"}, timeout=5)
     assert single.json()["added"][0]["kind"] == "fail_task"
-    assert_error(requests.post(f"{ctl}/faults", json={"kind": "nope"}, timeout=5), 422, "invalid_request", "kind")
-    assert_error(requests.post(f"{ctl}/faults", json={"kind": "delay", "when": 1}, timeout=5), 422,
-                 "invalid_request", "when")
+    assert_error(
+        requests.post(f"{ctl}/faults", json={"kind": "nope"}, timeout=5), 422, "invalid_request", "kind"
+    )
+    assert_error(
+        requests.post(f"{ctl}/faults", json={"kind": "delay", "when": 1}, timeout=5),
+        422,
+        "invalid_request",
+        "when",
+    )
     assert requests.delete(f"{ctl}/faults", timeout=5).json() == {"active": []}
 
     patched = requests.patch(f"{ctl}/config", json={"pending_seconds": 5, "processing_seconds": 5}, timeout=5)
     assert patched.json()["pending_seconds"] == 5.0
-    assert_error(requests.patch(f"{ctl}/config", json={"pending_seconds": -1}, timeout=5), 422, "invalid_request")
+    assert_error(
+        requests.patch(f"{ctl}/config", json={"pending_seconds": -1}, timeout=5), 422, "invalid_request"
+    )
     assert_error(requests.patch(f"{ctl}/config", json={"colour": "red"}, timeout=5), 422, "invalid_request")
     env = create(kirin_emulator).json()
     assert get(kirin_emulator, env["task_id"]).json()["status"] == "pending"
@@ -669,7 +707,9 @@ def test_fixture_isolation_part_2(kirin_emulator: EmulatorServer) -> None:
 
 # -- configuration, servers, CLI -------------------------------------------------------------------
 def test_path_prefix(kirin_emulator_factory: Callable[..., EmulatorServer]) -> None:
-    emu = kirin_emulator_factory(EmulatorConfig(path_prefix="/gateway/", pending_seconds=0, processing_seconds=0))
+    emu = kirin_emulator_factory(
+        EmulatorConfig(path_prefix="/gateway/", pending_seconds=0, processing_seconds=0)
+    )
     assert emu.api_url == f"{emu.url}/gateway"
     env = create(emu).json()
     assert env["status"] == "completed"
@@ -789,7 +829,9 @@ def test_plugin_fixtures_and_marker_in_a_fresh_session(tmp_path: Path) -> None:
 
 
 def test_sample_video_script_is_deterministic(tmp_path: Path) -> None:
-    spec = importlib.util.spec_from_file_location("make_sample_video", REPO / "scripts" / "make_sample_video.py")
+    spec = importlib.util.spec_from_file_location(
+        "make_sample_video", REPO / "scripts" / "make_sample_video.py"
+    )
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
