@@ -126,7 +126,8 @@ class KirinError(AirflowException):
             if value is not None
         ]
         context = f" [{', '.join(where)}]" if where else ""
-        return f"{self.message}{context} {self.hint}"
+        stop = "" if self.message.endswith((".", "!", "?")) or context else "."
+        return f"{self.message}{stop}{context} {self.hint}"
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (_rebuild, (type(self), self.to_dict()))

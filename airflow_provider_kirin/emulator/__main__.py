@@ -5,7 +5,8 @@ Example::
     python -m airflow_provider_kirin.emulator --port 8765 --processing-seconds 2 \\
         --fault '{"endpoint": "create", "kind": "http_error", "status": 429, "retry_after": "1"}'
 
-Prints one line, ``Kirin emulator listening on http://127.0.0.1:8765 (api key: ...)``, and with
+Prints one line, ``Kirin emulator listening on http://127.0.0.1:8765 (api key: ...)`` (the
+control plane is at that URL's ``/_emulator``; API paths follow ``--path-prefix``), and with
 ``--print-conn`` a second one, ``AIRFLOW_CONN_KIRIN_DEFAULT='{...}'``, ready for ``export``.
 """
 
@@ -94,7 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     server.start()
-    print(f"Kirin emulator listening on {server.api_url} (api key: {server.api_key})", flush=True)
+    prefix = f", path prefix: {config.path_prefix}" if config.path_prefix else ""
+    print(f"Kirin emulator listening on {server.url} (api key: {server.api_key}{prefix})", flush=True)
     if args.print_conn:
         print(f"AIRFLOW_CONN_KIRIN_DEFAULT={shlex.quote(server.airflow_conn_json())}", flush=True)
     try:

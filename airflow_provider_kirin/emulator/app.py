@@ -30,16 +30,15 @@ from starlette.responses import Response
 
 from airflow_provider_kirin.emulator import controls
 from airflow_provider_kirin.emulator.callbacks import CallbackSender
-from airflow_provider_kirin.emulator.config import CONTROL_PREFIX, EmulatorConfig
+from airflow_provider_kirin.emulator.config import CONTROL_PREFIX, DEFAULT_FAIL_CODE, EmulatorConfig
 from airflow_provider_kirin.emulator.downloads import blob_response, file_response
-from airflow_provider_kirin.emulator.faults import Fault
 from airflow_provider_kirin.emulator.responses import (
     finish,
     json_error,
     json_response,
     pre_fault,
 )
-from airflow_provider_kirin.emulator.state import DuplicateExternalIdError, EmulatorState
+from airflow_provider_kirin.emulator.state import DuplicateExternalIdError, EmulatorState, Task
 from airflow_provider_kirin.emulator.validation import CreateValidationError, validate_create
 
 SAMPLE_VIDEO = "media/sample.mp4"
@@ -97,6 +96,13 @@ def create_app(config: EmulatorConfig | None = None, *, state: EmulatorState | N
             headers={"WWW-Authenticate": "Bearer"},
         )
 
+    def conflict(existing: Task) -> Response:
+        state.counters["conflicts"] += 1
+        message = (
+            f"external_task_id: {existing.external_task_id!r} is already used by task {existing.task_id}"
+        )
+        return json_error(state, 409, "duplicate_external_task_id", message)
+
     def origin(request: Request) -> str:
         scope = request.scope
         server = scope.get("server") or ("127.0.0.1", 0)
@@ -118,10 +124,10 @@ def create_app(config: EmulatorConfig | None = None, *, state: EmulatorState | N
         if not authorized(request):
             response = unauthorized()
         else:
-            response, task = await _create(request, fault)
+            response, task = await _create(request)
         return await finish(state, request, fault, response, task)
 
-    async def _create(request: Request, fault: Fault | None) -> tuple[Response, Any]:
+    async def _create(request: Request) -> tuple[Response, Any]:
         try:
             body = json.loads(await request.body())
         except ValueError:
@@ -133,21 +139,20 @@ def create_app(config: EmulatorConfig | None = None, *, state: EmulatorState | N
         except CreateValidationError as exc:
             state.counters["invalid_requests"] += 1
             return json_error(state, 422, "invalid_request", str(exc)), None
-        fail = fault is not None and fault.kind == "fail_task"
+        external = params["external_task_id"]
+        existing = state.lookup(external) if external is not None else None
+        if existing is not None:  # checked first so that a 409 does not use up a fail_task rule
+            return conflict(existing), None
+        fail = state.faults.take("create", task_rules=True) if state.faults else None
         try:
             task = state.create_task(
                 params,
                 origin(request),
-                fail_code=(fault.code or "002011095") if fail and fault else None,
-                fail_message=fault.error_message if fail and fault else None,
+                fail_code=(fail.code or DEFAULT_FAIL_CODE) if fail else None,
+                fail_message=fail.error_message if fail else None,
             )
-        except DuplicateExternalIdError as exc:
-            state.counters["conflicts"] += 1
-            message = (
-                f"external_task_id: {exc.existing.external_task_id!r} is already used by task "
-                f"{exc.existing.task_id}"
-            )
-            return json_error(state, 409, "duplicate_external_task_id", message), None
+        except DuplicateExternalIdError as exc:  # pragma: no cover - raced by another thread
+            return conflict(exc.existing), None
         if task.callback_url:
             sender.schedule(task)
         return json_response(state, task.envelope_bytes(), cfg.create_status_code), task

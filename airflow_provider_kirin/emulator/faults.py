@@ -2,7 +2,9 @@
 
 A rule names the ``endpoint`` it applies to, a ``kind`` and how many matching requests it
 affects (``times``; ``-1`` = forever). Rules are consumed in the order they were added, and one
-request consumes at most one rule: the first active rule whose endpoint and kind fit it.
+request consumes at most one rule: the first active rule whose endpoint and kind fit it. The
+exception is ``fail_task``, which marks the next *created* task: it is only consumed by a create
+that passed auth and validation, and it can combine with a request rule on that same create.
 
 Example::
 
@@ -42,6 +44,9 @@ KINDS: dict[str, frozenset[str]] = {
     "truncated_download": _DOWNLOADS,
 }
 """Each fault kind and the endpoints whose requests it can affect."""
+
+TASK_KINDS = frozenset({"fail_task"})
+"""Kinds consumed when a task is created rather than when a request arrives."""
 
 DEFAULT_HUGE_BYTES = 20 * 1024 * 1024
 
@@ -191,13 +196,17 @@ class FaultBook:
             self._rules.clear()
             self.applied.clear()
 
-    def take(self, endpoint: str) -> Fault | None:
-        """Consume and return the rule that affects this request to ``endpoint``, if any."""
+    def take(self, endpoint: str, *, task_rules: bool = False) -> Fault | None:
+        """Consume and return the rule that affects this request to ``endpoint``, if any.
+
+        ``task_rules=True`` looks only at rules that act on a created task (``fail_task``);
+        otherwise only at the others.
+        """
         if not self._rules:  # fast path: no lock when there is nothing to match
             return None
         with self._lock:
             for active in self._rules:
-                if not active.fault.applies_to(endpoint):
+                if (active.fault.kind in TASK_KINDS) != task_rules or not active.fault.applies_to(endpoint):
                     continue
                 if active.skip_left > 0:
                     active.skip_left -= 1

@@ -7,19 +7,23 @@ read back from the metadata DB (task states, XComs) and from the emulator (what 
 
 from __future__ import annotations
 
+import json
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from airflow_helpers import EXAMPLE_DAGS, TEST_DAG_FILES, AirflowHome, json_output
+from airflow_helpers import EXAMPLE_DAGS, TEST_DAG_FILES, AirflowHome, decode_xcom, json_output
 
 from airflow_provider_kirin.emulator import EmulatorServer, Fault
 from airflow_provider_kirin.exceptions import SEED_ERROR_CODES, KirinTaskTimeoutError
 
+#: Every file of ``example_dags/`` and the DAGs it defines; each DAG has a success test below.
 EXPECTED_DAGS = {
+    "example_kirin_asset_consumer.py": {"example_kirin_asset_consumer"},
     "example_kirin_deferrable_operator.py": {"example_kirin_deferrable_operator"},
+    "example_kirin_keep_video.py": {"example_kirin_keep_video"},
     "example_kirin_mapped.py": {"example_kirin_mapped"},
     "example_kirin_submit_and_sense.py": {"example_kirin_submit_and_sense"},
     "example_kirin_taskflow_hook.py": {"example_kirin_taskflow_hook"},
@@ -54,7 +58,7 @@ def test_dags_home(tmp_path_factory: pytest.TempPathFactory, airflow_template_db
 @pytest.fixture
 def dags_test(
     kirin_emulator: EmulatorServer,
-) -> Iterator[Callable[..., tuple[Any, str, str]]]:
+) -> Callable[..., tuple[Any, str, str]]:
     """``run(home, dag_id, **extra_env) -> (completed_process, run_id, output)``: one ``airflow dags
     test`` against ``kirin_emulator``; the new run is looked up in the home's metadata DB."""
 
@@ -69,10 +73,11 @@ def dags_test(
         )
         output = f"{result.stdout}\n{result.stderr}"
         latest = home.latest_run(dag_id)
-        assert latest is not None and latest != before, f"`dags test {dag_id}` created no run:\n{output}"
+        assert latest is not None, f"`dags test {dag_id}` created no run:\n{output}"
+        assert latest != before, f"`dags test {dag_id}` created no new run:\n{output}"
         return result, latest[0], output
 
-    yield run
+    return run
 
 
 def _tail(text: str, lines: int = 80) -> str:
@@ -84,7 +89,9 @@ def test_example_dags_parse_in_a_dagbag() -> None:
     from airflow.dag_processing.dagbag import DagBag
 
     files = sorted(p.name for p in EXAMPLE_DAGS.glob("*.py"))
-    assert files == sorted(EXPECTED_DAGS), "example_dags/ changed: update EXPECTED_DAGS"
+    assert files == sorted(EXPECTED_DAGS), (
+        "example_dags/ changed: update EXPECTED_DAGS and add a success test"
+    )
 
     bag = DagBag(dag_folder=str(EXAMPLE_DAGS))
 
@@ -95,7 +102,8 @@ def test_example_dags_parse_in_a_dagbag() -> None:
     for dag in bag.dags.values():
         assert dag.tasks, f"{dag.dag_id} has no tasks"
     deferrable = bag.dags["example_kirin_deferrable_operator"].get_task("generate")
-    assert deferrable.deferrable is True and deferrable.wait_for_completion is True
+    assert deferrable.deferrable is True
+    assert deferrable.wait_for_completion is True
     sense = bag.dags["example_kirin_submit_and_sense"]
     assert sense.get_task("wait_for_video").upstream_task_ids == {"submit"}
 
@@ -142,7 +150,8 @@ def test_deferrable_operator_example_succeeds(
     assert example_home.xcom(dag_id, run_id, "generate", "return_value") == kirin_task_id
     assert example_home.xcom(dag_id, run_id, "generate", "kirin_task_id") == kirin_task_id
     # The task really deferred, and the trigger ran inline.
-    assert "DEFERRED" in output and "Trigger completed" in output
+    assert "DEFERRED" in output
+    assert "Trigger completed" in output
     created = kirin_emulator.state.get(kirin_task_id)
     assert created is not None
     assert created.params["prompt"] == "A hummingbird hovering over a red flower, slow motion, macro lens"
@@ -206,7 +215,10 @@ def test_taskflow_hook_example_generates_and_downloads(
 
     assert result.returncode == 0, _tail(output)
     assert example_home.run_state(dag_id, run_id) == "success"
-    assert example_home.task_states(dag_id, run_id) == {("generate", -1): "success", ("download", -1): "success"}
+    assert example_home.task_states(dag_id, run_id) == {
+        ("generate", -1): "success",
+        ("download", -1): "success",
+    }
     assert kirin_emulator.stats()["creates"] == 1
     generated = example_home.xcom(dag_id, run_id, "generate", "return_value")
     kirin_task_id = _assert_result(generated, kirin_emulator, size="960x960")
@@ -217,10 +229,71 @@ def test_taskflow_hook_example_generates_and_downloads(
     assert f"(cost {generated['cost']} USD)" in output
 
 
+@pytest.mark.kirin_emulator(**FAST)
+@pytest.mark.timeout(200)
+def test_keep_video_example_stores_the_video_with_a_sidecar_and_an_asset_event(
+    example_home: AirflowHome,
+    dags_test: Callable[..., Any],
+    kirin_emulator: EmulatorServer,
+    tmp_path: Path,
+) -> None:
+    from airflow_provider_kirin.emulator.app import load_sample_video
+
+    dag_id = "example_kirin_keep_video"
+    destination = tmp_path / "kept"
+    result, run_id, output = dags_test(example_home, dag_id, KIRIN_EXAMPLE_DESTINATION=destination.as_uri())
+
+    assert result.returncode == 0, _tail(output)
+    assert example_home.run_state(dag_id, run_id) == "success"
+    assert example_home.task_states(dag_id, run_id) == {
+        ("generate", -1): "success",
+        ("keep_video", -1): "success",
+    }
+    assert kirin_emulator.stats()["creates"] == 1
+    generated = example_home.xcom(dag_id, run_id, "generate", "kirin_result")
+    kirin_task_id = _assert_result(generated, kirin_emulator, size="1280x720")
+    (stored,) = example_home.xcom(dag_id, run_id, "keep_video", "return_value")
+    video = Path(stored.removeprefix("file://"))
+    assert video.name == f"{kirin_task_id}.mp4"
+    assert video.is_relative_to(destination)
+    assert video.read_bytes() == load_sample_video()
+    sidecar = json.loads(video.with_name(f"{video.name}.json").read_text())
+    assert sidecar["kirin_task_id"] == kirin_task_id
+    assert sidecar["cost"] == "0.35"
+    assert sidecar["bytes"] == len(load_sample_video())
+    assert sidecar["prompt"] == "A red fox trotting through fresh snow at sunrise, cinematic"
+    events = example_home.query(
+        "SELECT e.extra FROM asset_event e JOIN asset a ON a.id = e.asset_id "
+        "WHERE a.name = 'kirin_videos' AND e.source_dag_id = ? AND e.source_run_id = ?",
+        (dag_id, run_id),
+    )
+    assert len(events) == 1
+    extra = decode_xcom(events[0][0])
+    assert extra == {"paths": [stored], "kirin_task_id": kirin_task_id, "cost": "0.35"}
+
+
+@pytest.mark.kirin_emulator(**FAST)
+@pytest.mark.timeout(200)
+def test_asset_consumer_example_runs_without_generating(
+    example_home: AirflowHome, dags_test: Callable[..., Any], kirin_emulator: EmulatorServer
+) -> None:
+    # A manual run has no triggering asset events: the DAG announces nothing and spends nothing.
+    dag_id = "example_kirin_asset_consumer"
+    result, run_id, output = dags_test(example_home, dag_id)
+
+    assert result.returncode == 0, _tail(output)
+    assert example_home.run_state(dag_id, run_id) == "success"
+    assert example_home.task_states(dag_id, run_id) == {("announce", -1): "success"}
+    assert example_home.xcom(dag_id, run_id, "announce", "return_value") == []
+    assert kirin_emulator.stats()["creates"] == 0
+
+
 # -- 2b. every seed error code fails the task with its typed exception ---------------------------------
 @pytest.mark.kirin_emulator(**FAST)
 @pytest.mark.timeout(200)
-@pytest.mark.parametrize(("code", "error_class"), sorted(SEED_ERROR_CODES.items()), ids=sorted(SEED_ERROR_CODES))
+@pytest.mark.parametrize(
+    ("code", "error_class"), sorted(SEED_ERROR_CODES.items()), ids=sorted(SEED_ERROR_CODES)
+)
 def test_seed_error_code_fails_the_deferrable_operator_with_its_typed_error(
     example_home: AirflowHome,
     dags_test: Callable[..., Any],
@@ -240,11 +313,12 @@ def test_seed_error_code_fails_the_deferrable_operator_with_its_typed_error(
     assert kirin_emulator.stats()["creates"] == 1
     kirin_task_id = example_home.xcom(dag_id, run_id, "generate", "kirin_task_id")
     envelope = kirin_emulator.task(kirin_task_id)
-    assert envelope is not None and envelope["status"] == "failed"
+    assert envelope is not None
+    assert envelope["status"] == "failed"
     assert envelope["error"]["code"] == code
     assert example_home.xcom(dag_id, run_id, "generate", "kirin_result") is None
     # The task's traceback ends with exactly this class, carrying the code and the Kirin task id.
-    raised = re.findall(rf"^airflow_provider_kirin\.exceptions\.(\w+): (.*)$", output, flags=re.MULTILINE)
+    raised = re.findall(r"^airflow_provider_kirin\.exceptions\.(\w+): (.*)$", output, flags=re.MULTILINE)
     assert raised, f"no Kirin exception in the output:\n{_tail(output)}"
     name, message = raised[-1]
     assert name == error_class.__name__, message
@@ -277,7 +351,8 @@ def test_wait_past_the_timeout_raises_kirin_task_timeout_error(
     assert test_dags_home.task_states(dag_id, run_id)[(waiting_task, -1)] == "failed"
     assert kirin_emulator.stats()["creates"] == 1
     (envelope,) = (kirin_emulator.task(t) for t in list(kirin_emulator.state.tasks))
-    assert envelope is not None and envelope["status"] in ("pending", "processing")
+    assert envelope is not None
+    assert envelope["status"] in ("pending", "processing")
     raised = re.findall(r"^airflow_provider_kirin\.exceptions\.(\w+): (.*)$", output, flags=re.MULTILINE)
     assert raised, f"no Kirin exception in the output:\n{_tail(output)}"
     name, message = raised[-1]

@@ -162,7 +162,9 @@ def test_deferrable_operator_defers_to_the_triggerer_and_succeeds(
         state = home.run_state(DAG_ID, RUN_ID)
         return state if state in ("success", "failed") else None
 
-    final = wait_until(run_finished, timeout=remaining(), what="the dag run to finish", diagnostics=diagnostics)
+    final = wait_until(
+        run_finished, timeout=remaining(), what="the dag run to finish", diagnostics=diagnostics
+    )
     states = home.task_states(DAG_ID, RUN_ID)
     assert final == "success", f"run ended {final}; task states {states}\n{diagnostics()}"
     assert states == {("generate", -1): "success"}

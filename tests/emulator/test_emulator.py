@@ -79,7 +79,8 @@ def assert_error(response: requests.Response, status: int, code: str, field: str
     assert response.headers["content-type"].startswith("application/json")
     error = response.json()["error"]
     assert error["code"] == code
-    assert isinstance(error["error_message"], str) and error["error_message"]
+    assert isinstance(error["error_message"], str)
+    assert error["error_message"]
     if field is not None:
         assert error["error_message"].startswith(f"{field}: "), error["error_message"]
 
@@ -377,7 +378,8 @@ def test_blob_streams_exact_bytes(kirin_emulator: EmulatorServer) -> None:
     assert response.headers["content-length"] == str(size)
     data = b"".join(response.iter_content(256 * 1024))
     assert len(data) == size
-    assert data[:4] == b"\x00\x01\x02\x03" and data[-1] == (size - 1) % 256
+    assert data[:4] == b"\x00\x01\x02\x03"
+    assert data[-1] == (size - 1) % 256
     assert data[1024 * 1024 + 5] == (1024 * 1024 + 5) % 256
     tail = requests.get(
         f"{kirin_emulator.url}/v1/files/blob?bytes={size}",
@@ -473,7 +475,7 @@ def test_reset_before_drops_the_connection_without_creating(kirin_emulator: Emul
 
 def test_reset_after_creates_but_loses_the_response(kirin_emulator: EmulatorServer) -> None:
     kirin_emulator.add_fault(endpoint="create", kind="reset_after")
-    with pytest.raises(requests.ConnectionError, match="(?i)reset"):
+    with pytest.raises(requests.ConnectionError, match=r"(?i)reset"):
         create(kirin_emulator, external_task_id="lost-2")
     found = lookup(kirin_emulator, "lost-2")
     assert found.status_code == 200
@@ -519,7 +521,7 @@ def test_non_json_body(kirin_emulator: EmulatorServer) -> None:
     response = create(kirin_emulator)
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/html")
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="Expecting value"):
         response.json()
     assert kirin_emulator.stats()["creates"] == 0
 
@@ -566,8 +568,28 @@ def test_fail_task_rule(kirin_emulator: EmulatorServer) -> None:
     failed = get(kirin_emulator, doomed["task_id"]).json()
     assert failed["status"] == "failed"
     assert failed["error"] == {"code": "002011097", "error_message": "HTTP error response"}
-    assert "output" not in failed and "usage" not in failed
+    assert "output" not in failed
+    assert "usage" not in failed
     assert get(kirin_emulator, healthy["task_id"]).json()["status"] == "completed"
+
+
+def test_fail_task_marks_the_next_created_task_only(kirin_emulator: EmulatorServer) -> None:
+    kirin_emulator.set_timings(0, 0)  # tasks are finished as soon as they exist
+    create(kirin_emulator, external_task_id="taken")
+    kirin_emulator.add_fault(endpoint="create", kind="fail_task", code="002011099", skip=1)
+    kirin_emulator.add_fault(endpoint="create", kind="http_error", status=503)
+    assert create(kirin_emulator).status_code == 503  # a request rule; fail_task waits for a task
+    assert create(kirin_emulator, mode="bad").status_code == 422  # no task: rule not used
+    assert create(kirin_emulator, external_task_id="taken").status_code == 409  # no task either
+    assert create(kirin_emulator).json()["status"] == "completed"  # skip=1 spares this one
+    doomed = create(kirin_emulator).json()
+    assert doomed["error"] == {"code": "002011099", "error_message": "Task creation error"}
+    assert kirin_emulator.faults() == []
+    assert create(kirin_emulator).json()["status"] == "completed"
+    kirin_emulator.add_fault(endpoint="any", kind="fail_task")
+    failed = create(kirin_emulator).json()
+    assert failed["status"] == "failed"
+    assert failed["error"] == {"code": "002011095", "error_message": "Internal generation error"}
 
 
 def test_truncated_download(kirin_emulator: EmulatorServer) -> None:
@@ -580,9 +602,13 @@ def test_truncated_download(kirin_emulator: EmulatorServer) -> None:
     response = requests.get(url, stream=True, timeout=5)
     assert response.headers["content-length"] == str(full)
     got = bytearray()
-    with pytest.raises(requests.exceptions.ChunkedEncodingError):
+
+    def drain() -> None:
         for chunk in response.iter_content(1):
-            got += chunk
+            got.extend(chunk)
+
+    with pytest.raises(requests.exceptions.ChunkedEncodingError):
+        drain()
     assert len(got) == full // 2
     assert requests.get(url, timeout=5).status_code == 200
 
@@ -649,7 +675,10 @@ def test_unreachable_callback_never_hurts_the_api(kirin_emulator: EmulatorServer
 def test_control_plane_over_http(kirin_emulator: EmulatorServer) -> None:
     ctl = f"{kirin_emulator.url}/_emulator"
     assert requests.get(f"{ctl}/health", timeout=5).json() == {"ok": True}
-    rules = [{"endpoint": "get", "kind": "http_error", "status": 500}, {"kind": "delay", "seconds": 0.01}]
+    rules: list[dict[str, Any]] = [
+        {"endpoint": "get", "kind": "http_error", "status": 500},
+        {"kind": "delay", "seconds": 0.01},
+    ]
     added = requests.post(f"{ctl}/faults", json=rules, timeout=5)
     assert added.status_code == 200
     assert [r["kind"] for r in requests.get(f"{ctl}/faults", timeout=5).json()] == ["http_error", "delay"]
@@ -684,7 +713,8 @@ def test_control_plane_over_http(kirin_emulator: EmulatorServer) -> None:
     listing = requests.get(f"{ctl}/tasks", timeout=5).json()
     assert sorted(t["status"] for t in listing) == ["completed", "failed"]
     stats = requests.get(f"{ctl}/stats", timeout=5).json()
-    assert stats["tasks"] == 2 and stats["tasks_by_status"] == {"completed": 1, "failed": 1}
+    assert stats["tasks"] == 2
+    assert stats["tasks_by_status"] == {"completed": 1, "failed": 1}
     assert requests.post(f"{ctl}/reset", timeout=5).json() == {"reset": True}
     after = requests.get(f"{ctl}/stats", timeout=5).json()
     assert (after["tasks"], after["create_requests"], after["gets"]) == (0, 0, 0)
@@ -738,7 +768,8 @@ def test_servers_are_independent_and_stop_cleanly() -> None:
         create(one)
         assert (one.stats()["creates"], two.stats()["creates"]) == (1, 0)
         port = one.port
-    assert not one.running and not two.running
+    assert not one.running
+    assert not two.running
     with pytest.raises(requests.ConnectionError):
         requests.get(f"http://127.0.0.1:{port}/_emulator/health", timeout=2)
 
@@ -818,9 +849,15 @@ def test_plugin_fixtures_and_marker_in_a_fresh_session(tmp_path: Path) -> None:
             """
         )
     )
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+        # Only the -p plugin below: once installed, the pytest11 entry point would register it twice.
+        "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1",
+    }
     out = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-W", "error::pytest.PytestUnknownMarkWarning",
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+         "-W", "error::pytest.PytestUnknownMarkWarning",
          "-p", "airflow_provider_kirin.emulator.pytest_plugin", str(tmp_path / "test_user.py")],
         cwd=tmp_path, capture_output=True, text=True, timeout=60, env=env,
     )  # fmt: skip
@@ -832,7 +869,8 @@ def test_sample_video_script_is_deterministic(tmp_path: Path) -> None:
     spec = importlib.util.spec_from_file_location(
         "make_sample_video", REPO / "scripts" / "make_sample_video.py"
     )
-    assert spec and spec.loader
+    assert spec
+    assert spec.loader
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     first, second = tmp_path / "a.mp4", tmp_path / "b.mp4"

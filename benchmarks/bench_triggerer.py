@@ -1,0 +1,547 @@
+"""Triggerer load: N concurrent waits for Kirin tasks in one asyncio event loop.
+
+For each N, four pollers wait for N fresh tasks (each completing a fixed ``--processing`` seconds
+after its creation) in turn, every one in a fresh worker process against the same emulator, which
+runs in its own process (so its CPU is not counted):
+
+``kirin``             our ``KirinTaskTrigger`` (first_poll_at = now, ``--interval`` seconds).
+``http_provider``     the peer: Airflow's HTTP provider, ``HttpSensorTrigger`` (``HttpAsyncHook``,
+                      one ``aiohttp.ClientSession`` per poll), same interval, Bearer key in its
+                      headers. Its only stock "wait until" rule is "fire on the first non-404", so
+                      it waits on the task's video URL, which the emulator answers 404 until the task
+                      completes (the status URL answers 200 at once).
+``session_per_poll``  reference: bare aiohttp, a new session per poll (the HTTP provider's pattern).
+``shared_session``    reference floor: bare aiohttp, one shared session, GET + ``json.loads``.
+
+Measured per run: wall time; CPU seconds of the worker (``getrusage``) from just before the
+triggers are created until the last event, per 1,000 polls (polls counted by the emulator); peak
+RSS above the baseline taken after imports and before the triggers exist (sampled every 50 ms,
+cross-checked with ``ru_maxrss``); TCP connections the emulator accepted; errors (events that are
+not a success, exceptions, missing events); and the delay between a task's completion time on
+the emulator (creation time + processing time) and the moment its event is yielded.
+
+Run: ``python benchmarks/bench_triggerer.py [--quick] [--n 100 --n 1000] [--interval 2]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import gc
+import json
+import os
+import random
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import (  # noqa: E402
+    EmulatorProcess,
+    Row,
+    Worker,
+    cpu_seconds,
+    emit,
+    fmt,
+    markdown_table,
+    maxrss_bytes,
+    percentile,
+    raise_open_file_limit,
+    ratio,
+    rss_bytes,
+    rows_to_json,
+    venv_env,
+    verdict,
+)
+
+POLLERS = ("kirin", "http_provider", "session_per_poll", "shared_session")
+LABELS = {
+    "kirin": "KirinTaskTrigger",
+    "http_provider": "HttpSensorTrigger",
+    "session_per_poll": "aiohttp session per poll",
+    "shared_session": "aiohttp shared session (floor)",
+}
+FULL_N = (100, 1000, 5000)
+QUICK_N = (100, 1000)
+JITTER = 0.1  # the provider's polling.POLL_JITTER: delays shortened by up to 10 %
+#: Targets of the issue.
+RSS_TARGET_KB = 20.0
+VS_SESSION_PER_POLL = 0.6
+VS_FLOOR = 2.0
+LATENCY_AT_N = 1000
+ERRORS_AT_N = 5000
+
+
+# -- worker side (one process per poller and N) ----------------------------------------------------
+async def _wait_kirin(task: dict[str, Any], ctx: dict[str, Any]) -> str:
+    trigger = ctx["triggers"][task["task_id"]]
+    async for event in trigger.run():
+        return str(event.payload.get("status"))
+    return "no event"
+
+
+async def _wait_http_provider(task: dict[str, Any], ctx: dict[str, Any]) -> str:
+    trigger = ctx["triggers"][task["task_id"]]
+    async for event in trigger.run():
+        return "success" if event.payload is True else f"event {event.payload!r}"
+    return "no event"
+
+
+def _status_of(status: int, body: bytes) -> str | None:
+    if status != 200:
+        raise RuntimeError(f"HTTP {status}")
+    value = json.loads(body)["status"]
+    return str(value) if value in ("completed", "failed") else None
+
+
+async def _poll_loop(get: Callable[[], Awaitable[tuple[int, bytes]]], interval: float, deadline: float) -> str:
+    """Poll at ``interval`` (less up to 10 % jitter) until a final status; exceptions count as errors."""
+    errors = 0
+    while True:
+        try:
+            final = _status_of(*await get())
+        except Exception as err:
+            errors += 1
+            if errors >= 5:
+                return f"error {type(err).__name__}"
+        else:
+            if final is not None:
+                return "success" if final == "completed" else final
+        if time.time() >= deadline:
+            return "timeout"
+        await asyncio.sleep(interval * (1.0 - random.uniform(0.0, JITTER)))
+
+
+async def _wait_session_per_poll(task: dict[str, Any], ctx: dict[str, Any]) -> str:
+    import aiohttp
+
+    url, headers = ctx["url"] + f"/v1/tasks/{task['task_id']}", ctx["headers"]
+
+    async def get() -> tuple[int, bytes]:
+        async with aiohttp.ClientSession() as session, session.get(url, headers=headers) as response:
+            return response.status, await response.read()
+
+    return await _poll_loop(get, ctx["interval"], ctx["deadline"])
+
+
+async def _wait_shared_session(task: dict[str, Any], ctx: dict[str, Any]) -> str:
+    url, headers, session = ctx["url"] + f"/v1/tasks/{task['task_id']}", ctx["headers"], ctx["session"]
+
+    async def get() -> tuple[int, bytes]:
+        async with session.get(url, headers=headers) as response:
+            return response.status, await response.read()
+
+    return await _poll_loop(get, ctx["interval"], ctx["deadline"])
+
+
+WAITERS: dict[str, Callable[[dict[str, Any], dict[str, Any]], Awaitable[str]]] = {
+    "kirin": _wait_kirin,
+    "http_provider": _wait_http_provider,
+    "session_per_poll": _wait_session_per_poll,
+    "shared_session": _wait_shared_session,
+}
+
+
+def _import_poller(poller: str) -> None:
+    """Import everything the poller needs, so the baseline includes the code but no trigger."""
+    import aiohttp  # noqa: F401
+
+    if poller == "kirin":
+        import airflow_provider_kirin.hooks.kirin  # noqa: F401
+        import airflow_provider_kirin.retry  # noqa: F401
+        import airflow_provider_kirin.triggers.kirin  # noqa: F401
+    elif poller == "http_provider":
+        import airflow.providers.http.triggers.http  # noqa: F401
+
+
+def _make_context(poller: str, tasks: list[dict[str, Any]], spec: dict[str, Any]) -> dict[str, Any]:
+    now = time.time()
+    ctx: dict[str, Any] = {
+        "url": spec["url"],
+        "headers": {"Authorization": f"Bearer {spec['api_key']}", "Accept": "application/json"},
+        "interval": spec["interval"],
+        "deadline": spec["deadline"],
+    }
+    if poller == "kirin":
+        from airflow_provider_kirin.triggers.kirin import KirinTaskTrigger
+
+        ctx["triggers"] = {
+            t["task_id"]: KirinTaskTrigger(
+                t["task_id"], poll_interval=spec["interval"], deadline=spec["deadline"], first_poll_at=now
+            )
+            for t in tasks
+        }
+    elif poller == "http_provider":
+        from airflow.providers.http.triggers.http import HttpSensorTrigger
+
+        ctx["triggers"] = {
+            t["task_id"]: HttpSensorTrigger(
+                endpoint=f"v1/files/{t['task_id']}/video.mp4",
+                http_conn_id="http_default",
+                method="GET",
+                headers={"Authorization": f"Bearer {spec['api_key']}"},
+                poke_interval=spec["interval"],
+            )
+            for t in tasks
+        }
+    elif poller == "shared_session":
+        import aiohttp
+
+        ctx["session"] = aiohttp.ClientSession()
+    return ctx
+
+
+async def _sample_rss(stop: asyncio.Event, peak: list[int]) -> None:
+    while not stop.is_set():
+        peak[0] = max(peak[0], rss_bytes())
+        try:
+            await asyncio.wait_for(stop.wait(), 0.05)
+        except asyncio.TimeoutError:
+            pass
+
+
+async def _drive(poller: str, tasks: list[dict[str, Any]], spec: dict[str, Any]) -> dict[str, Any]:
+    """Create the N waits, run them to their events, and measure the worker while they run."""
+    gc.collect()
+    baseline_rss, baseline_maxrss = rss_bytes(), maxrss_bytes()
+    peak = [baseline_rss]
+    stop = asyncio.Event()
+    sampler = asyncio.create_task(_sample_rss(stop, peak))
+    cpu0, wall0 = cpu_seconds(), time.perf_counter()
+    ctx = _make_context(poller, tasks, spec)
+    waiter = WAITERS[poller]
+    event_at: dict[str, float] = {}
+    outcomes: Counter[str] = Counter()
+
+    async def one(task: dict[str, Any]) -> None:
+        try:
+            outcome = await waiter(task, ctx)
+        except Exception as err:
+            outcome = f"exception {type(err).__name__}: {err}"[:200]
+        event_at[task["task_id"]] = time.time()
+        outcomes[outcome] += 1
+
+    runs = [asyncio.ensure_future(one(t)) for t in tasks]
+    _, pending = await asyncio.wait(runs, timeout=spec["deadline"] - time.time() + 15)
+    for run in pending:
+        run.cancel()
+    if "session" in ctx:
+        await ctx["session"].close()
+    cpu1, wall1 = cpu_seconds(), time.perf_counter()
+    stop.set()
+    await sampler
+    peak_maxrss = maxrss_bytes()
+    latencies = [event_at[t["task_id"]] - t["done_at"] for t in tasks if t["task_id"] in event_at]
+    errors = len(tasks) - outcomes.get("success", 0)
+    return {
+        "n": len(tasks),
+        "ok": outcomes.get("success", 0),
+        "errors": errors,
+        "outcomes": dict(outcomes.most_common(5)),
+        "missing": len(pending),
+        "cpu_s": cpu1 - cpu0,
+        "wall_s": wall1 - wall0,
+        "baseline_rss": baseline_rss,
+        "peak_rss": peak[0],
+        # ru_maxrss only counts when it grew during the run (else it is the imports' peak).
+        "peak_maxrss": peak_maxrss if peak_maxrss > baseline_maxrss else None,
+        "latencies": latencies,
+    }
+
+
+def worker_main(poller: str) -> int:
+    """Worker process: import, report ready, read the tasks from stdin, drive, report the result."""
+    raise_open_file_limit()
+    _import_poller(poller)
+    emit("ready", {"rss": rss_bytes()})
+    spec = json.loads(sys.stdin.readline())
+    tasks = spec.pop("tasks")
+    result = asyncio.run(_drive(poller, tasks, spec))
+    emit("done", result)
+    return 0
+
+
+# -- orchestrator side ---------------------------------------------------------------------------
+@dataclass
+class PhaseResult:
+    """One poller at one N: the worker's measurements and the emulator's counters."""
+
+    poller: str
+    n: int
+    interval: float
+    worker: dict[str, Any]
+    polls: int
+    creates: int
+    connections: int
+    connections_peak: int
+    emulator_cpu_s: float
+    latencies: list[float] = field(default_factory=list, repr=False)
+
+    @property
+    def errors(self) -> int:
+        return int(self.worker["errors"])
+
+    @property
+    def cpu_per_1000(self) -> float | None:
+        return 1000 * self.worker["cpu_s"] / self.polls if self.polls else None
+
+    @property
+    def rss_per_trigger_kb(self) -> float:
+        peak = max(self.worker["peak_rss"], self.worker["peak_maxrss"] or 0)
+        return (peak - self.worker["baseline_rss"]) / self.n / 1024
+
+    def latency(self, q: float) -> float | None:
+        return percentile(self.latencies, q)
+
+
+async def _create_tasks(url: str, api_key: str, n: int, tag: str) -> list[dict[str, Any]]:
+    """Create ``n`` tasks through the API (32 at a time); return their envelopes."""
+    import aiohttp
+
+    from airflow_provider_kirin.models import KirinVideoRequest
+
+    headers = {"Authorization": f"Bearer {api_key}"}
+    body = KirinVideoRequest.build(prompt="benchmark", duration=5).to_payload()
+    semaphore = asyncio.Semaphore(32)
+    created: list[dict[str, Any]] = []
+    async with aiohttp.ClientSession() as session:
+
+        async def create(i: int) -> None:
+            async with semaphore, session.post(
+                url + "/v1/videos/generations",
+                json={**body, "external_task_id": f"{tag}-{i}"},
+                headers=headers,
+            ) as response:
+                envelope = await response.json()
+                if response.status != 200:
+                    raise RuntimeError(f"create failed: HTTP {response.status} {envelope}")
+                created.append(envelope)
+
+        await asyncio.gather(*(create(i) for i in range(n)))
+    return created
+
+
+def create_staggered(
+    emu: EmulatorProcess, n: int, interval: float, processing: float, tag: str, groups: int = 20
+) -> list[dict[str, Any]]:
+    """Create ``n`` tasks whose generation times are spread evenly over one poll interval (in
+    ``groups`` steps from ``processing`` seconds), so completions fall at every phase of the poll
+    cycle. Returns ``[{"task_id", "done_at"}]`` with the completion time on the emulator's clock."""
+    groups = max(1, min(n, groups))
+    tasks: list[dict[str, Any]] = []
+    for k in range(groups):
+        count = n // groups + (1 if k < n % groups else 0)
+        seconds = processing + k * interval / groups
+        emu.configure(processing_seconds=seconds)
+        for e in asyncio.run(_create_tasks(emu.url, emu.api_key, count, f"{tag}-{k}")):
+            created = dt.datetime.fromisoformat(e["created_at"]).timestamp()
+            tasks.append({"task_id": e["task_id"], "done_at": created + seconds})
+    return tasks
+
+
+def run_phase(
+    emu: EmulatorProcess, poller: str, n: int, interval: float, processing: float, workdir: Path
+) -> PhaseResult:
+    """Run one poller over ``n`` fresh tasks in a fresh worker process."""
+    env = venv_env(
+        AIRFLOW_CONN_KIRIN_DEFAULT=emu.conn_json,
+        AIRFLOW_CONN_HTTP_DEFAULT=json.dumps({"conn_type": "http", "host": emu.url}),
+    )
+    log = workdir / f"worker-{poller}-{n}.log"
+    worker = Worker([str(Path(__file__).resolve()), "--worker", poller], log, env)
+    try:
+        worker.expect("ready", timeout=120)
+        emu.reset()
+        tasks = create_staggered(emu, n, interval, processing, f"{poller}-{n}")
+        before = emu.stats()
+        deadline = time.time() + processing + max(60.0, 6 * interval)
+        worker.send(
+            {"tasks": tasks, "url": emu.url, "api_key": emu.api_key, "interval": interval, "deadline": deadline}
+        )
+        result = worker.expect("done", timeout=deadline - time.time() + 60)
+        worker.wait(30)
+        after = emu.stats()
+    finally:
+        worker.close()
+    polls_key = "downloads" if poller == "http_provider" else "gets"
+    return PhaseResult(
+        poller=poller,
+        n=n,
+        interval=interval,
+        worker={k: v for k, v in result.items() if k != "latencies"},
+        polls=after[polls_key] - before[polls_key],
+        creates=after["creates"],
+        connections=after["connections_opened"] - before["connections_opened"],
+        connections_peak=after["connections_peak"],
+        emulator_cpu_s=after["cpu_seconds"] - before["cpu_seconds"],
+        latencies=list(result["latencies"]),
+    )
+
+
+def rows_for(n: int, phases: dict[str, PhaseResult]) -> list[Row]:
+    """The table rows of one N: ours beside the peer, plus the two reference pollers."""
+    ours, peer = phases["kirin"], phases["http_provider"]
+    spp, floor = phases["session_per_poll"], phases["shared_session"]
+    b = f"triggerer N={n:,}"
+    rows: list[Row] = []
+
+    def add(metric: str, a: float | None, p: float | None, digits: int, unit: str = "", **kw: str) -> None:
+        r = ratio(a, p)
+        rows.append(Row(b, metric, fmt(a, digits, unit), fmt(p, digits, unit), fmt(r, 2, "x"), **kw))
+
+    add("wall time", ours.worker["wall_s"], peer.worker["wall_s"], 1, "s")
+    add("status polls (emulator count)", ours.polls, peer.polls, 0)
+    add("CPU per 1,000 polls", ours.cpu_per_1000, peer.cpu_per_1000, 3, "s")
+    r_spp, r_floor = ratio(ours.cpu_per_1000, spp.cpu_per_1000), ratio(ours.cpu_per_1000, floor.cpu_per_1000)
+    rows.append(
+        Row(
+            b,
+            "CPU/poll vs session-per-poll reference",
+            fmt(ours.cpu_per_1000, 3, "ms"),
+            f"{fmt(spp.cpu_per_1000, 3, 'ms')} ({spp.polls:,} polls)",
+            fmt(r_spp, 2, "x"),
+            f"<= {VS_SESSION_PER_POLL}x",
+            verdict(None if r_spp is None else r_spp <= VS_SESSION_PER_POLL),
+        )
+    )
+    rows.append(
+        Row(
+            b,
+            "CPU/poll vs shared-session floor",
+            fmt(ours.cpu_per_1000, 3, "ms"),
+            f"{fmt(floor.cpu_per_1000, 3, 'ms')} ({floor.polls:,} polls)",
+            fmt(r_floor, 2, "x"),
+            f"<= {VS_FLOOR}x",
+            verdict(None if r_floor is None else r_floor <= VS_FLOOR),
+        )
+    )
+    rss_ok = ours.rss_per_trigger_kb < RSS_TARGET_KB
+    add(
+        "peak RSS per trigger above baseline",
+        ours.rss_per_trigger_kb,
+        peer.rss_per_trigger_kb,
+        1,
+        "KB",
+        target=f"< {RSS_TARGET_KB:.0f} KB",
+        result=verdict(rss_ok),
+    )
+    add(
+        "peak RSS above baseline",
+        (ours.rss_per_trigger_kb * n) / 1024,
+        (peer.rss_per_trigger_kb * n) / 1024,
+        1,
+        "MB",
+    )
+    rows.append(
+        Row(
+            b,
+            "TCP connections opened (peak open)",
+            f"{ours.connections:,} ({ours.connections_peak:,})",
+            f"{peer.connections:,} ({peer.connections_peak:,})",
+            fmt(ratio(ours.connections, peer.connections), 3, "x"),
+        )
+    )
+    rows.append(
+        Row(
+            b,
+            "errors",
+            f"{ours.errors}",
+            f"{peer.errors}",
+            "",
+            "0" if n >= ERRORS_AT_N else "",
+            verdict(ours.errors == 0) if n >= ERRORS_AT_N else "",
+        )
+    )
+    limit = ours.interval * (1 + JITTER)
+    add("completion -> event p50", ours.latency(50), peer.latency(50), 2, "s")
+    add("completion -> event p95", ours.latency(95), peer.latency(95), 2, "s")
+    mx = ours.latency(100)
+    judged = n == LATENCY_AT_N
+    add(
+        "completion -> event max",
+        mx,
+        peer.latency(100),
+        2,
+        "s",
+        target=f"<= {limit:.1f} s" if judged else "",
+        result=verdict(mx is not None and mx <= limit) if judged else "",
+    )
+    return rows
+
+
+def run(
+    n_values: Sequence[int], interval: float, processing: float, workdir: Path | None = None
+) -> tuple[list[Row], dict[str, Any]]:
+    """All pollers at every N against one emulator process; returns table rows and raw figures."""
+    rows: list[Row] = []
+    raw: dict[str, Any] = {"interval": interval, "processing": processing, "phases": []}
+    with tempfile.TemporaryDirectory(prefix="kirin-bench-trig-") as tmp, EmulatorProcess(
+        pending_seconds=0.0, processing_seconds=processing
+    ) as emu:
+        raw["emulator"] = {k: emu.info[k] for k in ("http", "loop")}
+        work = workdir or Path(tmp)
+        for n in n_values:
+            phases: dict[str, PhaseResult] = {}
+            for poller in POLLERS:
+                phase = run_phase(emu, poller, n, interval, processing, work)
+                phases[poller] = phase
+                raw["phases"].append(
+                    {
+                        "poller": poller,
+                        "n": n,
+                        "polls": phase.polls,
+                        "creates": phase.creates,
+                        "connections": phase.connections,
+                        "connections_peak": phase.connections_peak,
+                        "emulator_cpu_s": phase.emulator_cpu_s,
+                        "cpu_per_1000_polls_s": phase.cpu_per_1000,
+                        "rss_per_trigger_kb": phase.rss_per_trigger_kb,
+                        "latency_p50": phase.latency(50),
+                        "latency_max": phase.latency(100),
+                        **phase.worker,
+                    }
+                )
+                print(
+                    f"  triggerer N={n} {LABELS[poller]}: {phase.worker['wall_s']:.1f} s, "
+                    f"{phase.polls} polls, cpu {phase.worker['cpu_s']:.2f} s, "
+                    f"errors {phase.errors}, emulator cpu {phase.emulator_cpu_s:.1f} s",
+                    flush=True,
+                )
+            rows.extend(rows_for(n, phases))
+    return rows, raw
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help=f"N = {QUICK_N}, shorter generations")
+    parser.add_argument("--n", type=int, action="append", help=f"N (repeatable; default {FULL_N})")
+    parser.add_argument("--interval", type=float, default=2.0, help="poll interval, s (default 2)")
+    parser.add_argument("--processing", type=float, default=None, help="generation time, s (20; quick 10)")
+    parser.add_argument("--json", type=Path, help="also write the rows and raw figures here")
+    parser.add_argument("--worker", choices=POLLERS, help=argparse.SUPPRESS)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.worker:
+        return worker_main(args.worker)
+    n_values = args.n or (QUICK_N if args.quick else FULL_N)
+    processing = args.processing if args.processing is not None else (10.0 if args.quick else 20.0)
+    rows, raw = run(n_values, args.interval, processing)
+    print(markdown_table(rows))
+    if args.json:
+        args.json.write_text(json.dumps({"rows": rows_to_json(rows), "raw": raw}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    sys.exit(main())

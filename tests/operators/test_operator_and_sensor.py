@@ -1,0 +1,97 @@
+"""The operator and sensor on a real Airflow (``airflow dags test`` subprocesses) against the emulator:
+templating and validation before spend, XComs, the extra link, waiting in the worker, poke and
+deferrable sensors, and ``soft_fail`` on a timeout."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from airflow_helpers import AirflowHome
+
+from airflow_provider_kirin.emulator import EmulatorConfig, EmulatorServer
+
+DAG_FILES = Path(__file__).resolve().parent / "dag_files"
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory: pytest.TempPathFactory, airflow_template_db: Path) -> AirflowHome:
+    return AirflowHome.create(
+        tmp_path_factory.mktemp("airflow-operators"), airflow_template_db, dags_folder=DAG_FILES
+    )
+
+
+def dags_test(home: AirflowHome, server: EmulatorServer, dag_id: str) -> tuple[str, str, str]:
+    """Run one ``airflow dags test``; return ``(run_id, run state, output)``."""
+    result = home.cli(
+        "dags",
+        "test",
+        dag_id,
+        extra_env={"AIRFLOW_CONN_KIRIN_DEFAULT": server.airflow_conn_json()},
+        timeout=180,
+    )
+    latest = home.latest_run(dag_id)
+    assert latest is not None, result.stdout + result.stderr
+    return latest[0], latest[1], result.stdout + result.stderr
+
+
+@pytest.mark.timeout(240)
+def test_success_paths(home: AirflowHome, kirin_emulator: EmulatorServer) -> None:
+    run_id, state, output = dags_test(home, kirin_emulator, "kirin_cases_ok")
+    assert state == "success", output[-4000:]
+    assert set(home.task_states("kirin_cases_ok", run_id).values()) == {"success"}
+    assert kirin_emulator.stats()["creates"] == 3  # submit_only, from_file, sync_wait; sensors create nothing
+
+    def xcom(task_id: str, key: str = "return_value") -> object:
+        return home.xcom("kirin_cases_ok", run_id, task_id, key)
+
+    task_id = xcom("submit_only")
+    assert isinstance(task_id, str)
+    assert task_id.startswith("kt_")
+    assert xcom("submit_only", "kirin_task_id") == task_id
+    assert xcom("submit_only", "kirin_request")["prompt"] == "A red fox at dawn"
+
+    from_file = xcom("from_file", "kirin_request")
+    assert from_file["prompt"] == "A red fox trotting through fresh snow, rendered from a template file"
+    assert (from_file["duration"], from_file["mode"]) == ("10", "pro")
+
+    result = xcom("sync_wait", "kirin_result")
+    assert result["status"] == "completed"
+    assert result["cost"] == "0.35"
+    assert result["videos"][0]["url"].startswith(kirin_emulator.url)
+    assert xcom("sync_wait", "_link_KirinVideoLink") == result["videos"][0]["url"]
+
+    for sensor in ("sensor_poke", "sensor_deferrable"):
+        sensed = xcom(sensor)
+        assert sensed["task_id"] == task_id
+        assert sensed["status"] == "completed"
+        assert xcom(sensor, "_link_KirinVideoLink") == sensed["videos"][0]["url"]
+    assert "Kirin task " + task_id + " completed: cost 0.35 USD" in output
+
+
+@pytest.mark.timeout(180)
+def test_bad_input_after_templating_fails_before_any_request(
+    home: AirflowHome, kirin_emulator: EmulatorServer
+) -> None:
+    run_id, state, output = dags_test(home, kirin_emulator, "kirin_cases_bad_input")
+    assert state == "failed"
+    assert set(home.task_states("kirin_cases_bad_input", run_id).values()) == {"failed"}
+    assert "prompt='' is invalid" in output
+    assert "callback_url='ftp://files.example.com/hook' is invalid" in output  # rendered, then checked
+    assert "aspect_ratio='4:3' is invalid" in output
+    stats = kirin_emulator.stats()
+    assert stats["create_requests"] + stats["lookups"] + stats["gets"] == 0  # nothing was sent
+
+
+@pytest.mark.timeout(180)
+def test_sensor_timeout_raises_kirin_timeout_and_soft_fail_skips(
+    home: AirflowHome, kirin_emulator_factory: object
+) -> None:
+    slow = kirin_emulator_factory(EmulatorConfig(pending_seconds=0.2, processing_seconds=120))  # type: ignore[operator]
+    run_id, state, output = dags_test(home, slow, "kirin_cases_soft_fail")
+    assert state == "failed"  # times_out failed the run; gives_up was only skipped
+    states = home.task_states("kirin_cases_soft_fail", run_id)
+    assert states[("submit", -1)] == "success"
+    assert states[("gives_up", -1)] == "skipped"
+    assert states[("times_out", -1)] == "failed"
+    assert "KirinTaskTimeoutError" in output
