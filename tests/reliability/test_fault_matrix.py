@@ -416,6 +416,7 @@ MATRIX = [
         "sync-create",
         faults=(fault("create", "http_error", status=409),),
         error=KirinConflictError,
+        code="http_error",  # the emulator's code for an injected 409 without one
         http_status=409,
         creates=0,
         stats={"create_requests": 1},
@@ -489,7 +490,7 @@ MATRIX = [
         "sync-download",
         faults=(fault("download", "truncated_download", bytes=1000),),
         error=KirinResultParsingError,
-        message="cut short",
+        message="Downloading the video",  # "was cut short", or the transport's IncompleteRead
         stats={"downloads": 1},
     ),
     row(
