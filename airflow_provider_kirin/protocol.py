@@ -113,16 +113,17 @@ class KirinProtocol:
     ) -> KirinTask | None:
         """Turn a response into a task, ``None`` (lookup: no such id), or raise what it means."""
         if 200 <= status < 300:
-            if truncated:
-                raise TransientKirinError(
-                    self._error(
-                        KirinResultParsingError,
-                        call,
-                        f"the body is larger than max_response_bytes={self.config.max_response_bytes}",
-                        http_status=status,
+            try:
+                if truncated:
+                    limit = self.config.max_response_bytes
+                    reason = f"the body is larger than max_response_bytes={limit}"
+                    raise TransientKirinError(
+                        self._error(KirinResultParsingError, call, reason, http_status=status)
                     )
-                )
-            return self.parse_task(call, body, http_status=status)
+                return self.parse_task(call, body, http_status=status)
+            except TransientKirinError as err:
+                # A create answered 2xx: the task exists even though its envelope is unreadable.
+                raise self._retry(call, err.final, may_have_created=call.is_create) from None
         if status == 404 and call.operation == "lookup":
             return None
         code, message = _error_body(body)
@@ -130,11 +131,10 @@ class KirinProtocol:
         reason = message or (snippet(body) if body else "no body")
         error = self._error(error_cls, call, f"HTTP {status}: {reason}", code=code, http_status=status)
         if status == 429 or status >= 500:
-            may_have_created = call.is_create and status >= 500
-            if may_have_created and not call.external_task_id:
-                raise error  # no id to look the task up by: a blind retry could pay twice
             retry_after = parse_retry_after(headers.get("Retry-After"), cap=self.config.max_retry_after)
-            raise TransientKirinError(error, retry_after=retry_after, may_have_created=may_have_created)
+            raise self._retry(
+                call, error, retry_after=retry_after, may_have_created=call.is_create and status >= 500
+            )
         raise error
 
     def parse_task(
@@ -159,15 +159,27 @@ class KirinProtocol:
         error_cls = KirinTaskCreationError if call.is_create else KirinStatusCheckError
         what = "may have reached Kirin" if reached_server else "did not reach Kirin"
         final = self._error(error_cls, call, f"the request {what}: {type(error).__name__}: {error}")
-        if call.is_create and reached_server and not call.external_task_id:
-            return self._error(
-                error_cls,
-                call,
-                f"the request may have reached Kirin ({type(error).__name__}) and has no external_task_id "
-                "to look it up by, so it was not retried, to avoid paying twice; check the Kirin "
-                "account before retrying",
+        return self._retry(call, final, may_have_created=call.is_create and reached_server)
+
+    def _retry(
+        self,
+        call: ApiCall,
+        error: KirinError,
+        *,
+        retry_after: float | None = None,
+        may_have_created: bool = False,
+    ) -> Exception:
+        """``error`` as worth another try, unless retrying could pay twice: a create that may have
+        made a task is retried only when its ``external_task_id`` lets the next try look it up."""
+        if may_have_created and not call.external_task_id:
+            return type(error)(
+                f"{error.message}; it may have created a task and has no external_task_id to look it up "
+                "by, so it was not retried, to avoid paying twice: check the Kirin account before retrying",
+                code=error.code,
+                task_id=error.task_id,
+                http_status=error.http_status,
             )
-        return TransientKirinError(final, may_have_created=call.is_create and reached_server)
+        return TransientKirinError(error, retry_after=retry_after, may_have_created=may_have_created)
 
     @staticmethod
     def _error(
@@ -193,7 +205,7 @@ def _error_body(body: bytes) -> tuple[str | None, str | None]:
     """``(code, message)`` of an error body ``{"error": {"code", "error_message"}}``, if it has one."""
     try:
         data = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: absurdly nested JSON
         return None, None
     error = data.get("error") if isinstance(data, dict) else None
     if isinstance(error, dict):

@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import importlib.metadata
+import itertools
 import json
 import os
 import platform
@@ -87,7 +88,7 @@ def markdown_table(rows: Iterable[Row]) -> str:
     widths = [max(len(line[i]) for line in lines) for i in range(len(HEADERS))]
 
     def render(cells: Sequence[str]) -> str:
-        return "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"
+        return "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)) + " |"
 
     out = [render(lines[0]), "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
     out.extend(render(line) for line in lines[1:])
@@ -105,6 +106,15 @@ def percentile(values: Sequence[float], q: float) -> float | None:
     ordered = sorted(values)
     index = min(len(ordered) - 1, max(0, round(q / 100 * len(ordered) + 0.5) - 1))
     return ordered[index]
+
+
+def interpolate(samples: Sequence[tuple[float, float]], t: float) -> float | None:
+    """The value at time ``t`` of a ``[(time, value)]`` series sorted by time (linear between
+    samples); ``None`` outside the sampled span."""
+    for (t0, v0), (t1, v1) in itertools.pairwise(samples):
+        if t0 <= t <= t1:
+            return v0 if t1 == t0 else v0 + (v1 - v0) * (t - t0) / (t1 - t0)
+    return None
 
 
 def median(values: Sequence[float]) -> float | None:
@@ -208,7 +218,8 @@ class EmulatorProcess:
     """The Kirin emulator in a child process (its CPU is not the benchmark's), with counters.
 
     Uses ``httptools`` and ``uvloop`` when installed (the fastest server), else ``h11``/asyncio.
-    :meth:`stats` returns the emulator's ``stats()`` plus ``connections_opened`` (accepted since
+    :meth:`timeline` the request counters sampled every 0.25 s. :meth:`stats` returns the
+    emulator's ``stats()`` plus ``connections_opened`` (accepted since
     start), ``connections_open`` (now), ``connections_peak`` (most open at once, since the last
     :meth:`reset`) and ``cpu_seconds`` of the emulator process.
     """
@@ -260,7 +271,8 @@ class EmulatorProcess:
         return str(self.info["conn"])
 
     def _read(self, timeout: float) -> dict[str, Any]:
-        assert self._proc is not None and self._proc.stdout is not None
+        assert self._proc is not None
+        assert self._proc.stdout is not None
         result: list[str] = []
         reader = threading.Thread(target=lambda: result.append(self._proc.stdout.readline()), daemon=True)  # type: ignore[union-attr]
         reader.start()
@@ -273,7 +285,8 @@ class EmulatorProcess:
     def command(self, name: str, timeout: float = 30.0, **params: Any) -> dict[str, Any]:
         """Send one control command and return the emulator's answer."""
         with self._lock:
-            assert self._proc is not None and self._proc.stdin is not None
+            assert self._proc is not None
+            assert self._proc.stdin is not None
             self._proc.stdin.write(json.dumps({"cmd": name, **params}) + "\n")
             self._proc.stdin.flush()
             return self._read(timeout)
@@ -284,6 +297,10 @@ class EmulatorProcess:
     def reset(self) -> None:
         """Forget tasks and counters (connection totals keep counting; use differences)."""
         self.command("reset")
+
+    def timeline(self) -> list[tuple[float, int, int]]:
+        """``(time.time(), gets, downloads)`` every 0.25 s since the last :meth:`reset`."""
+        return [tuple(x) for x in self.command("timeline")["timeline"]]  # type: ignore[misc]
 
     def configure(self, **changes: Any) -> None:
         self.command("configure", changes=changes)
@@ -380,6 +397,15 @@ def serve_emulator(argv: Sequence[str]) -> int:
         sys.stdout.write(json.dumps(payload) + "\n")
         sys.stdout.flush()
 
+    timeline: list[tuple[float, int, int]] = []
+    stopping = threading.Event()
+
+    def sample() -> None:  # request counters over time, for steady-state windows
+        while not stopping.wait(0.25):
+            counters = server.state.counters
+            timeline.append((time.time(), counters["gets"], counters["downloads"]))
+
+    threading.Thread(target=sample, daemon=True).start()
     reply({"url": server.url, "api_key": server.api_key, "conn": server.airflow_conn_json(), **fast})
     try:
         for line in sys.stdin:
@@ -399,13 +425,17 @@ def serve_emulator(argv: Sequence[str]) -> int:
             elif name == "reset":
                 server.reset()
                 counter.peak = counter.open
+                timeline.clear()
                 reply({"ok": True})
+            elif name == "timeline":
+                reply({"timeline": list(timeline)})
             elif name == "configure":
                 server.configure(**command.get("changes", {}))
                 reply({"ok": True})
             else:
                 reply({"error": f"unknown command {name!r}"})
     finally:
+        stopping.set()
         server.stop()
     return 0
 

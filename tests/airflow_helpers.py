@@ -101,6 +101,13 @@ def migrate_template(path: Path, timeout: float = 180) -> Path:
     return path / "airflow.db"
 
 
+def _kill_group(popen: subprocess.Popen[Any]) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(popen.pid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        popen.wait(10)
+
+
 @dataclass
 class ManagedProcess:
     """A long-running Airflow component in its own process group, logging to a file."""
@@ -188,22 +195,37 @@ class AirflowHome:
         extra_env: Mapping[str, str] | None = None,
         timeout: float = 120,
     ) -> subprocess.CompletedProcess[str]:
-        """Run ``airflow <args>`` to completion; stdout and stderr are captured, never checked."""
+        """Run ``airflow <args>`` to completion; stdout and stderr are captured, never checked.
+
+        The command runs in its own process group, killed as a whole if it outlives ``timeout`` or
+        if the test is interrupted (e.g. by pytest-timeout) while waiting for it.
+        """
+        popen = subprocess.Popen(
+            [sys.executable, "-m", "airflow", *args],
+            env={**self.env, **(extra_env or {})},
+            cwd=self.path,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
         try:
-            return subprocess.run(
-                [sys.executable, "-m", "airflow", *args],
-                env={**self.env, **(extra_env or {})},
-                cwd=self.path,
-                capture_output=True,
-                text=True,
-                timeout=timeout,
-                check=False,
-            )
-        except subprocess.TimeoutExpired as err:
-            out = (
-                (err.stdout or b"").decode(errors="replace") if isinstance(err.stdout, bytes) else err.stdout
-            )
-            raise AssertionError(f"airflow {' '.join(args)} ran longer than {timeout} s:\n{out}") from None
+            stdout, stderr = popen.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            _kill_group(popen)
+            stdout, stderr = popen.communicate()
+            raise AssertionError(
+                f"airflow {' '.join(args)} ran longer than {timeout} s:\n{stdout}\n{stderr}"
+            ) from None
+        except BaseException:
+            _kill_group(popen)
+            raise
+        finally:
+            # Whatever the command left behind in its group (it should leave nothing).
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(popen.pid, signal.SIGKILL)
+        return subprocess.CompletedProcess(popen.args, popen.returncode, stdout, stderr)
 
     def start(self, name: str, *args: str, extra_env: Mapping[str, str] | None = None) -> ManagedProcess:
         """Start ``airflow <args>`` in the background, in a new session (so its group can be killed)."""

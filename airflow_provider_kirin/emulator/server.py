@@ -85,6 +85,8 @@ class EmulatorServer:
         import uvicorn
 
         from airflow_provider_kirin.emulator.app import create_app
+
+        # Looked up now, not at import: a harness may wrap transport.protocol_class (benchmarks do).
         from airflow_provider_kirin.emulator.transport import protocol_class
 
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
