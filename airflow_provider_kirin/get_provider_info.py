@@ -18,7 +18,7 @@ def get_provider_info() -> dict[str, Any]:
     return {
         "package-name": "airflow-provider-kirin",
         "name": "Kirin",
-        "description": "Text-to-video generation with the Kirin V2.5 Turbo API (``kirin_v2_5_turbo_t2v``).",
+        "description": "Text-to-video generation with the Kirin V2.5 Turbo API (model kirin_v2_5_turbo_t2v).",
         "versions": [__version__],
         "integrations": [
             {

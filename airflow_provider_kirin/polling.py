@@ -3,8 +3,11 @@
 The defaults, and why, are in ``defaults.py``.
 
 The deadline is an absolute wall-clock time (epoch seconds), so a trigger that moves to another
-triggerer keeps it. Delays are jittered downwards only, so ``poll_interval`` stays a hard bound
-and a thousand waits started together do not poll in lock-step.
+triggerer keeps it. Checks come every ``poll_interval`` seconds, a hard bound on the gap between
+two checks, so completion is noticed within one interval and a wait makes at most one request
+per interval on average; the first check gets a random phase, so a thousand waits started
+together do not poll in lock-step. Around the time a generation is expected to finish, checks
+come twice as often, paid for by the quiet first delay (see :meth:`PollState.is_due`).
 """
 
 from __future__ import annotations
@@ -28,8 +31,10 @@ if TYPE_CHECKING:
     from airflow_provider_kirin.retry import TransientKirinError
 
 log = logging.getLogger(__name__)
-#: Delays are shortened by up to this fraction, at random.
+#: The first check is delayed by a random phase of up to this fraction of the interval.
 POLL_JITTER = 0.1
+#: While a generation is due, checks come this much closer together (budget permitting).
+DUE_FACTOR = 0.5
 
 
 def raise_for_outcome(task: KirinTask) -> KirinTask | None:
@@ -70,6 +75,8 @@ class PollState:
     :param deadline: Absolute wall-clock time (``time.time()`` seconds) after which waiting stops.
     :param poll_interval: Seconds between checks; a hard upper bound.
     :param max_consecutive_errors: Failed checks in a row that end the wait.
+    :param expected_seconds: How long the generation is expected to take, if known; around then
+        checks come more often (see :meth:`is_due`).
     """
 
     task_id: str
@@ -80,6 +87,7 @@ class PollState:
     last_status: str | None = None
     consecutive_errors: int = 0
     polls: int = 0
+    expected_seconds: float | None = None
     logger: Any = field(default=log, repr=False)
 
     def observe(self, task: KirinTask) -> KirinTask | None:
@@ -123,18 +131,35 @@ class PollState:
         return (time.time() if now is None else now) >= self.deadline
 
     def next_delay(self, retry_after: float | None = None, now: float | None = None) -> float:
-        """Seconds until the next check: the interval less up to 10 % jitter, stretched to a
-        ``Retry-After`` if the server asked, and never past the deadline (so the last check
-        happens at the deadline, before a timeout is reported)."""
-        delay = self.poll_interval * (1.0 - random.uniform(0.0, POLL_JITTER))
+        """Seconds until the next check: the interval (halved while the generation is due, see
+        :meth:`is_due`), stretched to a ``Retry-After`` if the server asked, and never past the
+        deadline (so the last check happens at the deadline, before a timeout is reported)."""
+        now = time.time() if now is None else now
+        delay = self.poll_interval * (DUE_FACTOR if self.is_due(now) else 1.0)
         if retry_after is not None:
             delay = max(delay, retry_after)
-        remaining = self.deadline - (time.time() if now is None else now)
-        return max(0.0, min(delay, remaining))
+        return max(0.0, min(delay, self.deadline - now))
+
+    def is_due(self, now: float) -> bool:
+        """Whether to check twice as often now: the generation is near its expected length
+        (``expected_seconds`` x 0.75 to 2), and the checks so far, plus the next one, still average
+        at most one per ``poll_interval`` since the start. The quiet first delay pays for the extra
+        checks; the request budget of the plain schedule is never exceeded."""
+        if not self.expected_seconds:
+            return False
+        elapsed = now - self.started
+        if not 0.75 * self.expected_seconds <= elapsed <= 2.0 * self.expected_seconds:
+            return False
+        next_at = elapsed + self.poll_interval * DUE_FACTOR
+        return (self.polls + 1) * self.poll_interval <= next_at
 
     def first_delay(self, first_poll_delay: float, now: float | None = None) -> float:
+        """Seconds until the first check: ``first_poll_delay`` plus a random phase of up to 10 % of
+        the interval, so that waits started together (a burst of submissions, or every trigger
+        after a triggerer restart) spread out instead of polling in lock-step."""
         remaining = self.deadline - (time.time() if now is None else now)
-        return max(0.0, min(first_poll_delay, remaining))
+        phase = random.uniform(0.0, POLL_JITTER * self.poll_interval)
+        return max(0.0, min(max(0.0, first_poll_delay) + phase, remaining))
 
     def timeout_error(self) -> KirinTaskTimeoutError:
         waited = time.time() - self.started

@@ -35,7 +35,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -61,6 +61,23 @@ class Row:
 
     def as_list(self) -> list[str]:
         return [self.bench, self.metric, self.ours, self.peer, self.ratio, self.target, self.result]
+
+
+@dataclass
+class BenchResult:
+    """What one benchmark returns: its table rows, notes printed under the table, raw figures."""
+
+    rows: list[Row]
+    raw: dict[str, Any]
+    notes: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"rows": rows_to_json(self.rows), "notes": self.notes, "raw": self.raw}
+
+    def print(self) -> None:
+        print(markdown_table(self.rows))
+        for note in self.notes:
+            print(f"- {note}")
 
 
 HEADERS = ["Benchmark", "Metric", "Ours", "Peer / reference", "Ours/peer", "Target", "Result"]

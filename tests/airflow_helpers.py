@@ -317,18 +317,13 @@ def json_output(stdout: str) -> Any:
 
 
 def decode_xcom(raw: Any) -> Any:
-    """An XCom value as stored in the SQLite JSON column (possibly JSON text of JSON text)."""
-    value = raw
-    for _ in range(2):
-        if isinstance(value, (bytes, bytearray)):
-            value = value.decode()
-        if not isinstance(value, str):
-            break
-        try:
-            value = json.loads(value)
-        except ValueError:
-            break
-    return value
+    """A value of a JSON column (XCom value, asset event extra) as SQLite returns it: JSON text,
+    decoded once (a string value stays a string, even one that looks like a number)."""
+    if raw is None:
+        return None
+    if isinstance(raw, (bytes, bytearray)):
+        raw = raw.decode()
+    return json.loads(raw) if isinstance(raw, str) else raw
 
 
 def wait_until(

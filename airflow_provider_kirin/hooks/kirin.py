@@ -48,7 +48,7 @@ from airflow_provider_kirin.exceptions import (
     KirinResultParsingError,
     KirinValidationError,
 )
-from airflow_provider_kirin.models import KirinTask, KirinVideoRequest
+from airflow_provider_kirin.models import KirinTask, KirinVideoRequest, validate_model
 from airflow_provider_kirin.polling import PollState
 from airflow_provider_kirin.protocol import ApiCall, KirinProtocol
 from airflow_provider_kirin.retry import TransientKirinError, retry_kwargs
@@ -206,7 +206,10 @@ class KirinHook(_KirinHookBase):
             candidate = generation_id(base, generation)
             existing = self.get_task_by_external_id(candidate)
             if existing is None:
-                return self.submit(request.model_copy(update={"external_task_id": candidate})), False
+                retry_request = validate_model(
+                    KirinVideoRequest, {**request.to_payload(), "external_task_id": candidate}
+                )
+                return self.submit(retry_request), False
             if not existing.is_failed:
                 return existing, True
             self.log.info(
@@ -238,6 +241,7 @@ class KirinHook(_KirinHookBase):
         *,
         first_poll_delay: float = 0.0,
         max_consecutive_errors: int = MAX_CONSECUTIVE_POLL_ERRORS,
+        expected_seconds: float | None = None,
     ) -> KirinTask:
         """Poll until the task ends; return it when ``completed``.
 
@@ -245,12 +249,15 @@ class KirinHook(_KirinHookBase):
         jitter), and once more at the deadline ``timeout`` seconds from now. Raises the typed
         error of a ``failed`` task, :class:`KirinTaskTimeoutError` at the deadline, and
         :class:`KirinStatusCheckError` after ``max_consecutive_errors`` failed checks in a row.
+        With ``expected_seconds``, checks come twice as often around then, within the same
+        request budget (see ``PollState.is_due``).
         """
         state = PollState(
             task_id=task_id,
             deadline=time.time() + timeout,
             poll_interval=poll_interval,
             max_consecutive_errors=max_consecutive_errors,
+            expected_seconds=expected_seconds,
         )
         call = self.protocol.get(task_id)
         time.sleep(state.first_delay(first_poll_delay))

@@ -18,6 +18,8 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+# Imported here, not on first use, so that the import never runs inside the triggerer's event loop.
+import aiohttp  # noqa: F401
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_provider_kirin.defaults import DEFAULT_CONN_ID, MAX_CONSECUTIVE_POLL_ERRORS, POLL_INTERVAL
@@ -46,7 +48,10 @@ class KirinTaskTrigger(BaseTrigger):
     :param deadline: Absolute wall-clock deadline (``time.time()`` seconds); None waits forever.
     :param first_poll_at: Absolute time of the first status check; None checks at once.
     :param max_consecutive_errors: Failed checks in a row that end the wait with an error event.
-    :param started_at: When the wait began (epoch seconds), for elapsed times in the logs.
+    :param started_at: When the wait began (epoch seconds): elapsed times in the logs, and the
+        clock of ``expected_seconds``.
+    :param expected_seconds: How long the generation should take; around then the trigger checks
+        twice as often, within the request budget of the plain schedule.
     """
 
     def __init__(
@@ -58,6 +63,7 @@ class KirinTaskTrigger(BaseTrigger):
         first_poll_at: float | None = None,
         max_consecutive_errors: int = MAX_CONSECUTIVE_POLL_ERRORS,
         started_at: float | None = None,
+        expected_seconds: float | None = None,
     ) -> None:
         super().__init__()
         self.kirin_task_id = kirin_task_id
@@ -67,6 +73,7 @@ class KirinTaskTrigger(BaseTrigger):
         self.first_poll_at = first_poll_at
         self.max_consecutive_errors = max_consecutive_errors
         self.started_at = time.time() if started_at is None else started_at
+        self.expected_seconds = expected_seconds
 
     def __repr__(self) -> str:
         return (
@@ -85,6 +92,7 @@ class KirinTaskTrigger(BaseTrigger):
                 "first_poll_at": self.first_poll_at,
                 "max_consecutive_errors": self.max_consecutive_errors,
                 "started_at": self.started_at,
+                "expected_seconds": self.expected_seconds,
             },
         )
 
@@ -99,12 +107,13 @@ class KirinTaskTrigger(BaseTrigger):
             poll_interval=self.poll_interval,
             max_consecutive_errors=self.max_consecutive_errors,
             started=self.started_at,
+            expected_seconds=self.expected_seconds,
             logger=self.log,
         )
         try:
             await hook.get_config()
-            if self.first_poll_at is not None:
-                await asyncio.sleep(state.first_delay(self.first_poll_at - time.time()))
+            first = self.first_poll_at - time.time() if self.first_poll_at is not None else 0.0
+            await asyncio.sleep(state.first_delay(first))
             while True:
                 retry_after = None
                 try:

@@ -22,9 +22,11 @@ from airflow_provider_kirin.exceptions import SEED_ERROR_CODES, KirinTaskTimeout
 #: Every file of ``example_dags/`` and the DAGs it defines; each DAG has a success test below.
 EXPECTED_DAGS = {
     "example_kirin_asset_consumer.py": {"example_kirin_asset_consumer"},
+    "example_kirin_cost_report.py": {"example_kirin_cost_report"},
     "example_kirin_deferrable_operator.py": {"example_kirin_deferrable_operator"},
     "example_kirin_keep_video.py": {"example_kirin_keep_video"},
     "example_kirin_mapped.py": {"example_kirin_mapped"},
+    "example_kirin_scheduled.py": {"example_kirin_scheduled"},
     "example_kirin_submit_and_sense.py": {"example_kirin_submit_and_sense"},
     "example_kirin_taskflow_hook.py": {"example_kirin_taskflow_hook"},
 }
@@ -133,6 +135,30 @@ def _assert_result(result: Any, emulator: EmulatorServer, *, size: str, cost: st
     return str(kirin_task_id)
 
 
+def _assert_kept(stored: str, directory: Path, kirin_task_id: str) -> dict[str, Any]:
+    """A video kept by ``KirinDownloadVideoOperator`` in ``directory``; returns its sidecar."""
+    from airflow_provider_kirin.emulator.app import load_sample_video
+
+    assert stored.startswith("file://"), stored
+    video = Path(stored.removeprefix("file://"))
+    assert video.parent == directory
+    assert video.name == f"{kirin_task_id}.mp4"
+    assert video.read_bytes() == load_sample_video()
+    sidecar: dict[str, Any] = json.loads(video.with_name(f"{video.name}.json").read_text())
+    assert sidecar["kirin_task_id"] == kirin_task_id
+    assert sidecar["bytes"] == len(load_sample_video())
+    return sidecar
+
+
+def _run_date(home: AirflowHome, dag_id: str, run_id: str, column: str = "logical_date") -> str:
+    """``YYYY-MM-DD`` of a dag run's ``logical_date`` (what ``{{ ds }}`` renders) or other date column."""
+    assert column in ("logical_date", "data_interval_start")
+    ((value,),) = home.query(
+        f"SELECT {column} FROM dag_run WHERE dag_id = ? AND run_id = ?", (dag_id, run_id)
+    )
+    return str(value)[:10]
+
+
 @pytest.mark.kirin_emulator(**FAST)
 @pytest.mark.timeout(200)
 def test_deferrable_operator_example_succeeds(
@@ -149,6 +175,9 @@ def test_deferrable_operator_example_succeeds(
     kirin_task_id = _assert_result(kirin_result, kirin_emulator, size="1280x720")
     assert example_home.xcom(dag_id, run_id, "generate", "return_value") == kirin_task_id
     assert example_home.xcom(dag_id, run_id, "generate", "kirin_task_id") == kirin_task_id
+    # The "Kirin video" extra link, computed when the task finished, opens the video.
+    link = example_home.xcom(dag_id, run_id, "generate", "_link_KirinVideoLink")
+    assert link == kirin_result["videos"][0]["url"]
     # The task really deferred, and the trigger ran inline.
     assert "DEFERRED" in output
     assert "Trigger completed" in output
@@ -237,8 +266,6 @@ def test_keep_video_example_stores_the_video_with_a_sidecar_and_an_asset_event(
     kirin_emulator: EmulatorServer,
     tmp_path: Path,
 ) -> None:
-    from airflow_provider_kirin.emulator.app import load_sample_video
-
     dag_id = "example_kirin_keep_video"
     destination = tmp_path / "kept"
     result, run_id, output = dags_test(example_home, dag_id, KIRIN_EXAMPLE_DESTINATION=destination.as_uri())
@@ -253,14 +280,8 @@ def test_keep_video_example_stores_the_video_with_a_sidecar_and_an_asset_event(
     generated = example_home.xcom(dag_id, run_id, "generate", "kirin_result")
     kirin_task_id = _assert_result(generated, kirin_emulator, size="1280x720")
     (stored,) = example_home.xcom(dag_id, run_id, "keep_video", "return_value")
-    video = Path(stored.removeprefix("file://"))
-    assert video.name == f"{kirin_task_id}.mp4"
-    assert video.is_relative_to(destination)
-    assert video.read_bytes() == load_sample_video()
-    sidecar = json.loads(video.with_name(f"{video.name}.json").read_text())
-    assert sidecar["kirin_task_id"] == kirin_task_id
+    sidecar = _assert_kept(stored, destination / _run_date(example_home, dag_id, run_id), kirin_task_id)
     assert sidecar["cost"] == "0.35"
-    assert sidecar["bytes"] == len(load_sample_video())
     assert sidecar["prompt"] == "A red fox trotting through fresh snow at sunrise, cinematic"
     events = example_home.query(
         "SELECT e.extra FROM asset_event e JOIN asset a ON a.id = e.asset_id "
@@ -286,6 +307,81 @@ def test_asset_consumer_example_runs_without_generating(
     assert example_home.task_states(dag_id, run_id) == {("announce", -1): "success"}
     assert example_home.xcom(dag_id, run_id, "announce", "return_value") == []
     assert kirin_emulator.stats()["creates"] == 0
+
+
+@pytest.mark.kirin_emulator(**FAST)
+@pytest.mark.timeout(200)
+def test_cost_report_example_keeps_every_video_and_sums_the_cost(
+    example_home: AirflowHome,
+    dags_test: Callable[..., Any],
+    kirin_emulator: EmulatorServer,
+    tmp_path: Path,
+) -> None:
+    dag_id = "example_kirin_cost_report"
+    destination = tmp_path / "kept"
+    result, run_id, output = dags_test(example_home, dag_id, KIRIN_EXAMPLE_DESTINATION=destination.as_uri())
+
+    assert result.returncode == 0, _tail(output)
+    assert example_home.run_state(dag_id, run_id) == "success"
+    assert example_home.task_states(dag_id, run_id) == {
+        **{("generate", i): "success" for i in range(2)},
+        **{("keep_video", i): "success" for i in range(2)},
+        ("total_cost", -1): "success",
+    }
+    assert kirin_emulator.stats()["creates"] == 2
+    results = example_home.xcoms(dag_id, run_id, "generate", "kirin_result")
+    task_ids = [_assert_result(results[i], kirin_emulator, size="1280x720") for i in range(2)]
+    kept = example_home.xcoms(dag_id, run_id, "keep_video", "return_value")
+    run_dir = destination / run_id.replace(":", "-")
+    for i in range(2):
+        (stored,) = kept[i]
+        assert _assert_kept(stored, run_dir, task_ids[i])["cost"] == "0.35"
+    assert example_home.xcom(dag_id, run_id, "total_cost", "return_value") == "0.70"
+
+
+@pytest.mark.kirin_emulator(**FAST)
+@pytest.mark.timeout(240)
+def test_scheduled_example_generates_the_prompts_of_the_day(
+    example_home: AirflowHome,
+    dags_test: Callable[..., Any],
+    kirin_emulator: EmulatorServer,
+    tmp_path: Path,
+) -> None:
+    dag_id = "example_kirin_scheduled"
+    # The pool the DAG's docstring asks for (deferred tasks count against the account's limit).
+    pool = example_home.cli("pools", "set", "kirin", "4", "Kirin account limit", "--include-deferred")
+    assert pool.returncode == 0, pool.stdout + pool.stderr
+    destination = tmp_path / "kept"
+    prompt_lines = [
+        line for line in (EXAMPLE_DAGS / "prompts" / "daily.txt").read_text().splitlines() if line.strip()
+    ]
+
+    result, run_id, output = dags_test(example_home, dag_id, KIRIN_EXAMPLE_DESTINATION=destination.as_uri())
+
+    assert result.returncode == 0, _tail(output)
+    assert example_home.run_state(dag_id, run_id) == "success"
+    count = len(prompt_lines)
+    assert count >= 1
+    assert example_home.task_states(dag_id, run_id) == {
+        ("prompts_of_the_day", -1): "success",
+        **{("generate", i): "success" for i in range(count)},
+        **{("keep_video", i): "success" for i in range(count)},
+    }
+    assert kirin_emulator.stats()["creates"] == count
+    ds = _run_date(example_home, dag_id, run_id, "data_interval_start")
+    prompts = example_home.xcom(dag_id, run_id, "prompts_of_the_day", "return_value")
+    assert len(prompts) == count
+    assert all("{{" not in p and "}}" not in p for p in prompts), prompts
+    assert any(ds in p for p in prompts), (ds, prompts)
+    results = example_home.xcoms(dag_id, run_id, "generate", "kirin_result")
+    kept = example_home.xcoms(dag_id, run_id, "keep_video", "return_value")
+    sent = []
+    for i in range(count):
+        kirin_task_id = _assert_result(results[i], kirin_emulator, size="1280x720")
+        sent.append(kirin_emulator.state.get(kirin_task_id).params["prompt"])  # type: ignore[union-attr]
+        (stored,) = kept[i]
+        _assert_kept(stored, destination / "daily" / ds, kirin_task_id)
+    assert sorted(sent) == sorted(prompts)
 
 
 # -- 2b. every seed error code fails the task with its typed exception ---------------------------------

