@@ -19,6 +19,8 @@ from airflow.sdk import DAG, task
 from airflow_provider_kirin.operators.download import KirinDownloadVideoOperator
 from airflow_provider_kirin.operators.kirin import KirinTextToVideoOperator
 
+FIRST_POLL_DELAY = float(os.environ.get("KIRIN_EXAMPLE_FIRST_POLL_DELAY", "20"))
+POLL_INTERVAL = float(os.environ.get("KIRIN_EXAMPLE_POLL_INTERVAL", "10"))
 DESTINATION = os.environ.get("KIRIN_EXAMPLE_DESTINATION", "file:///tmp/kirin-videos").rstrip("/")
 PROMPTS_FILE = Path(__file__).parent / "prompts" / "daily.txt"
 
@@ -48,6 +50,8 @@ with DAG(
         duration=5,
         wait_for_completion=True,
         deferrable=True,
+        first_poll_delay=FIRST_POLL_DELAY,
+        poll_interval=POLL_INTERVAL,
         pool="kirin",
     ).expand(prompt=prompts_of_the_day())
     KirinDownloadVideoOperator.partial(

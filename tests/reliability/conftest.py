@@ -20,7 +20,12 @@ atexit.register(shutil.rmtree, _HYPOTHESIS_HOME, ignore_errors=True)
 set_hypothesis_home_dir(_HYPOTHESIS_HOME)
 
 #: Fast retries for tests: the policy is the real one, only its time scale is shorter.
-FAST_RETRIES: dict[str, object] = {"retry_max_wait": 0.05, "max_retries": 5, "timeout": 2, "connect_timeout": 2}
+FAST_RETRIES: dict[str, object] = {
+    "retry_max_wait": 0.05,
+    "max_retries": 5,
+    "timeout": 2,
+    "connect_timeout": 2,
+}
 
 
 @pytest.fixture
@@ -43,4 +48,3 @@ def emulator(kirin_emulator: EmulatorServer, use_conn: Callable[..., None]) -> E
     """The shared emulator, reset, with ``kirin_default`` pointing at it and fast retries."""
     use_conn(kirin_emulator)
     return kirin_emulator
-

@@ -19,8 +19,11 @@ generation it submits a new one under ``<id>.g2`` (no 409), after anything else 
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import re
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -91,6 +94,8 @@ class Case:
     :param poll_errors: the trigger's ``max_consecutive_errors``.
     :param waits: (min, max) of every retry wait ``retry.py`` logged, when the row checks them.
     :param reused: for ``idempotent``: the ``reused`` flag ``submit_idempotent`` must return.
+    :param refused: point the connection at a port nothing listens on (the request never arrives).
+    :param retries: how many retries ``retry.py`` must have logged.
     """
 
     surface: str
@@ -108,6 +113,8 @@ class Case:
     poll_errors: int = 5
     waits: tuple[float, float] | None = None
     reused: bool = False
+    refused: bool = False
+    retries: int | None = None
 
     def __post_init__(self) -> None:
         assert self.surface in SURFACES, self.surface
@@ -294,6 +301,17 @@ MATRIX = [
         creates=0,
         stats={"create_requests": 3, "lookups": 2},
     ),
+    row(
+        "connection-refused",
+        "sync-create",
+        refused=True,
+        conn={"max_retries": 2},
+        error=KirinTaskCreationError,
+        message="did not reach Kirin",
+        creates=0,
+        retries=2,  # retried: a request that never arrived cannot have created anything
+        stats={"create_requests": 0},
+    ),
     row("reset-before", "trigger", faults=(fault("get", "reset_before", times=2),)),
     row("reset-after", "trigger", faults=(fault("get", "reset_after", times=2),)),
     row("reset-after", "async-get", faults=(fault("get", "reset_after"),), stats={"gets": 2}),
@@ -443,9 +461,19 @@ MATRIX = [
         stats={"gets": 1},
     ),
     # -- huge body (larger than max_response_bytes) ------------------------------------------------------
-    row("huge-body", "sync-get", conn=SMALL_CAP, faults=(fault("get", "huge_body", **HUGE),), stats={"gets": 2}),
     row(
-        "huge-body", "async-get", conn=SMALL_CAP, faults=(fault("get", "huge_body", **HUGE),), stats={"gets": 2}
+        "huge-body",
+        "sync-get",
+        conn=SMALL_CAP,
+        faults=(fault("get", "huge_body", **HUGE),),
+        stats={"gets": 2},
+    ),
+    row(
+        "huge-body",
+        "async-get",
+        conn=SMALL_CAP,
+        faults=(fault("get", "huge_body", **HUGE),),
+        stats={"gets": 2},
     ),
     row("huge-body", "trigger", conn=SMALL_CAP, faults=(fault("get", "huge_body", **HUGE),)),
     # A 2xx to a create means the task exists: the retry must find it, not create again.
@@ -556,9 +584,14 @@ async def test_fault_matrix(
     tmp_path: Path,
     caplog: pytest.LogCaptureFixture,
     request: pytest.FixtureRequest,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     if case.conn:
         use_conn(emulator, **case.conn)
+    if case.refused:  # the same connection, on a port nothing listens on
+        conn = json.loads(os.environ["AIRFLOW_CONN_KIRIN_DEFAULT"])
+        conn["host"] = f"http://127.0.0.1:{unused_port()}"
+        monkeypatch.setenv("AIRFLOW_CONN_KIRIN_DEFAULT", json.dumps(conn))
     external_id = "fm-" + re.sub(r"[^A-Za-z0-9]+", "-", request.node.callspec.id).strip("-")
     destination = tmp_path / "video.mp4"
     caplog.set_level(logging.WARNING, logger="airflow_provider_kirin.retry")
@@ -575,16 +608,29 @@ async def test_fault_matrix(
         if case.message is not None:
             assert case.message in error.message
         if case.surface == "sync-download":
-            assert list(tmp_path.iterdir()) == [], "a failed download leaves nothing behind"
+            assert_empty(tmp_path)  # a failed download leaves nothing behind
 
     stats = emulator.stats()
     assert stats["creates"] == case.creates, stats
     assert {name: stats[name] for name in case.stats} == case.stats, stats
+    if case.retries is not None:
+        assert len(RETRY_WAIT.findall(caplog.text)) == case.retries, caplog.text
     if case.waits is not None:
         waits = [float(w) for w in RETRY_WAIT.findall(caplog.text)]
         assert waits, "no retry was logged"
         low, high = case.waits
         assert all(low <= wait <= high for wait in waits), waits
+
+
+def unused_port() -> int:
+    """A loopback port nothing listens on (bound, then released)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def assert_empty(directory: Path) -> None:
+    assert list(directory.iterdir()) == []
 
 
 def check_success(

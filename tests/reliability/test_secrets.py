@@ -231,8 +231,15 @@ async def test_the_api_key_appears_nowhere(
     canary.clear_faults()
 
     # -- the operator: rendered templates, XComs, the deferral and its resumption --------------------
-    ti = FakeTaskInstance(dag_id="leak_dag", run_id="manual__leak", task_id="generate", map_index=-1, pushed={})
-    context: dict[str, Any] = {"ti": ti, "ds": "2024-05-01", "ds_nodash": "20240501", "params": {"neg": "blur"}}
+    ti = FakeTaskInstance(
+        dag_id="leak_dag", run_id="manual__leak", task_id="generate", map_index=-1, pushed={}
+    )
+    context: dict[str, Any] = {
+        "ti": ti,
+        "ds": "2024-05-01",
+        "ds_nodash": "20240501",
+        "params": {"neg": "blur"},
+    }
     operator = KirinTextToVideoOperator(
         task_id="generate",
         prompt=PROMPT + " on {{ ds }}",
@@ -316,7 +323,9 @@ async def test_a_failed_trigger_event_does_not_carry_an_echoed_key(canary: Emula
     task = KirinHook().create_task(PROMPT, external_task_id="leak-failed-event")
     evidence = Evidence()
     event = await run_trigger(
-        evidence, "failed event", KirinTaskTrigger(task.task_id, poll_interval=0.05, deadline=time.time() + 20)
+        evidence,
+        "failed event",
+        KirinTaskTrigger(task.task_id, poll_interval=0.05, deadline=time.time() + 20),
     )
     assert event["status"] == "failed"
     with pytest.raises(KirinGenerationError) as info:
@@ -347,4 +356,3 @@ async def test_turning_tls_verification_off_logs_a_warning(
     assert logged.count(warning) == 2, logged  # once per hook, sync and async
     assert "TLS verification is OFF for Kirin connection 'kirin_default'" not in logged
     assert KEY not in logged
-
