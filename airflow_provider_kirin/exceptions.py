@@ -56,6 +56,7 @@ __all__ = [
     "exception_class_for",
     "normalize_code",
     "redact",
+    "redact_json",
     "register_secret",
 ]
 
@@ -75,6 +76,17 @@ def redact(text: str) -> str:
         if secret in text:
             text = text.replace(secret, "***")
     return _BEARER.sub(r"\1***", text)
+
+
+def redact_json(value: Any) -> Any:
+    """``value`` (JSON-like: dicts, lists, strings...) with :func:`redact` applied to every string."""
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {redact(str(k)): redact_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [redact_json(v) for v in value]
+    return value
 
 
 def normalize_code(code: object) -> str | None:
@@ -114,7 +126,8 @@ class KirinError(AirflowException):
         http_status: int | None = None,
     ) -> None:
         self.message = redact(str(message))
-        self.code = normalize_code(code)
+        normalized = normalize_code(code)
+        self.code = redact(normalized) if normalized else None  # a hostile server may echo the key
         self.task_id = task_id
         self.http_status = http_status
         super().__init__(self._render())

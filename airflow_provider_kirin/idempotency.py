@@ -8,8 +8,9 @@ between sending the create and recording anything. That closes the window Airflo
 
 Format: ``af-<dag_id>-<task_id>-<hash>``, where the readable parts are trimmed to 40 characters
 of ``[A-Za-z0-9_.-]`` and ``<hash>`` is 24 hex digits of SHA-256 over
-``(namespace, dag_id, run_id, task_id, map_index)``. At most 112 characters, well inside the
-256 this provider allows (the API states no limit). A failed generation's retry adds
+``(namespace, dag_id, run_id, task_id, map_index)``. At most 109 characters (113 with a
+``.g50`` suffix), well inside the 256 this provider allows (the API states no limit). A failed
+generation's retry adds
 ``.g2``, ``.g3``, ... (see :meth:`~airflow_provider_kirin.hooks.kirin.KirinHook.submit_idempotent`).
 """
 

@@ -142,7 +142,10 @@ class KirinVideoRequest(BaseModel):
 
 
 def _describe(value: object) -> str:
-    text = repr(value)
+    try:
+        text = repr(value)
+    except ValueError:  # e.g. an int too long to print
+        return f"<{type(value).__name__} too large to show>"
     if len(text) > 80:
         text = f"{text[:60]}...{text[-10:]} ({len(value) if hasattr(value, '__len__') else '?'} long)"
     return text

@@ -245,12 +245,13 @@ class KirinHook(_KirinHookBase):
     ) -> KirinTask:
         """Poll until the task ends; return it when ``completed``.
 
-        Checks after ``first_poll_delay`` seconds, then every ``poll_interval`` (less up to 10 %
-        jitter), and once more at the deadline ``timeout`` seconds from now. Raises the typed
-        error of a ``failed`` task, :class:`KirinTaskTimeoutError` at the deadline, and
-        :class:`KirinStatusCheckError` after ``max_consecutive_errors`` failed checks in a row.
-        With ``expected_seconds``, checks come twice as often around then, within the same
-        request budget (see ``PollState.is_due``).
+        Checks after ``first_poll_delay`` seconds (plus a random phase of up to 10 % of the
+        interval), then every ``poll_interval``, and once more at the deadline ``timeout``
+        seconds from now. Raises the typed error of a ``failed`` task,
+        :class:`KirinTaskTimeoutError` at the deadline, and :class:`KirinStatusCheckError`
+        after ``max_consecutive_errors`` failed checks in a row. With ``expected_seconds``,
+        checks come twice as often around then, within the same request budget (see
+        ``PollState.is_due``).
         """
         state = PollState(
             task_id=task_id,

@@ -23,7 +23,13 @@ import aiohttp  # noqa: F401
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_provider_kirin.defaults import DEFAULT_CONN_ID, MAX_CONSECUTIVE_POLL_ERRORS, POLL_INTERVAL
-from airflow_provider_kirin.exceptions import KirinError, error_from_event, redact
+from airflow_provider_kirin.exceptions import (
+    KirinError,
+    KirinResultParsingError,
+    error_from_event,
+    redact,
+    redact_json,
+)
 from airflow_provider_kirin.polling import PollState
 
 #: The statuses a :class:`KirinTaskTrigger` event can carry.
@@ -44,7 +50,7 @@ class KirinTaskTrigger(BaseTrigger):
 
     :param kirin_task_id: The Kirin task to wait for.
     :param kirin_conn_id: The ``kirin`` connection.
-    :param poll_interval: Seconds between status checks (an upper bound; jitter only shortens it).
+    :param poll_interval: Seconds between status checks (an upper bound on the gap).
     :param deadline: Absolute wall-clock deadline (``time.time()`` seconds); None waits forever.
     :param first_poll_at: Absolute time of the first status check; None checks at once.
     :param max_consecutive_errors: Failed checks in a row that end the wait with an error event.
@@ -153,7 +159,7 @@ class KirinTaskTrigger(BaseTrigger):
             {
                 "status": status,
                 "kirin_task_id": self.kirin_task_id,
-                "task": task,
+                "task": redact_json(task),  # events are stored in the metadata DB: keep them clean
                 "error": error.to_dict() if error is not None else None,
             }
         )
@@ -180,7 +186,10 @@ def task_from_event(event: dict[str, Any] | None) -> Any:
     if status == "success":
         if not isinstance(event.get("task"), dict):
             raise KirinError("The Kirin trigger reported success without the task.")
-        return KirinTask.model_validate(event["task"])
+        try:
+            return KirinTask.model_validate(event["task"])
+        except ValueError as err:  # pydantic's ValidationError
+            raise KirinResultParsingError(f"The Kirin trigger's event holds no valid task: {err}") from None
     error = event.get("error")
     if not isinstance(error, dict):
         raise KirinError(f"The Kirin trigger reported {status} without an error description.")

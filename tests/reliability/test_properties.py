@@ -36,6 +36,7 @@ from airflow_provider_kirin.exceptions import (
     error_from_event,
     exception_class_for,
     normalize_code,
+    redact,
 )
 from airflow_provider_kirin.models import KirinTask, KirinVideoRequest
 from airflow_provider_kirin.polling import raise_for_outcome
@@ -319,7 +320,9 @@ def test_every_code_and_status_maps_to_a_kirin_error(code: Any, http_status: int
     cls = exception_class_for(code, http_status)
     assert issubclass(cls, KirinError)
     error = cls("message", code=code, http_status=http_status)
-    assert error.code == normalized
+    assert error.code == (
+        redact(normalized) if normalized else None
+    )  # a code that echoes the key is scrubbed
 
 
 EVENTS = st.one_of(
