@@ -101,6 +101,38 @@ def migrate_template(path: Path, timeout: float = 180) -> Path:
     return path / "airflow.db"
 
 
+def run_in_group(
+    args: list[str], *, env: Mapping[str, str], cwd: Path, timeout: float
+) -> subprocess.CompletedProcess[str]:
+    """Run ``args`` to completion in a new process group, killed as a whole if it outlives
+    ``timeout`` or if the test is interrupted (e.g. by pytest-timeout) while waiting for it;
+    stdout and stderr are captured and never checked here."""
+    popen = subprocess.Popen(
+        args,
+        env=dict(env),
+        cwd=cwd,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        stdout, stderr = popen.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        _kill_group(popen)
+        stdout, stderr = popen.communicate()
+        raise AssertionError(f"{' '.join(args)} ran longer than {timeout} s:\n{stdout}\n{stderr}") from None
+    except BaseException:
+        _kill_group(popen)
+        raise
+    finally:
+        # Whatever the command left behind in its group (it should leave nothing).
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(popen.pid, signal.SIGKILL)
+    return subprocess.CompletedProcess(popen.args, popen.returncode, stdout, stderr)
+
+
 def _kill_group(popen: subprocess.Popen[Any]) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(popen.pid, signal.SIGKILL)
@@ -200,32 +232,12 @@ class AirflowHome:
         The command runs in its own process group, killed as a whole if it outlives ``timeout`` or
         if the test is interrupted (e.g. by pytest-timeout) while waiting for it.
         """
-        popen = subprocess.Popen(
+        return run_in_group(
             [sys.executable, "-m", "airflow", *args],
             env={**self.env, **(extra_env or {})},
             cwd=self.path,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            start_new_session=True,
+            timeout=timeout,
         )
-        try:
-            stdout, stderr = popen.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            _kill_group(popen)
-            stdout, stderr = popen.communicate()
-            raise AssertionError(
-                f"airflow {' '.join(args)} ran longer than {timeout} s:\n{stdout}\n{stderr}"
-            ) from None
-        except BaseException:
-            _kill_group(popen)
-            raise
-        finally:
-            # Whatever the command left behind in its group (it should leave nothing).
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(popen.pid, signal.SIGKILL)
-        return subprocess.CompletedProcess(popen.args, popen.returncode, stdout, stderr)
 
     def start(self, name: str, *args: str, extra_env: Mapping[str, str] | None = None) -> ManagedProcess:
         """Start ``airflow <args>`` in the background, in a new session (so its group can be killed)."""

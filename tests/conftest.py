@@ -4,7 +4,9 @@ entry point. Test directories may add their own ``conftest.py``."""
 
 from __future__ import annotations
 
+import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -15,8 +17,41 @@ if _TESTS_DIR not in sys.path:  # make ``airflow_helpers`` importable whatever t
 
 from airflow_helpers import migrate_template  # noqa: E402
 
+from airflow_provider_kirin.emulator import EmulatorServer  # noqa: E402
+
 
 @pytest.fixture(scope="session")
 def airflow_template_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A metadata DB migrated by ``airflow db migrate`` once per session; homes start from copies."""
     return migrate_template(tmp_path_factory.mktemp("airflow-template"))
+
+
+#: Fast retries for tests: the policy is the real one, only its time scale is shorter.
+FAST_RETRIES: dict[str, object] = {
+    "retry_max_wait": 0.05,
+    "max_retries": 5,
+    "timeout": 2,
+    "connect_timeout": 2,
+}
+
+
+@pytest.fixture
+def use_conn(monkeypatch: pytest.MonkeyPatch) -> Callable[..., None]:
+    """Point ``kirin_default`` (or another id) at a server, with :data:`FAST_RETRIES` plus ``extra``."""
+
+    def use(
+        server: EmulatorServer, conn_id: str = "kirin_default", api_key: str | None = None, **extra: object
+    ) -> None:
+        conn = json.loads(server.airflow_conn_json({**FAST_RETRIES, **extra}))
+        if api_key is not None:
+            conn["password"] = api_key
+        monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps(conn))
+
+    return use
+
+
+@pytest.fixture
+def emulator(kirin_emulator: EmulatorServer, use_conn: Callable[..., None]) -> EmulatorServer:
+    """The shared emulator, reset, with ``kirin_default`` pointing at it and fast retries."""
+    use_conn(kirin_emulator)
+    return kirin_emulator

@@ -1,32 +1,60 @@
 """End to end on a real Airflow 3: api-server, scheduler (LocalExecutor), triggerer and dag-processor
 as separate processes on a temporary AIRFLOW_HOME with SQLite, against the bundled emulator.
 
-The deferrable example DAG is unpaused and triggered through the CLI; the test watches the metadata
-DB until the ``generate`` task is ``deferred`` while Kirin is still rendering, then waits for the run
-to succeed and reads the ``kirin_result`` XCom. Every process is started here and stopped (its whole
-process group) in the fixture's finalizer, whatever happens.
+The four components start once for the whole module (``airflow_components``, module scoped) on a temporary
+DAGs folder holding a copy of ``example_dags/`` plus ``tests/e2e/dag_files/``; the session's emulator
+is reset between tests (``kirin_emulator``). Every process is started here and stopped (its whole
+process group) in the fixture's finalizer, whatever happens; a failing test gets the tail of every
+component's log in its report (``tests/e2e/conftest.py``).
+
+- ``test_deferrable_operator_defers_to_the_triggerer_and_succeeds``: the deferrable example's task is
+  ``deferred`` while Kirin is still rendering, then the run succeeds with the ``kirin_result`` XCom.
+- ``test_pool_caps_concurrent_creates``: five mapped deferrable generations in a 2-slot pool that
+  counts deferred tasks; the emulator's own records show at most 2 in flight at any moment. The same
+  DAG with the pool not counting deferred tasks (control) has more than 2 in flight.
+- ``test_asset_consumer_runs_on_the_keep_video_asset_event``: ``example_kirin_keep_video`` stores a
+  video and emits an asset event; the scheduler runs ``example_kirin_asset_consumer`` for it.
 """
 
 from __future__ import annotations
 
+import shutil
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
-from airflow_helpers import EXAMPLE_DAGS, AirflowHome, free_port, wait_until
+from airflow_helpers import EXAMPLE_DAGS, AirflowHome, decode_xcom, free_port, wait_until
 
 from airflow_provider_kirin.emulator import EmulatorServer
 
+E2E_DAG_FILES = Path(__file__).resolve().parent / "dag_files"
+
 DAG_ID = "example_kirin_deferrable_operator"
 RUN_ID = "e2e_kirin_deferrable_run"
+POOL_DAG_ID = "kirin_e2e_pool_cap"  # tests/e2e/dag_files/kirin_e2e_pool_dag.py
+POOL = "kirin"
+POOL_SLOTS = 2
+POOL_MAPPED = 5
+KEEP_DAG_ID = "example_kirin_keep_video"
+CONSUMER_DAG_ID = "example_kirin_asset_consumer"
+ALL_DAG_IDS = (DAG_ID, POOL_DAG_ID, KEEP_DAG_ID, CONSUMER_DAG_ID)
+
 #: Long enough to see the task deferred while the emulator still reports pending/processing.
 PROCESSING_SECONDS = 8.0
-#: Every wait of the test together stays inside this budget (and inside the pytest timeout).
+#: Each generation of the pool test takes pending + processing seconds on Kirin's side.
+POOL_PROCESSING_SECONDS = 3.0
+#: Every wait of the deferral test together stays inside this budget (and inside the pytest timeout,
+#: which also covers the module fixture's start-up when this test runs first).
 BUDGET_SECONDS = 150.0
+POOL_BUDGET_SECONDS = 150.0
+ASSET_BUDGET_SECONDS = 90.0
+#: Start-up of the four components (api-server health and every DAG parsed).
+STARTUP_SECONDS = 90.0
 SIMPLE_AUTH_MANAGER = "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
 
 
@@ -34,6 +62,50 @@ SIMPLE_AUTH_MANAGER = "airflow.api_fastapi.auth.managers.simple.simple_auth_mana
 class RealAirflow:
     home: AirflowHome
     api_url: str
+    #: ``KIRIN_EXAMPLE_DESTINATION`` of the keep-video example (a local directory).
+    destination: Path
+
+    def diagnostics(self) -> str:
+        return self.home.diagnostics()
+
+    def assert_components_alive(self) -> None:
+        dead = [p.name for p in self.home.processes if not p.alive]
+        assert not dead, f"Airflow components exited early: {dead}\n{self.diagnostics()}"
+
+    def cli_ok(self, *args: str) -> str:
+        result = self.home.cli(*args)
+        assert result.returncode == 0, f"airflow {' '.join(args)}:\n{result.stdout}\n{result.stderr}"
+        return result.stdout
+
+    def active_runs(self) -> list[tuple[Any, ...]]:
+        return self.home.query(
+            "SELECT dag_id, run_id, state FROM dag_run WHERE state IN ('queued', 'running')"
+        )
+
+    def wait_run_finished(self, dag_id: str, run_id: str, timeout: float) -> str:
+        def finished() -> str | None:
+            self.assert_components_alive()
+            state = self.home.run_state(dag_id, run_id)
+            return state if state in ("success", "failed") else None
+
+        return str(
+            wait_until(
+                finished,
+                timeout=timeout,
+                what=f"dag run {dag_id}/{run_id} to finish",
+                diagnostics=self.diagnostics,
+            )
+        )
+
+
+class Budget:
+    """An absolute deadline shared by every wait of one test."""
+
+    def __init__(self, seconds: float) -> None:
+        self.deadline = time.monotonic() + seconds
+
+    def remaining(self) -> float:
+        return max(1.0, self.deadline - time.monotonic())
 
 
 def _http_ok(url: str) -> bool:
@@ -44,20 +116,30 @@ def _http_ok(url: str) -> bool:
         return False
 
 
-@pytest.fixture
-def real_airflow(
-    tmp_path: Path, airflow_template_db: Path, kirin_emulator: EmulatorServer
+@pytest.fixture(scope="module")
+def airflow_components(
+    tmp_path_factory: pytest.TempPathFactory,
+    airflow_template_db: Path,
+    kirin_emulator_session: EmulatorServer,
 ) -> Iterator[RealAirflow]:
-    """The four Airflow components running on one fresh home; all stopped afterwards."""
+    """The four Airflow components running on one fresh home for the whole module; all stopped
+    afterwards. Tests use ``kirin_emulator`` (the same server, reset around each test)."""
+    root = tmp_path_factory.mktemp("real-airflow")
+    dags_folder = root / "dags"
+    no_cache = shutil.ignore_patterns("__pycache__", "*.pyc")
+    shutil.copytree(EXAMPLE_DAGS, dags_folder, ignore=no_cache)
+    shutil.copytree(E2E_DAG_FILES, dags_folder, ignore=no_cache, dirs_exist_ok=True)
+    destination = root / "kept-videos"
     port = free_port()
     api_url = f"http://127.0.0.1:{port}"
     home = AirflowHome.create(
-        tmp_path / "airflow",
+        root / "airflow",
         airflow_template_db,
-        dags_folder=EXAMPLE_DAGS,
+        dags_folder=dags_folder,
         settings={
             "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
-            "AIRFLOW__CORE__PARALLELISM": "2",
+            # Above the pool test's 5 mapped tasks: the pool, not the executor, is the limit.
+            "AIRFLOW__CORE__PARALLELISM": "8",
             "AIRFLOW__CORE__AUTH_MANAGER": SIMPLE_AUTH_MANAGER,
             # A [core] option in Airflow 3.3 (not a [simple_auth_manager] section).
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
@@ -69,61 +151,94 @@ def real_airflow(
             "AIRFLOW__API__WORKERS": "1",
             "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "1",
             "AIRFLOW__DAG_PROCESSOR__PARSING_PROCESSES": "1",
-            "AIRFLOW_CONN_KIRIN_DEFAULT": kirin_emulator.airflow_conn_json(),
+            "AIRFLOW_CONN_KIRIN_DEFAULT": kirin_emulator_session.airflow_conn_json(),
             "KIRIN_EXAMPLE_FIRST_POLL_DELAY": "0.5",
             "KIRIN_EXAMPLE_POLL_INTERVAL": "0.5",
+            "KIRIN_EXAMPLE_DESTINATION": destination.as_uri(),
         },
     )
+    airflow = RealAirflow(home=home, api_url=api_url, destination=destination)
     try:
         home.start("api-server", "api-server", "--host", "127.0.0.1", "--port", str(port))
         home.start("dag-processor", "dag-processor")
         # No log-serving side servers: they would bind fixed ports (8793/8794) on all interfaces.
         home.start("scheduler", "scheduler", "--skip-serve-logs")
         home.start("triggerer", "triggerer", "--skip-serve-logs")
-        yield RealAirflow(home=home, api_url=api_url)
+        budget = Budget(STARTUP_SECONDS)
+
+        def api_healthy() -> bool:
+            airflow.assert_components_alive()
+            return _http_ok(f"{api_url}/api/v2/monitor/health")
+
+        def dags_stored() -> bool:
+            airflow.assert_components_alive()
+            marks = ",".join("?" * len(ALL_DAG_IDS))
+            sql = f"SELECT dag_id FROM dag WHERE dag_id IN ({marks}) AND is_stale = 0"
+            return len(home.query(sql, ALL_DAG_IDS)) == len(ALL_DAG_IDS)
+
+        wait_until(
+            api_healthy,
+            timeout=budget.remaining(),
+            what="the api-server's health endpoint",
+            diagnostics=airflow.diagnostics,
+        )
+        wait_until(
+            dags_stored,
+            timeout=budget.remaining(),
+            what=f"the dag-processor to store {ALL_DAG_IDS}",
+            diagnostics=airflow.diagnostics,
+        )
+        yield airflow
     finally:
         home.stop_all()
 
 
+@pytest.fixture
+def real_airflow(airflow_components: RealAirflow) -> RealAirflow:
+    """The module's running Airflow, live and with no dag run of an earlier test still going (the
+    emulator is reset next, by ``kirin_emulator``: a generation still in flight would then vanish)."""
+    airflow_components.assert_components_alive()
+    wait_until(
+        lambda: not airflow_components.active_runs(),
+        timeout=60,
+        what="earlier tests' dag runs to finish",
+        diagnostics=lambda: f"{airflow_components.active_runs()}\n{airflow_components.diagnostics()}",
+    )
+    return airflow_components
+
+
+# -- deferral ----------------------------------------------------------------------------------------
+
+
 @pytest.mark.kirin_emulator(pending_seconds=0.5, processing_seconds=PROCESSING_SECONDS)
-@pytest.mark.timeout(BUDGET_SECONDS + 30)
+@pytest.mark.timeout(STARTUP_SECONDS + BUDGET_SECONDS + 30)
 def test_deferrable_operator_defers_to_the_triggerer_and_succeeds(
     real_airflow: RealAirflow, kirin_emulator: EmulatorServer
 ) -> None:
     home = real_airflow.home
-    deadline = time.monotonic() + BUDGET_SECONDS
-
-    def remaining() -> float:
-        return max(1.0, deadline - time.monotonic())
-
-    def diagnostics() -> str:
-        return home.diagnostics()
-
-    def assert_components_alive() -> None:
-        dead = [p.name for p in home.processes if not p.alive]
-        assert not dead, f"Airflow components exited early: {dead}\n{diagnostics()}"
+    budget = Budget(BUDGET_SECONDS)
+    diagnostics = real_airflow.diagnostics
+    assert_components_alive = real_airflow.assert_components_alive
 
     # 1. The api-server answers and the dag-processor has stored the DAG.
     wait_until(
         lambda: _http_ok(f"{real_airflow.api_url}/api/v2/monitor/health"),
-        timeout=remaining(),
+        timeout=budget.remaining(),
         what="the api-server's health endpoint",
         diagnostics=diagnostics,
     )
     wait_until(
         lambda: home.query("SELECT 1 FROM dag WHERE dag_id = ? AND is_stale = 0", (DAG_ID,)),
-        timeout=remaining(),
+        timeout=budget.remaining(),
         what=f"the dag-processor to store {DAG_ID}",
         diagnostics=diagnostics,
     )
     assert_components_alive()
 
     # 2. Unpause and trigger through the CLI.
-    unpause = home.cli("dags", "unpause", DAG_ID, "--yes")
-    assert unpause.returncode == 0, unpause.stdout + unpause.stderr
+    real_airflow.cli_ok("dags", "unpause", DAG_ID, "--yes")
     assert home.query("SELECT is_paused FROM dag WHERE dag_id = ?", (DAG_ID,)) == [(0,)]
-    trigger = home.cli("dags", "trigger", DAG_ID, "--run-id", RUN_ID)
-    assert trigger.returncode == 0, trigger.stdout + trigger.stderr
+    real_airflow.cli_ok("dags", "trigger", DAG_ID, "--run-id", RUN_ID)
 
     # 3. The task defers while the generation is still running on Kirin's side.
     states_seen: list[str | None] = []
@@ -147,7 +262,7 @@ def test_deferrable_operator_defers_to_the_triggerer_and_succeeds(
 
     wait_until(
         deferred_while_rendering,
-        timeout=remaining(),
+        timeout=budget.remaining(),
         interval=0.25,
         what=f"task 'generate' to be deferred (states seen: {states_seen})",
         diagnostics=diagnostics,
@@ -157,14 +272,7 @@ def test_deferrable_operator_defers_to_the_triggerer_and_succeeds(
     assert while_deferred["kirin"] in (["pending"], ["processing"]), while_deferred
 
     # 4. The triggerer fires, a worker resumes the task, and the run succeeds.
-    def run_finished() -> str | None:
-        assert_components_alive()
-        state = home.run_state(DAG_ID, RUN_ID)
-        return state if state in ("success", "failed") else None
-
-    final = wait_until(
-        run_finished, timeout=remaining(), what="the dag run to finish", diagnostics=diagnostics
-    )
+    final = real_airflow.wait_run_finished(DAG_ID, RUN_ID, budget.remaining())
     states = home.task_states(DAG_ID, RUN_ID)
     assert final == "success", f"run ended {final}; task states {states}\n{diagnostics()}"
     assert states == {("generate", -1): "success"}
@@ -185,3 +293,202 @@ def test_deferrable_operator_defers_to_the_triggerer_and_succeeds(
     trigger_logs = "".join(p.read_text(errors="replace") for p in task_logs.glob("*.log.trigger.*.log"))
     assert kirin_task_id in trigger_logs, f"no trigger log mentions {kirin_task_id} in {task_logs}"
     assert "Trigger fired event" in trigger_logs
+
+
+# -- pool ----------------------------------------------------------------------------------------------
+
+
+def max_overlap(intervals: list[tuple[float, float]]) -> int:
+    """The largest number of closed intervals ``[start, end]`` that share one instant (touching
+    intervals count as overlapping: a start at another's end is processed before that end)."""
+    events = sorted([(start, 0) for start, _ in intervals] + [(end, 1) for _, end in intervals])
+    depth = deepest = 0
+    for _, kind in events:
+        depth += 1 if kind == 0 else -1
+        deepest = max(deepest, depth)
+    return deepest
+
+
+def test_max_overlap() -> None:
+    assert max_overlap([]) == 0
+    assert max_overlap([(0, 1), (2, 3), (4, 5)]) == 1
+    assert max_overlap([(0, 1), (1, 2)]) == 2  # closed: they share t=1
+    assert max_overlap([(0, 10), (1, 2), (3, 4), (3.5, 5)]) == 3
+    assert max_overlap([(0, 3), (0.5, 3.5), (3.2, 6), (3.4, 7), (6.5, 9)]) == 3
+
+
+@dataclass
+class PoolRun:
+    """What one run of the pool DAG left behind, on both sides."""
+
+    run_id: str
+    state: str
+    task_states: dict[tuple[str, int], str | None]
+    #: The emulator's records: ``[created, completed]`` (monotonic) of every generation.
+    intervals: list[tuple[float, float]]
+    kirin_statuses: list[str]
+    prompts: list[str]
+    creates: int
+    #: Most task instances of the run seen at once in a slot-holding state (sampled: a lower bound).
+    max_sampled_holding: int = 0
+    states_sampled: set[str | None] = field(default_factory=set)
+
+    @property
+    def max_in_flight(self) -> int:
+        return max_overlap(self.intervals)
+
+
+def _run_pool_dag(airflow: RealAirflow, emulator: EmulatorServer, run_id: str, budget: Budget) -> PoolRun:
+    """Trigger the pool DAG on a reset emulator, wait for the run to end, read both sides' records."""
+    emulator.reset()
+    airflow.cli_ok("dags", "trigger", POOL_DAG_ID, "--run-id", run_id)
+    sampled: dict[str, Any] = {"max": 0, "states": set()}
+
+    def finished() -> str | None:
+        airflow.assert_components_alive()
+        states = list(airflow.home.task_states(POOL_DAG_ID, run_id).values())
+        sampled["states"].update(states)
+        holding = sum(s in ("queued", "running", "deferred") for s in states)
+        sampled["max"] = max(sampled["max"], holding)
+        state = airflow.home.run_state(POOL_DAG_ID, run_id)
+        return state if state in ("success", "failed") else None
+
+    state = wait_until(
+        finished,
+        timeout=budget.remaining(),
+        interval=0.25,
+        what=f"pool dag run {run_id} to finish",
+        diagnostics=airflow.diagnostics,
+    )
+    tasks = list(emulator.state.tasks.values())
+    return PoolRun(
+        run_id=run_id,
+        state=state,
+        task_states=airflow.home.task_states(POOL_DAG_ID, run_id),
+        intervals=[(t.created_at, t.done_at) for t in tasks],
+        kirin_statuses=[t.status_at() for t in tasks],
+        prompts=[t.params["prompt"] for t in tasks],
+        creates=emulator.stats()["creates"],
+        max_sampled_holding=sampled["max"],
+        states_sampled=sampled["states"],
+    )
+
+
+def _assert_all_generated(run: PoolRun, airflow: RealAirflow) -> None:
+    expected_states = {("generate", i): "success" for i in range(POOL_MAPPED)}
+    assert run.state == "success", f"{run}\n{airflow.diagnostics()}"
+    assert run.task_states == expected_states, run
+    assert run.creates == POOL_MAPPED, run
+    assert run.kirin_statuses == ["completed"] * POOL_MAPPED, run
+    assert len(set(run.prompts)) == POOL_MAPPED, run
+    # The generations really waited in the triggerer.
+    assert "deferred" in run.states_sampled, run
+
+
+@pytest.mark.kirin_emulator(pending_seconds=0.5, processing_seconds=POOL_PROCESSING_SECONDS)
+@pytest.mark.timeout(STARTUP_SECONDS + POOL_BUDGET_SECONDS + 30)
+def test_pool_caps_concurrent_creates(real_airflow: RealAirflow, kirin_emulator: EmulatorServer) -> None:
+    """A pool of 2 slots that counts deferred tasks keeps at most 2 generations in flight on Kirin's
+    side (from create to completion, by the emulator's records) while 5 mapped deferrable tasks run;
+    the same DAG in a pool that does not count deferred tasks exceeds 2 (the cap is the pool's)."""
+    budget = Budget(POOL_BUDGET_SECONDS)
+    home = real_airflow.home
+    real_airflow.cli_ok("dags", "unpause", POOL_DAG_ID, "--yes")
+
+    # 1. Capped: 2 slots, held while deferred.
+    real_airflow.cli_ok(
+        "pools", "set", POOL, str(POOL_SLOTS), "Kirin account: 2 concurrent generations", "--include-deferred"
+    )
+    assert home.query("SELECT slots, include_deferred FROM slot_pool WHERE pool = ?", (POOL,)) == [
+        (POOL_SLOTS, 1)
+    ]
+    capped = _run_pool_dag(real_airflow, kirin_emulator, "e2e_pool_capped", budget)
+    print(f"capped: max in flight {capped.max_in_flight}, max holding slots {capped.max_sampled_holding}")
+    _assert_all_generated(capped, real_airflow)
+    assert capped.max_in_flight <= POOL_SLOTS, capped
+    assert capped.max_in_flight == POOL_SLOTS, capped  # the 2 slots were used concurrently
+    assert capped.max_sampled_holding <= POOL_SLOTS, capped
+
+    # 2. Control: the same DAG and pool size, but deferred tasks give their slot back.
+    real_airflow.cli_ok("pools", "set", POOL, str(POOL_SLOTS), "Kirin account, not counting deferred tasks")
+    assert home.query("SELECT slots, include_deferred FROM slot_pool WHERE pool = ?", (POOL,)) == [
+        (POOL_SLOTS, 0)
+    ]
+    control = _run_pool_dag(real_airflow, kirin_emulator, "e2e_pool_control", budget)
+    print(f"control: max in flight {control.max_in_flight}, max holding slots {control.max_sampled_holding}")
+    _assert_all_generated(control, real_airflow)
+    assert control.max_in_flight > POOL_SLOTS, control
+
+
+# -- assets --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.kirin_emulator(pending_seconds=0.2, processing_seconds=1.0)
+@pytest.mark.timeout(STARTUP_SECONDS + ASSET_BUDGET_SECONDS + 30)
+def test_asset_consumer_runs_on_the_keep_video_asset_event(
+    real_airflow: RealAirflow, kirin_emulator: EmulatorServer
+) -> None:
+    budget = Budget(ASSET_BUDGET_SECONDS)
+    home = real_airflow.home
+    keep_run_id = "e2e_keep_video_run"
+
+    # 1. The consumer is unpaused (and has never run); the producer is triggered by hand.
+    real_airflow.cli_ok("dags", "unpause", CONSUMER_DAG_ID, "--yes")
+    assert home.query("SELECT is_paused FROM dag WHERE dag_id = ?", (CONSUMER_DAG_ID,)) == [(0,)]
+    assert home.query("SELECT run_id FROM dag_run WHERE dag_id = ?", (CONSUMER_DAG_ID,)) == []
+    real_airflow.cli_ok("dags", "unpause", KEEP_DAG_ID, "--yes")
+    real_airflow.cli_ok("dags", "trigger", KEEP_DAG_ID, "--run-id", keep_run_id)
+
+    # 2. The producer generates, keeps the video and emits one event on ``kirin_videos``.
+    final = real_airflow.wait_run_finished(KEEP_DAG_ID, keep_run_id, budget.remaining())
+    states = home.task_states(KEEP_DAG_ID, keep_run_id)
+    assert final == "success", f"run ended {final}; task states {states}\n{real_airflow.diagnostics()}"
+    assert states == {("generate", -1): "success", ("keep_video", -1): "success"}
+    stored = home.xcom(KEEP_DAG_ID, keep_run_id, "keep_video", "return_value")
+    kirin_task_id = home.xcom(KEEP_DAG_ID, keep_run_id, "generate", "return_value")
+    assert isinstance(stored, list), stored
+    assert len(stored) == 1, stored
+    video = Path(stored[0].removeprefix("file://"))
+    assert video.is_file(), stored
+    assert video.name == f"{kirin_task_id}.mp4"
+    assert video.is_relative_to(real_airflow.destination), (video, real_airflow.destination)
+    assert video.with_name(f"{video.name}.json").is_file()
+    assert kirin_emulator.stats()["creates"] == 1
+    events = home.query(
+        "SELECT e.id, e.extra FROM asset_event e JOIN asset a ON a.id = e.asset_id "
+        "WHERE a.name = 'kirin_videos' AND e.source_dag_id = ? AND e.source_run_id = ?",
+        (KEEP_DAG_ID, keep_run_id),
+    )
+    assert len(events) == 1, events
+    event_id = events[0][0]
+    assert decode_xcom(events[0][1]) == {"paths": stored, "kirin_task_id": kirin_task_id, "cost": "0.35"}
+
+    # 3. The scheduler creates an asset-triggered run of the consumer for that event, which succeeds.
+    def consumer_run() -> tuple[int, str, str] | None:
+        real_airflow.assert_components_alive()
+        rows = home.query(
+            "SELECT id, run_id, run_type FROM dag_run WHERE dag_id = ? ORDER BY id", (CONSUMER_DAG_ID,)
+        )
+        return rows[0] if rows else None
+
+    run_pk, consumer_run_id, run_type = wait_until(
+        consumer_run,
+        timeout=budget.remaining(),
+        what=f"a run of {CONSUMER_DAG_ID} triggered by the asset event",
+        diagnostics=real_airflow.diagnostics,
+    )
+    assert run_type == "asset_triggered"
+    assert home.query("SELECT event_id FROM dagrun_asset_event WHERE dag_run_id = ?", (run_pk,)) == [
+        (event_id,)
+    ]
+    final = real_airflow.wait_run_finished(CONSUMER_DAG_ID, consumer_run_id, budget.remaining())
+    states = home.task_states(CONSUMER_DAG_ID, consumer_run_id)
+    assert final == "success", f"run ended {final}; task states {states}\n{real_airflow.diagnostics()}"
+    assert states == {("announce", -1): "success"}
+
+    # 4. ``announce`` read the event's extras: it returns the stored path, which exists.
+    announced = home.xcom(CONSUMER_DAG_ID, consumer_run_id, "announce", "return_value")
+    assert announced == stored
+    assert Path(announced[0].removeprefix("file://")).is_file()
+    # Exactly one consumer run: one event, one run.
+    assert len(home.query("SELECT 1 FROM dag_run WHERE dag_id = ?", (CONSUMER_DAG_ID,))) == 1

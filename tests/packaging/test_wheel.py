@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from airflow_helpers import REPO_ROOT, decode_xcom, fernet_key, free_port, json_output
+from airflow_helpers import REPO_ROOT, decode_xcom, fernet_key, free_port, json_output, run_in_group
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -87,36 +87,6 @@ def base_env(extra: Mapping[str, str] | None = None, *, path_first: Path | None 
     env["PYTHONUNBUFFERED"] = "1"
     env.update(extra or {})
     return env
-
-
-def run(
-    args: list[str], *, env: Mapping[str, str], cwd: Path, timeout: float
-) -> subprocess.CompletedProcess[str]:
-    """Run ``args`` to completion in a new process group (killed as a whole on a time-out or an
-    interruption); stdout and stderr are captured and never checked here."""
-    popen = subprocess.Popen(
-        args,
-        env=dict(env),
-        cwd=cwd,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        stdout, stderr = popen.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        _kill_group(popen)
-        stdout, stderr = popen.communicate()
-        raise AssertionError(f"{args} ran longer than {timeout} s:\n{stdout}\n{stderr}") from None
-    except BaseException:
-        _kill_group(popen)
-        raise
-    finally:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(popen.pid, signal.SIGKILL)  # whatever it left behind in its group
-    return subprocess.CompletedProcess(popen.args, popen.returncode, stdout, stderr)
 
 
 def _kill_group(popen: subprocess.Popen[Any]) -> None:
@@ -265,7 +235,7 @@ def packaged(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Packaged]:
         build_env = base_env()
         with timed("python -m build"):
             checked(
-                run(
+                run_in_group(
                     [sys.executable, "-m", "build", "--wheel", "--sdist", "--outdir", str(dist), str(src)],
                     env=build_env,
                     cwd=src,
@@ -277,7 +247,7 @@ def packaged(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Packaged]:
         assert len(wheels) == 1, wheels
         assert len(sdists) == 1, sdists
         with timed("twine check"):
-            twine = run(
+            twine = run_in_group(
                 [sys.executable, "-m", "twine", "check", "--strict", *map(str, sorted(dist.iterdir()))],
                 env=build_env,
                 cwd=tmp,
@@ -291,7 +261,7 @@ def packaged(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Packaged]:
             (sdist_root,) = list(unpacked.iterdir())
             dist2 = tmp / "dist-from-sdist"
             checked(
-                run(
+                run_in_group(
                     [sys.executable, "-m", "build", "--wheel", "--outdir", str(dist2), str(sdist_root)],
                     env=build_env,
                     cwd=sdist_root,
@@ -308,12 +278,12 @@ def packaged(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Packaged]:
         vbin = venv / "bin"
         with timed("python -m venv"):
             checked(
-                run([sys.executable, "-m", "venv", str(venv)], env=base_env(), cwd=tmp, timeout=120),
+                run_in_group([sys.executable, "-m", "venv", str(venv)], env=base_env(), cwd=tmp, timeout=120),
                 "python -m venv",
             )
         with timed("pip install <wheel>"):
             checked(
-                run(
+                run_in_group(
                     [str(vbin / "python"), "-m", "pip", "install", "--no-input", str(wheels[0])],
                     env=base_env(),
                     cwd=tmp,
@@ -330,7 +300,7 @@ def packaged(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Packaged]:
         )
         installed = json.loads(
             checked(
-                run([str(vbin / "python"), "-c", probe], env=base_env(), cwd=tmp, timeout=120),
+                run_in_group([str(vbin / "python"), "-c", probe], env=base_env(), cwd=tmp, timeout=120),
                 "import from the fresh venv",
             ).stdout.splitlines()[-1]
         )
@@ -360,7 +330,9 @@ def packaged(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Packaged]:
         airflow = str(vbin / "airflow")
 
         def cli(*args: str, extra: Mapping[str, str] | None = None, timeout: float = 180) -> Any:
-            return run([airflow, *args], env={**airflow_env, **(extra or {})}, cwd=home, timeout=timeout)
+            return run_in_group(
+                [airflow, *args], env={**airflow_env, **(extra or {})}, cwd=home, timeout=timeout
+            )
 
         with timed("airflow providers list"):
             providers_list = cli("providers", "list", "--output", "json")
