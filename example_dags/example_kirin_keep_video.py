@@ -45,7 +45,8 @@ with DAG(
     keep = KirinDownloadVideoOperator(
         task_id="keep_video",
         kirin_task_id=generate.output,
-        destination=DESTINATION + "/{{ ds }}/",
+        # run_after: every run has one (a run triggered from the UI or API may have no logical date)
+        destination=DESTINATION + "/{{ dag_run.run_after | ds }}/",
         request=XComArg(generate, key="kirin_request"),
         outlets=[KIRIN_VIDEOS],
     )

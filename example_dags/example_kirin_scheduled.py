@@ -2,7 +2,8 @@
 
 Prompts come from the Airflow Variable ``kirin_daily_prompts`` (a JSON list of strings) if it is
 set, else from ``prompts/daily.txt`` next to this file (one prompt a line); either may use Jinja
-with the run's data interval (``{{ data_interval_start | ds }}``). The generations run in the
+with the run's context and ``day``, the start of its data interval (``{{ day | ds }}``; for a
+manual run without one, when it was triggered). The generations run in the
 ``kirin`` pool; create it so that deferred tasks count, e.g. for an account allowing 4 at once:
 
     airflow pools set kirin 4 "Kirin account limit" --include-deferred
@@ -33,8 +34,9 @@ def prompts_of_the_day() -> list[str]:
     raw = Variable.get("kirin_daily_prompts", default=None, deserialize_json=True)
     lines = raw if raw else [line for line in PROMPTS_FILE.read_text().splitlines() if line.strip()]
     context = get_current_context()
+    day = context.get("data_interval_start") or context["dag_run"].run_after
     env = context["dag"].get_template_env()
-    return [env.from_string(line).render(**context) for line in lines]
+    return [env.from_string(line).render(**context, day=day) for line in lines]
 
 
 with DAG(
@@ -56,5 +58,5 @@ with DAG(
     ).expand(prompt=prompts_of_the_day())
     KirinDownloadVideoOperator.partial(
         task_id="keep_video",
-        destination=DESTINATION + "/daily/{{ data_interval_start | ds }}/",
+        destination=DESTINATION + "/daily/{{ (data_interval_start or dag_run.run_after) | ds }}/",
     ).expand(kirin_task_id=generate.output)

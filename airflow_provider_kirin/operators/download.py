@@ -11,7 +11,7 @@
     keep = KirinDownloadVideoOperator(
         task_id="keep_video",
         kirin_task_id=generate.output,  # a KirinTextToVideoOperator or KirinTaskSensor upstream
-        destination="s3://my-bucket/videos/{{ ds }}/",  # any ObjectStoragePath URL, or a local dir
+        destination="s3://my-bucket/videos/{{ dag_run.run_after | ds }}/",  # or file://, gs://, a dir
         request=XComArg(generate, key="kirin_request"),  # the request fields, for the sidecar
         outlets=[videos],
     )

@@ -150,9 +150,9 @@ def _assert_kept(stored: str, directory: Path, kirin_task_id: str) -> dict[str, 
     return sidecar
 
 
-def _run_date(home: AirflowHome, dag_id: str, run_id: str, column: str = "logical_date") -> str:
-    """``YYYY-MM-DD`` of a dag run's ``logical_date`` (what ``{{ ds }}`` renders) or other date column."""
-    assert column in ("logical_date", "data_interval_start")
+def _run_date(home: AirflowHome, dag_id: str, run_id: str, column: str) -> str:
+    """``YYYY-MM-DD`` of a dag run's date column (``{{ dag_run.run_after | ds }}`` renders ``run_after``)."""
+    assert column in ("run_after", "data_interval_start")
     ((value,),) = home.query(
         f"SELECT {column} FROM dag_run WHERE dag_id = ? AND run_id = ?", (dag_id, run_id)
     )
@@ -280,7 +280,9 @@ def test_keep_video_example_stores_the_video_with_a_sidecar_and_an_asset_event(
     generated = example_home.xcom(dag_id, run_id, "generate", "kirin_result")
     kirin_task_id = _assert_result(generated, kirin_emulator, size="1280x720")
     (stored,) = example_home.xcom(dag_id, run_id, "keep_video", "return_value")
-    sidecar = _assert_kept(stored, destination / _run_date(example_home, dag_id, run_id), kirin_task_id)
+    sidecar = _assert_kept(
+        stored, destination / _run_date(example_home, dag_id, run_id, "run_after"), kirin_task_id
+    )
     assert sidecar["cost"] == "0.35"
     assert sidecar["prompt"] == "A red fox trotting through fresh snow at sunrise, cinematic"
     events = example_home.query(
