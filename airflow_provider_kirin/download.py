@@ -2,7 +2,7 @@
 
 - Only ``http``/``https`` URLs; the caller decides whether the API key goes along (only to the
   API's own origin, see ``KirinHook.download_video``).
-- 1 MiB chunks: memory stays constant whatever the size.
+- 64 KiB chunks: memory stays constant whatever the size.
 - The bytes go to a hidden ``.<name>.<random>.part`` file next to the destination and are moved
   into place only when complete; a short body (Content-Length mismatch), a body that is not a
   video (Content-Type), one over ``max_bytes``, or any error leaves nothing behind.
@@ -27,7 +27,8 @@ from airflow_provider_kirin.exceptions import KirinResultParsingError, KirinVali
 if TYPE_CHECKING:
     import requests
 
-CHUNK_BYTES = 1024 * 1024
+#: 64 KiB: measured faster than 1 MiB chunks (fewer page faults on fresh buffers), memory stays flat.
+CHUNK_BYTES = 64 * 1024
 #: A generated clip is tens of MB; anything past this is not a video we asked for.
 DEFAULT_MAX_BYTES = 2 * 1024**3
 VIDEO_CONTENT_TYPES = ("video/", "application/octet-stream", "binary/octet-stream")
@@ -40,7 +41,7 @@ class StoredVideo:
 
     path: Any  # pathlib.Path or airflow.sdk.ObjectStoragePath
     size: int
-    sha256: str
+    sha256: str | None  # None unless asked for: hashing costs more CPU than the download itself
     content_type: str | None
 
 
@@ -81,15 +82,17 @@ def store_video(
     headers: dict[str, str],
     timeout: tuple[float, float],
     max_bytes: int = DEFAULT_MAX_BYTES,
+    checksum: bool = False,
 ) -> StoredVideo:
-    """Stream ``url`` to ``destination`` (see the module docstring for the guarantees)."""
+    """Stream ``url`` to ``destination`` (see the module docstring for the guarantees); with
+    ``checksum``, also compute the SHA-256 of what was stored."""
     import requests
 
     host = urlsplit(url).hostname
     with _suppress_missing():
         destination.parent.mkdir(parents=True, exist_ok=True)
     part = destination.parent / f".{destination.name}.{uuid.uuid4().hex[:12]}.part"
-    digest = hashlib.sha256()
+    digest = hashlib.sha256() if checksum else None
     written = 0
     try:
         with session.get(url, headers=headers, stream=True, timeout=timeout) as response:
@@ -110,7 +113,8 @@ def store_video(
                     written += len(chunk)
                     if written > max_bytes:
                         raise KirinResultParsingError(f"The video is over max_bytes={max_bytes}.")
-                    digest.update(chunk)
+                    if digest is not None:
+                        digest.update(chunk)
                     out.write(chunk)
         if expected is not None and written != int(expected):
             raise KirinResultParsingError(
@@ -127,7 +131,8 @@ def store_video(
     except BaseException:
         _remove(part)
         raise
-    return StoredVideo(path=destination, size=written, sha256=digest.hexdigest(), content_type=content_type)
+    sha256 = digest.hexdigest() if digest is not None else None
+    return StoredVideo(path=destination, size=written, sha256=sha256, content_type=content_type)
 
 
 def _remove(path: Any) -> None:

@@ -142,13 +142,14 @@ class PollState:
 
     def is_due(self, now: float) -> bool:
         """Whether to check twice as often now: the generation is near its expected length
-        (``expected_seconds`` x 0.75 to 2), and the checks so far, plus the next one, still average
-        at most one per ``poll_interval`` since the start. The quiet first delay pays for the extra
-        checks; the request budget of the plain schedule is never exceeded."""
+        (``expected_seconds`` x 1 to 2, when it is most likely to finish), and the checks so far,
+        plus the next one, still average at most one per ``poll_interval`` since the start. The
+        quiet first delay pays for the extra checks; the request budget of the plain schedule is
+        never exceeded."""
         if not self.expected_seconds:
             return False
         elapsed = now - self.started
-        if not 0.75 * self.expected_seconds <= elapsed <= 2.0 * self.expected_seconds:
+        if not self.expected_seconds <= elapsed <= 2.0 * self.expected_seconds:
             return False
         next_at = elapsed + self.poll_interval * DUE_FACTOR
         return (self.polls + 1) * self.poll_interval <= next_at

@@ -146,6 +146,11 @@ def _version(dist: str) -> str:
         return "not installed"
 
 
+def peer_installed() -> bool:
+    """Whether the peer, Airflow's HTTP provider, is installed (``make bench`` installs it)."""
+    return _version("apache-airflow-providers-http") != "not installed"
+
+
 def cpu_model() -> str:
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -317,7 +322,10 @@ class EmulatorProcess:
 
     def timeline(self) -> list[tuple[float, int, int]]:
         """``(time.time(), gets, downloads)`` every 0.25 s since the last :meth:`reset`."""
-        return [tuple(x) for x in self.command("timeline")["timeline"]]  # type: ignore[misc]
+        return [
+            (float(t), int(gets), int(downloads))
+            for t, gets, downloads in self.command("timeline")["timeline"]
+        ]
 
     def configure(self, **changes: Any) -> None:
         self.command("configure", changes=changes)
@@ -374,7 +382,7 @@ def _install_connection_counter(counter: _ConnectionCounter) -> None:
     def counting_protocol_class(http: str = "h11") -> type[Any]:
         base: type[Any] = original(http)
 
-        class CountingProtocol(base):  # type: ignore[misc, valid-type]
+        class CountingProtocol(base):
             def connection_made(self, transport: Any) -> None:
                 counter.made()
                 super().connection_made(transport)
@@ -385,7 +393,7 @@ def _install_connection_counter(counter: _ConnectionCounter) -> None:
 
         return CountingProtocol
 
-    transport.protocol_class = counting_protocol_class  # type: ignore[assignment]
+    transport.protocol_class = counting_protocol_class
 
 
 def serve_emulator(argv: Sequence[str]) -> int:
@@ -408,7 +416,9 @@ def serve_emulator(argv: Sequence[str]) -> int:
         "loop": "uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
     }
     config = EmulatorConfig(pending_seconds=args.pending_seconds, processing_seconds=args.processing_seconds)
-    server = EmulatorServer(config, backlog=8192, timeout_keep_alive=60, **fast).start()
+    server = EmulatorServer(
+        config, backlog=8192, timeout_keep_alive=60, http=fast["http"], loop=fast["loop"]
+    ).start()
 
     def reply(payload: dict[str, Any]) -> None:
         sys.stdout.write(json.dumps(payload) + "\n")

@@ -18,7 +18,7 @@ Targets: at least 90 % of curl's throughput; peak RSS under 100 MB. Importing Ai
 a Python process near 120 MB before the first byte, so the memory target is judged on what the
 download adds (peak minus the RSS just before it); the whole-process peak is shown beside it.
 
-Run: ``python benchmarks/bench_download.py [--quick] [--mb 500] [--repeat 6]``.
+Run: ``python benchmarks/bench_download.py [--quick] [--mb 500] [--repeat 4] [--idle-repeat 2]``.
 """
 
 from __future__ import annotations
@@ -59,9 +59,18 @@ THROUGHPUT_TARGET = 0.9
 RSS_TARGET_MB = 100.0
 
 
-def child_main() -> int:
-    """In the child: import the hook, then download once per ``{"url", "path"}`` line on stdin."""
+def child_main(chunk_kib: int | None = None) -> int:
+    """In the child: import the hook, then download once per ``{"url", "path"}`` line on stdin.
+
+    ``chunk_kib`` (an experiment, for evaluating a change to the package) overrides the
+    package's read size, ``airflow_provider_kirin.download.CHUNK_BYTES``, in this process only.
+    """
     from airflow_provider_kirin.hooks.kirin import KirinHook
+
+    if chunk_kib:
+        import airflow_provider_kirin.download as download
+
+        download.CHUNK_BYTES = chunk_kib * 1024
 
     hook = KirinHook()
     _ = hook.config  # resolve the connection before any clock starts
@@ -183,7 +192,9 @@ def _throughput_row(b: str, label: str, ours: list[dict[str, Any]], curl: list[d
     )
 
 
-def run(size_mb: int, repeat: int, idle_repeat: int = 2, idle: float = 3.0) -> BenchResult:
+def run(
+    size_mb: int, repeat: int, idle_repeat: int = 2, idle: float = 3.0, chunk_kib: int | None = None
+) -> BenchResult:
     """Ours against curl over one emulator: ``repeat`` back-to-back runs of each, then
     ``idle_repeat`` runs of each started after ``idle`` seconds without I/O."""
     if shutil.which("curl") is None:
@@ -192,7 +203,12 @@ def run(size_mb: int, repeat: int, idle_repeat: int = 2, idle: float = 3.0) -> B
     with tempfile.TemporaryDirectory(prefix="kirin-bench-dl-") as tmp, EmulatorProcess() as emu:
         url = f"{emu.url}/v1/files/blob?bytes={size}"
         env = venv_env(AIRFLOW_CONN_KIRIN_DEFAULT=emu.conn_json, AIRFLOW_HOME=tmp)
-        child = Worker([str(Path(__file__).resolve()), "--child"], Path(tmp) / "child.log", env)
+        command = [
+            str(Path(__file__).resolve()),
+            "--child",
+            *([f"--chunk-kib={chunk_kib}"] if chunk_kib else []),
+        ]
+        child = Worker(command, Path(tmp) / "child.log", env)
         try:
             rss_before = int(child.expect("ready", timeout=120)["rss"])
             run_curl(url, Path(tmp) / "warm-up.mp4", size)  # untimed: server and page cache warm
@@ -210,9 +226,11 @@ def run(size_mb: int, repeat: int, idle_repeat: int = 2, idle: float = 3.0) -> B
     added = max(r["added"] for r in everything) / MB
     peak = max(r["maxrss"] for r in everything)
     b = f"download {size_mb} MB"
+    conditions = [("back to back", ours, curl)]
+    if idle_ours:
+        conditions.append((f"after {idle:g} s idle", idle_ours, idle_curl))
     rows = [
-        _throughput_row(b, "back to back", ours, curl),
-        _throughput_row(b, f"after {idle:g} s idle", idle_ours, idle_curl),
+        *(_throughput_row(b, label, o, c) for label, o, c in conditions),
         Row(
             b,
             "time, back to back",
@@ -227,7 +245,7 @@ def run(size_mb: int, repeat: int, idle_repeat: int = 2, idle: float = 3.0) -> B
             fmt(ratio(_med(everything, "user_per_gb"), _med(curl + idle_curl, "user_per_gb")), 1, "x"),
         ),
     ]
-    for label, o, c in (("back to back", ours, curl), (f"after {idle:g} s idle", idle_ours, idle_curl)):
+    for label, o, c in conditions:
         rows.append(
             Row(
                 b,
@@ -263,7 +281,16 @@ def run(size_mb: int, repeat: int, idle_repeat: int = 2, idle: float = 3.0) -> B
         "starts after a pause, when this VM's balloon (free-page reporting) has handed recently freed "
         "memory back to the host, so freshly faulted memory costs system time.",
     ]
-    raw = {"size_mb": size_mb, "ours": ours, "curl": curl, "idle_ours": idle_ours, "idle_curl": idle_curl}
+    if chunk_kib:
+        notes.append(f"EXPERIMENT: the package's download chunk size was overridden to {chunk_kib} KiB.")
+    raw = {
+        "size_mb": size_mb,
+        "chunk_kib": chunk_kib,
+        "ours": ours,
+        "curl": curl,
+        "idle_ours": idle_ours,
+        "idle_curl": idle_curl,
+    }
     return BenchResult(rows, raw, notes)
 
 
@@ -273,14 +300,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--quick", action="store_true", help="100 MB instead of 500 MB")
     parser.add_argument("--mb", "--n", type=int, default=None, help="file size in MiB (500; quick 100)")
-    parser.add_argument("--repeat", type=int, default=None, help="runs of each (6; quick 4)")
+    parser.add_argument("--repeat", type=int, default=None, help="back-to-back runs of each (4; quick 2)")
+    parser.add_argument("--idle-repeat", type=int, default=2, help="runs of each after 3 s idle (2)")
     parser.add_argument("--json", type=Path, help="also write the rows and raw figures here")
+    parser.add_argument(
+        "--chunk-kib", type=int, help="experiment: override the package's download chunk size (KiB)"
+    )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
-        return child_main()
-    repeat = args.repeat or (4 if args.quick else 6)
-    result = run(args.mb or (100 if args.quick else 500), repeat, idle_repeat=2)
+        return child_main(args.chunk_kib)
+    repeat = args.repeat or (2 if args.quick else 4)
+    size = args.mb or (100 if args.quick else 500)
+    result = run(size, repeat, idle_repeat=args.idle_repeat, chunk_kib=args.chunk_kib)
     result.print()
     if args.json:
         args.json.write_text(json.dumps(result.to_json(), indent=2))

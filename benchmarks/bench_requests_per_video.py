@@ -188,30 +188,54 @@ def worker_main() -> int:
         return list(await asyncio.gather(*(wait(t) for t in triggers)))
 
     statuses = asyncio.run(main())
-    emit("done", {"statuses": statuses})
+    # The simulation runs here too (it needs the package, which imports Airflow), after the real
+    # run: it reseeds the module-level random generator that PollState uses.
+    lengths = [group["length"] for group in spec["groups"]]
+    emit("done", {"statuses": statuses, "simulated": _simulated(lengths, Policy(**spec["default_policy"]))})
     return 0
 
 
-def validate(lengths: Sequence[float], policy: Policy, scale: float, tasks: int) -> list[dict[str, Any]]:
-    """Run the scaled-down policy for real, one emulator process per length; return their counts."""
+def _simulated(lengths: Sequence[float], policy: Policy) -> dict[str, Any]:
+    sims = simulate(lengths, policy)
+    return {
+        str(g): {
+            "polls": [p for p, _ in sims[g]],
+            "late": [d for d in simulate_latency(g, policy, SIMULATIONS // 4) if math.isfinite(d)],
+        }
+        for g in lengths
+    }
+
+
+def validate(
+    lengths: Sequence[float], policy: Policy, scale: float, tasks: int
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Run the scaled-down policy for real, one emulator process per length; return their counts
+    and the simulation of the unscaled policy (run in the same worker)."""
     scaled = policy.scaled(scale)
     emulators = [EmulatorProcess(pending_seconds=0.0, processing_seconds=g / scale) for g in lengths]
     try:
         for emu in emulators:
             emu.start()
-        groups = [{"conn_id": f"kirin_rpv_{i}", "length": g} for i, g in enumerate(lengths)]
+        conn_ids = [f"kirin_rpv_{i}" for i in range(len(lengths))]
+        groups: list[dict[str, Any]] = [
+            {"conn_id": c, "length": g} for c, g in zip(conn_ids, lengths, strict=True)
+        ]
         env = venv_env(
-            **{
-                f"AIRFLOW_CONN_{g['conn_id'].upper()}": e.conn_json
-                for g, e in zip(groups, emulators, strict=True)
-            }
+            **{f"AIRFLOW_CONN_{c.upper()}": e.conn_json for c, e in zip(conn_ids, emulators, strict=True)}
         )
         with tempfile.TemporaryDirectory(prefix="kirin-bench-rpv-") as tmp:
             env["AIRFLOW_HOME"] = tmp
             worker = Worker([str(Path(__file__).resolve()), "--worker"], Path(tmp) / "worker.log", env)
             try:
-                worker.send({"policy": dataclasses.asdict(scaled), "groups": groups, "tasks": tasks})
-                done = worker.expect("done", timeout=max(lengths) / scale + 120)
+                worker.send(
+                    {
+                        "policy": dataclasses.asdict(scaled),
+                        "default_policy": dataclasses.asdict(policy),
+                        "groups": groups,
+                        "tasks": tasks,
+                    }
+                )
+                done = worker.expect("done", timeout=max(lengths) / scale + 180)
                 worker.wait(30)
             finally:
                 worker.close()
@@ -230,7 +254,7 @@ def validate(lengths: Sequence[float], policy: Policy, scale: float, tasks: int)
                     "lookups": stats["lookups"],
                 }
             )
-        return results
+        return results, done["simulated"]
     finally:
         for emu in emulators:
             emu.stop()
@@ -238,13 +262,11 @@ def validate(lengths: Sequence[float], policy: Policy, scale: float, tasks: int)
 
 def run(lengths: Sequence[float], scale: float, tasks: int) -> BenchResult:
     policy = Policy.default()
-    sims = simulate(lengths, policy)
-    real = validate(lengths, policy, scale, tasks)
+    real, sims = validate(lengths, policy, scale, tasks)
     rows: list[Row] = []
     raw: dict[str, Any] = {"policy": dataclasses.asdict(policy), "scale": scale, "lengths": {}}
     for g in lengths:
-        polls = [p for p, _ in sims[g]]
-        late = [d for d in simulate_latency(g, policy, SIMULATIONS // 4) if math.isfinite(d)]
+        polls, late = sims[str(g)]["polls"], sims[str(g)]["late"]
         mean = statistics.fmean(polls)
         peer = peer_polls(g, policy.poll_interval)
         b = f"requests/video, {g:.0f} s generation"
@@ -277,7 +299,7 @@ def run(lengths: Sequence[float], scale: float, tasks: int) -> BenchResult:
         raw["lengths"][str(g)] = {"mean": mean, "min": min(polls), "max": max(polls), "peer": peer}
     for r in real:
         g = r["length"]
-        polls = [p for p, _ in sims[g]]
+        polls = sims[str(g)]["polls"]
         low, high = sum_range(polls, r["tasks"])
         expected = statistics.fmean(polls) * r["tasks"]
         ok = low <= r["gets"] <= high and r["succeeded"] == r["tasks"]

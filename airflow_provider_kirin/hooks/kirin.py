@@ -195,9 +195,11 @@ class KirinHook(_KirinHookBase):
         """Submit at most one paid generation per external id; return ``(task, reused)``.
 
         Looks ``<id>``, ``<id>.g2``, ``<id>.g3``, ... up in turn: the first task that is pending,
-        processing or completed is reused; each one that ended ``failed`` moves on to the next id;
-        the first id with no task is created. So a retry after a failed generation pays for a new
-        one under a new, deterministic id, and a retry after anything else pays for nothing.
+        processing (or in a status not seen before) or completed with a video is reused; each one
+        that ended ``failed``, or ``completed`` without a video URL (nothing to keep, so no retry
+        could ever succeed with it), moves on to the next id; the first id with no task is
+        created. So a retry after a failed generation pays for a new one under a new,
+        deterministic id, and a retry after anything else pays for nothing.
         """
         if not request.external_task_id:
             raise KirinValidationError("external_task_id=None is invalid here; allowed: a non-empty string")
@@ -210,13 +212,15 @@ class KirinHook(_KirinHookBase):
                     KirinVideoRequest, {**request.to_payload(), "external_task_id": candidate}
                 )
                 return self.submit(retry_request), False
-            if not existing.is_failed:
+            unusable = existing.is_failed or (existing.is_completed and not existing.video_urls)
+            if not unusable:
                 return existing, True
             self.log.info(
-                "Kirin task %s (external id %s) ended failed (%s); the next try uses a new id.",
+                "Kirin task %s (external id %s) ended %s (%s); the next try uses a new id.",
                 existing.task_id,
                 candidate,
-                existing.error_code,
+                existing.status if existing.is_failed else "without a video",
+                existing.error_code or "no code",
             )
         raise KirinValidationError(
             f"external_task_id={base!r} already has {MAX_GENERATIONS_PER_ID} failed generations; "
@@ -277,7 +281,7 @@ class KirinHook(_KirinHookBase):
             time.sleep(state.next_delay(retry_after))
 
     def download_video(self, url: str, path: str | os.PathLike[str] | ObjectStoragePath) -> Any:
-        """Stream a video to ``path`` in 1 MiB chunks (constant memory); return where it landed.
+        """Stream a video to ``path`` in 64 KiB chunks (constant memory); return where it landed.
 
         ``path`` is a local file or directory, or an ``ObjectStoragePath``/``scheme://`` URL
         (``s3://``, ``gs://``... through Airflow's object storage). Completed only when every byte
@@ -292,6 +296,7 @@ class KirinHook(_KirinHookBase):
         path: str | os.PathLike[str] | ObjectStoragePath,
         *,
         max_bytes: int = DEFAULT_MAX_BYTES,
+        checksum: bool = False,
     ) -> StoredVideo:
         """:meth:`download_video`, returning the stored path with its byte size, SHA-256 and type."""
         origin = check_url(url)
@@ -304,6 +309,7 @@ class KirinHook(_KirinHookBase):
             headers=headers,
             timeout=(self.config.connect_timeout, self.config.timeout),
             max_bytes=max_bytes,
+            checksum=checksum,
         )
         self.log.info("Stored %d bytes of video at %s", stored.size, stored.path)
         return stored

@@ -111,7 +111,9 @@ class KirinDownloadVideoOperator(BaseOperator):
         stored_paths: list[Any] = []
         for index, video in enumerate(task.videos, start=1):
             name = f"{task.task_id}.mp4" if index == 1 else f"{task.task_id}-{index}.mp4"
-            stored = self.hook.store_video(str(video.url), directory / name, max_bytes=self.max_bytes)
+            stored = self.hook.store_video(
+                str(video.url), directory / name, max_bytes=self.max_bytes, checksum=True
+            )
             sidecar = self._sidecar(task, video.size, stored)
             (directory / f"{name}.json").write_text(json.dumps(sidecar, indent=2, sort_keys=True))
             stored_paths.append(str(stored.path))

@@ -309,3 +309,17 @@ def test_paths_come_from_the_connection(emulator: EmulatorServer) -> None:
     assert hook.config.create_path == "/gateway/v1/videos/generations"
     task = hook.create_task("p", external_task_id="gw-1")
     assert hook.wait_for_task(task.task_id, poll_interval=0.1, timeout=10).is_completed
+
+
+def test_idempotent_submit_replaces_a_completed_task_without_video(emulator: EmulatorServer) -> None:
+    """Paid but nothing to keep: a retry must buy a new generation under ``.g2``, not reuse it."""
+    from airflow_provider_kirin.models import KirinVideoRequest
+
+    hook = KirinHook()
+    first = hook.create_task("p", external_task_id="nv-retry")
+    emulator.add_fault(endpoint="lookup", kind="completed_no_video", times=1)
+    task, reused = hook.submit_idempotent(KirinVideoRequest.build(prompt="p", external_task_id="nv-retry"))
+    assert not reused
+    assert task.task_id != first.task_id
+    assert task.external_task_id == "nv-retry.g2"
+    assert emulator.stats()["creates"] == 2

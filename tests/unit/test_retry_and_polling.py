@@ -188,8 +188,8 @@ def test_due_schedule_notices_sooner_around_the_expected_time() -> None:
 
 def test_due_only_within_the_window() -> None:
     state = PollState(task_id="kt", deadline=1e9, poll_interval=10.0, started=0.0, expected_seconds=60.0)
-    assert not state.is_due(now=30.0)  # young
-    assert state.is_due(now=50.0)  # no checks yet: the budget allows it
+    assert not state.is_due(now=50.0)  # young
+    assert state.is_due(now=65.0)  # no checks yet: the budget allows it
     assert not state.is_due(now=130.0)  # long overdue: back to the plain interval
-    state.polls = 6
-    assert not state.is_due(now=50.0)  # six checks in 50 s: no budget left
+    state.polls = 7
+    assert not state.is_due(now=65.0)  # seven checks in 65 s: no budget left
