@@ -42,7 +42,6 @@ POOL_SLOTS = 2
 POOL_MAPPED = 5
 KEEP_DAG_ID = "example_kirin_keep_video"
 CONSUMER_DAG_ID = "example_kirin_asset_consumer"
-KEEP_LOGICAL_DATE = "2026-01-02T00:00:00+00:00"
 ALL_DAG_IDS = (DAG_ID, POOL_DAG_ID, KEEP_DAG_ID, CONSUMER_DAG_ID)
 
 #: Long enough to see the task deferred while the emulator still reports pending/processing.
@@ -447,11 +446,9 @@ def test_asset_consumer_runs_on_the_keep_video_asset_event(
     assert home.query("SELECT is_paused FROM dag WHERE dag_id = ?", (CONSUMER_DAG_ID,)) == [(0,)]
     assert home.query("SELECT run_id FROM dag_run WHERE dag_id = ?", (CONSUMER_DAG_ID,)) == []
     real_airflow.cli_ok("dags", "unpause", KEEP_DAG_ID, "--yes")
-    # An explicit logical date: the example's destination renders ``{{ ds }}``, undefined in a run
-    # without one (the CLI's and REST API's default in Airflow 3).
-    real_airflow.cli_ok(
-        "dags", "trigger", KEEP_DAG_ID, "--run-id", keep_run_id, "--logical-date", KEEP_LOGICAL_DATE
-    )
+    # No logical date, as the UI and REST API trigger runs in Airflow 3: the example's destination
+    # is dated by ``dag_run.run_after``, which every run has.
+    real_airflow.cli_ok("dags", "trigger", KEEP_DAG_ID, "--run-id", keep_run_id)
 
     # 2. The producer generates, keeps the video and emits one event on ``kirin_videos``.
     final = real_airflow.wait_run_finished(KEEP_DAG_ID, keep_run_id, budget.remaining())
@@ -464,7 +461,10 @@ def test_asset_consumer_runs_on_the_keep_video_asset_event(
     assert len(stored) == 1, stored
     video = Path(stored[0].removeprefix("file://"))
     assert video.is_file(), stored
-    assert video == real_airflow.destination / KEEP_LOGICAL_DATE[:10] / f"{kirin_task_id}.mp4"
+    ((run_after,),) = home.query(
+        "SELECT run_after FROM dag_run WHERE dag_id = ? AND run_id = ?", (KEEP_DAG_ID, keep_run_id)
+    )
+    assert video == real_airflow.destination / str(run_after)[:10] / f"{kirin_task_id}.mp4"
     assert video.with_name(f"{video.name}.json").is_file()
     assert kirin_emulator.stats()["creates"] == 1
     events = home.query(
