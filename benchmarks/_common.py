@@ -79,6 +79,13 @@ class BenchResult:
         for note in self.notes:
             print(f"- {note}")
 
+    def report(self, json_path: Path | None) -> int:
+        """Print the table and, if asked, write the JSON form (what every script's main ends with)."""
+        self.print()
+        if json_path:
+            json_path.write_text(json.dumps(self.to_json(), indent=2))
+        return 0
+
 
 HEADERS = ["Benchmark", "Metric", "Ours", "Peer / reference", "Ours/peer", "Target", "Result"]
 

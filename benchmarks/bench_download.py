@@ -313,10 +313,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     repeat = args.repeat or (2 if args.quick else 4)
     size = args.mb or (100 if args.quick else 500)
     result = run(size, repeat, idle_repeat=args.idle_repeat, chunk_kib=args.chunk_kib)
-    result.print()
-    if args.json:
-        args.json.write_text(json.dumps(result.to_json(), indent=2))
-    return 0
+    return result.report(args.json)
 
 
 if __name__ == "__main__":

@@ -242,10 +242,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     repeat = args.repeat or (4 if args.quick else 10)
     result = run(repeat, with_peer=not args.no_peer)
-    result.print()
-    if args.json:
-        args.json.write_text(json.dumps(result.to_json(), indent=2))
-    return 0
+    return result.report(args.json)
 
 
 if __name__ == "__main__":

@@ -353,10 +353,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return worker_main()
     scale = args.scale or (40.0 if args.quick else 20.0)
     result = run(args.lengths, scale, args.n or (5 if args.quick else 10))
-    result.print()
-    if args.json:
-        args.json.write_text(json.dumps(result.to_json(), indent=2))
-    return 0
+    return result.report(args.json)
 
 
 if __name__ == "__main__":

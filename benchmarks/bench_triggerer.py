@@ -621,10 +621,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     n_values = args.n or (QUICK_N if args.quick else FULL_N)
     processing = args.processing if args.processing is not None else (10.0 if args.quick else 20.0)
     result = run(n_values, args.interval, processing)
-    result.print()
-    if args.json:
-        args.json.write_text(json.dumps(result.to_json(), indent=2))
-    return 0
+    return result.report(args.json)
 
 
 if __name__ == "__main__":
