@@ -57,8 +57,9 @@ class KirinTextToVideoOperator(BaseOperator):
 
     Every argument is validated after templating and before any request, so a bad value fails the
     task without spending anything. Retries never pay twice: the task always sends an
-    ``external_task_id`` (yours, or one derived from dag, run, task and map index) and looks it up
-    before creating; see ``docs/reliability.md``.
+    ``external_task_id`` (yours, or one derived from the task instance and its inputs) and looks it up
+    before creating; see ``docs/reliability.md``. A create answered 409 (another try of the same
+    inputs won a race) is resolved by looking the id up and reusing that generation.
 
     :param prompt: 1 to 2500 characters (templated; a ``.txt``/``.j2`` file name is read as a template).
     :param negative_prompt: Up to 2500 characters (templated).
@@ -67,7 +68,14 @@ class KirinTextToVideoOperator(BaseOperator):
     :param mode: ``std`` or ``pro``.
     :param watermark: Whether Kirin also generates a watermarked result.
     :param callback_url: http(s) URL Kirin notifies on status changes (templated).
-    :param external_task_id: Your idempotency id (templated); derived when not given.
+    :param external_task_id: Your idempotency id (templated), used exactly as given: it alone then
+        decides what is reused. When not given, one is derived from the task instance (dag, run,
+        task, map index) and a fingerprint of every input that shapes the video, so a retry or a
+        cleared task with the same inputs reuses its generation and any changed input (prompt,
+        negative prompt, duration, aspect ratio, mode, watermark) makes a new one.
+    :param variant: Ask for a deliberate fresh take of the same inputs in the same run (templated,
+        any string, e.g. ``"2"`` or ``"{{ params.take }}"``); mixed into the derived id. Ignored
+        when ``external_task_id`` is given.
     :param kirin_conn_id: The ``kirin`` connection.
     :param wait_for_completion: Wait until the generation ends.
     :param deferrable: Wait in the triggerer instead of a worker slot.
@@ -81,7 +89,13 @@ class KirinTextToVideoOperator(BaseOperator):
         same request budget.
     """
 
-    template_fields: Sequence[str] = ("prompt", "negative_prompt", "external_task_id", "callback_url")
+    template_fields: Sequence[str] = (
+        "prompt",
+        "negative_prompt",
+        "external_task_id",
+        "callback_url",
+        "variant",
+    )
     template_ext: Sequence[str] = (".txt", ".j2")
     template_fields_renderers = {"prompt": "md", "negative_prompt": "md"}
     operator_extra_links = (KirinVideoLink(),)
@@ -107,6 +121,7 @@ class KirinTextToVideoOperator(BaseOperator):
         max_consecutive_poll_errors: int = defaults.MAX_CONSECUTIVE_POLL_ERRORS,
         external_id_namespace: str = "",
         expected_seconds: float | None = None,
+        variant: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -127,6 +142,7 @@ class KirinTextToVideoOperator(BaseOperator):
         self.max_consecutive_poll_errors = max_consecutive_poll_errors
         self.external_id_namespace = external_id_namespace
         self.expected_seconds = expected_seconds
+        self.variant = variant
         self.kirin_task_id: str | None = None
         self.kirin_video_url: str | None = None
 
@@ -137,7 +153,7 @@ class KirinTextToVideoOperator(BaseOperator):
         return KirinHook(kirin_conn_id=self.kirin_conn_id)
 
     def execute(self, context: Context) -> str:
-        from airflow_provider_kirin.idempotency import external_task_id_from_context
+        from airflow_provider_kirin.idempotency import with_derived_external_task_id
         from airflow_provider_kirin.models import KirinVideoRequest
 
         request = KirinVideoRequest.build(
@@ -148,21 +164,24 @@ class KirinTextToVideoOperator(BaseOperator):
             mode=self.mode,
             watermark=self.watermark,
             callback_url=self.callback_url,
-            external_task_id=self.external_task_id
-            or external_task_id_from_context(context, self.external_id_namespace),
+            external_task_id=self.external_task_id,
+        )
+        request = with_derived_external_task_id(
+            request, context, variant=self.variant or "", namespace=self.external_id_namespace
         )
         task, reused = self.hook.submit_idempotent(request)
         self.kirin_task_id = task.task_id
         context["ti"].xcom_push(key=defaults.KIRIN_TASK_ID_XCOM_KEY, value=task.task_id)
         context["ti"].xcom_push(key=defaults.KIRIN_REQUEST_XCOM_KEY, value=request.to_payload())
         self.log.info(
-            "%s Kirin task %s (external id %s, mode %s, duration %s s, status %s)",
+            "%s Kirin task %s (external id %s, mode %s, duration %s s, status %s): %s",
             "Reusing" if reused else "Submitted",
             task.task_id,
-            task.external_task_id,
+            task.external_task_id or request.external_task_id,
             request.mode,
             request.duration,
             task.status,
+            self._reuse_reason(reused),
         )
         if not self.wait_for_completion:
             return task.task_id
@@ -180,6 +199,22 @@ class KirinTextToVideoOperator(BaseOperator):
             expected_seconds=expected,
         )
         return self._finish(context, done)
+
+    def _reuse_reason(self, reused: bool) -> str:
+        """Why this try reused a generation or paid for a new one, for the task log."""
+        if self.external_task_id:
+            return (
+                "an earlier try already created your external_task_id, which decides reuse"
+                if reused
+                else "your external_task_id has no usable generation yet"
+            )
+        take = f" (variant {self.variant!r})" if self.variant else ""
+        if reused:
+            return f"an earlier try of this task instance asked for the same inputs{take}"
+        return (
+            f"no earlier try of this task instance asked for these inputs{take}: "
+            "a first run, changed inputs or a new variant"
+        )
 
     def _defer(self, kirin_task_id: str, expected_seconds: float | None) -> None:
         from airflow_provider_kirin.triggers.kirin import KirinTaskTrigger
