@@ -1,13 +1,14 @@
 # Two commands do everything on a fresh machine with Python, pip and make:
 #   make demo   run the example DAG end to end against the bundled emulator
 #   make test   lint, type-check and run every test
+# For the inner loop: make test-fast (the unit tier: no real Airflow processes, under a minute).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export AIRFLOW__CORE__LOAD_EXAMPLES ?= False
 
-.PHONY: demo test lint typecheck pytest bench clean
+.PHONY: demo test test-fast lint typecheck pytest bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +30,9 @@ pytest: $(STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 test: lint typecheck pytest
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not airflow" -n 4
 
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet "apache-airflow-providers-http"

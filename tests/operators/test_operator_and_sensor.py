@@ -11,6 +11,8 @@ from airflow_helpers import AirflowHome
 
 from airflow_provider_kirin.emulator import EmulatorConfig, EmulatorServer
 
+pytestmark = pytest.mark.airflow  # starts real Airflow processes: not in `make test-fast`
+
 DAG_FILES = Path(__file__).resolve().parent / "dag_files"
 
 

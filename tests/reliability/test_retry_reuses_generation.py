@@ -32,6 +32,8 @@ from airflow_provider_kirin.emulator import EmulatorConfig, EmulatorServer
 from airflow_provider_kirin.idempotency import derive_external_task_id
 from airflow_provider_kirin.models import KirinVideoRequest
 
+pytestmark = pytest.mark.airflow  # starts real Airflow processes: not in `make test-fast`
+
 DAG_ID = "kirin_reliability_retry"
 TASK_ID = "generate"
 LOGICAL_DATE = "2024-03-01T00:00:00+00:00"
