@@ -23,9 +23,7 @@ This module imports nothing heavy (no aiohttp, no pydantic models) at DAG parse 
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
-from datetime import timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
@@ -34,19 +32,19 @@ from airflow.sdk.configuration import conf
 
 from airflow_provider_kirin import defaults
 from airflow_provider_kirin.links.kirin import KirinVideoLink
+from airflow_provider_kirin.operators.waiting import (
+    KIRIN_REQUEST_XCOM_KEY,
+    KIRIN_TASK_ID_XCOM_KEY,
+    KirinWaitMixin,
+)
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
     from airflow_provider_kirin.hooks.kirin import KirinHook
-    from airflow_provider_kirin.models import KirinTask
-
-#: Extra seconds the deferral may outlive the trigger's own deadline, so the trigger's clean
-#: ``timeout`` event (after a last status check) wins over Airflow's generic deferral timeout.
-DEFER_TIMEOUT_MARGIN = 60.0
 
 
-class KirinTextToVideoOperator(BaseOperator):
+class KirinTextToVideoOperator(KirinWaitMixin, BaseOperator):
     """Submit a Kirin V2.5 Turbo text-to-video generation; optionally wait for the video.
 
     Returns the Kirin task id (XCom ``return_value``, and key ``kirin_task_id``); the validated
@@ -171,8 +169,8 @@ class KirinTextToVideoOperator(BaseOperator):
         )
         task, reused = self.hook.submit_idempotent(request)
         self.kirin_task_id = task.task_id
-        context["ti"].xcom_push(key=defaults.KIRIN_TASK_ID_XCOM_KEY, value=task.task_id)
-        context["ti"].xcom_push(key=defaults.KIRIN_REQUEST_XCOM_KEY, value=request.to_payload())
+        context["ti"].xcom_push(key=KIRIN_TASK_ID_XCOM_KEY, value=task.task_id)
+        context["ti"].xcom_push(key=KIRIN_REQUEST_XCOM_KEY, value=request.to_payload())
         self.log.info(
             "%s Kirin task %s (external id %s, mode %s, duration %s s, status %s): %s",
             "Reusing" if reused else "Submitted",
@@ -185,20 +183,29 @@ class KirinTextToVideoOperator(BaseOperator):
         )
         if not self.wait_for_completion:
             return task.task_id
-        if task.is_terminal:
-            return self._finish(context, task)
-        expected = self.expected_seconds or defaults.EXPECTED_SECONDS.get((request.mode, request.duration))
-        if self.deferrable:
-            self._defer(task.task_id, expected)
-        done = self.hook.wait_for_task(
-            task.task_id,
-            poll_interval=self.poll_interval,
-            timeout=self.timeout,
-            first_poll_delay=self.first_poll_delay,
-            max_consecutive_errors=self.max_consecutive_poll_errors,
-            expected_seconds=expected,
-        )
-        return self._finish(context, done)
+        if not task.is_terminal:
+            expected = self.expected_seconds or defaults.EXPECTED_SECONDS.get(
+                (request.mode, request.duration)
+            )
+            if self.deferrable:
+                self.defer_until_done(
+                    task.task_id,
+                    poll_interval=self.poll_interval,
+                    timeout=self.timeout,
+                    first_poll_delay=self.first_poll_delay,
+                    max_consecutive_errors=self.max_consecutive_poll_errors,
+                    expected_seconds=expected,
+                )
+            task = self.hook.wait_for_task(
+                task.task_id,
+                poll_interval=self.poll_interval,
+                timeout=self.timeout,
+                first_poll_delay=self.first_poll_delay,
+                max_consecutive_errors=self.max_consecutive_poll_errors,
+                expected_seconds=expected,
+            )
+        self.finish(context, task)
+        return task.task_id
 
     def _reuse_reason(self, reused: bool) -> str:
         """Why this try reused a generation or paid for a new one, for the task log."""
@@ -216,41 +223,9 @@ class KirinTextToVideoOperator(BaseOperator):
             "a first run, changed inputs or a new variant"
         )
 
-    def _defer(self, kirin_task_id: str, expected_seconds: float | None) -> None:
-        from airflow_provider_kirin.triggers.kirin import KirinTaskTrigger
-
-        now = time.time()
-        backstop = timedelta(seconds=self.timeout + self.poll_interval + DEFER_TIMEOUT_MARGIN)
-        self.defer(
-            trigger=KirinTaskTrigger(
-                kirin_task_id=kirin_task_id,
-                kirin_conn_id=self.kirin_conn_id,
-                poll_interval=self.poll_interval,
-                deadline=now + self.timeout,
-                first_poll_at=now + self.first_poll_delay,
-                max_consecutive_errors=self.max_consecutive_poll_errors,
-                started_at=now,
-                expected_seconds=expected_seconds,
-            ),
-            method_name="execute_complete",
-            timeout=min(backstop, self.execution_timeout) if self.execution_timeout else backstop,
-        )
-
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> str:
-        """Resume after the trigger fired: the completed task, or its typed error raised."""
-        from airflow_provider_kirin.triggers.kirin import task_from_event
-
-        return self._finish(context, task_from_event(event))
-
-    def _finish(self, context: Context, task: KirinTask) -> str:
-        from airflow_provider_kirin.polling import log_result, raise_for_outcome
-
-        raise_for_outcome(task)  # a reused task may have ended failed or without a video
-        self.kirin_task_id = task.task_id
-        self.kirin_video_url = task.video_urls[0]  # the "Kirin video" link
-        context["ti"].xcom_push(key=defaults.KIRIN_RESULT_XCOM_KEY, value=task.to_result())
-        log_result(self.log, task)
-        return task.task_id
+        """Resume after the trigger fired: the completed task's id, or its typed error raised."""
+        return str(self.finish_event(context, event)["task_id"])
 
     def on_kill(self) -> None:
         if self.kirin_task_id:
