@@ -289,9 +289,11 @@ class KirinHook(_KirinHookBase):
         checks come twice as often around then, within the same request budget (see
         ``PollState.is_due``).
         """
+        now = time.time()
         state = PollState(
             task_id=task_id,
-            deadline=time.time() + timeout,
+            started=now,
+            deadline=now + timeout,
             poll_interval=poll_interval,
             max_consecutive_errors=max_consecutive_errors,
             expected_seconds=expected_seconds,
