@@ -36,38 +36,42 @@ class DeadlineExceeded(requests.exceptions.Timeout):
 
 
 class _Watch:
-    """The connection one request runs on, and whether its deadline has fired."""
+    """The socket one request runs on, and whether its deadline has fired.
+
+    The socket itself is kept, not the connection: a response that closes its connection
+    (HTTP/1.0, ``Connection: close``) detaches the socket from the connection while the body is
+    still being read from it.
+    """
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.connection: HTTPConnection | None = None
+        self.sock: socket.socket | None = None
         self.fired = False
 
-    def attach(self, connection: HTTPConnection) -> None:
+    def attach(self, sock: socket.socket) -> None:
         with self.lock:
-            self.connection = connection
+            self.sock = sock
             if self.fired:
-                _shutdown(connection)
+                _shutdown(sock)
 
     def fire(self) -> None:
         with self.lock:
             self.fired = True
-            if self.connection is not None:
-                _shutdown(self.connection)
+            if self.sock is not None:
+                _shutdown(self.sock)
 
 
-def _shutdown(connection: HTTPConnection) -> None:
-    sock = getattr(connection, "sock", None)
-    if sock is not None:
-        with contextlib.suppress(OSError):
-            # socket.socket.shutdown, not SSLSocket's: end a blocked read on the file descriptor.
-            socket.socket.shutdown(sock, socket.SHUT_RDWR)
+def _shutdown(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        # socket.socket.shutdown, not SSLSocket's: end a blocked read on the file descriptor.
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)
 
 
 def _attach(connection: HTTPConnection) -> None:
     watch: _Watch | None = getattr(_local, "watch", None)
-    if watch is not None:
-        watch.attach(connection)
+    sock = getattr(connection, "sock", None)
+    if watch is not None and sock is not None:
+        watch.attach(sock)
 
 
 class _WatchedHTTPConnection(HTTPConnection):
@@ -77,17 +81,14 @@ class _WatchedHTTPConnection(HTTPConnection):
 
     def request(self, *args: Any, **kwargs: Any) -> None:
         _attach(self)  # a reused keep-alive connection does not connect again
-        super().request(*args, **kwargs)
+        try:
+            super().request(*args, **kwargs)
+        finally:
+            _attach(self)  # connected while sending, if it was not before
 
 
-class _WatchedHTTPSConnection(HTTPSConnection):
-    def connect(self) -> None:
-        super().connect()
-        _attach(self)
-
-    def request(self, *args: Any, **kwargs: Any) -> None:
-        _attach(self)
-        super().request(*args, **kwargs)
+class _WatchedHTTPSConnection(_WatchedHTTPConnection, HTTPSConnection):
+    pass
 
 
 class _WatchedHTTPPool(HTTPConnectionPool):
