@@ -4,7 +4,8 @@ A read timeout bounds each ``recv``; a server that drips one byte a second never
 holds a request (and every wait built on it) for as long as it likes. So every request the
 provider sends also runs under a deadline:
 
-- async (``aiohttp``, triggers): the request and its body read run inside ``asyncio.timeout``;
+- async (``aiohttp``, triggers): a per-request ``aiohttp.ClientTimeout(total=...)``, which covers
+  the body read as well;
 - sync (``requests``, workers): :func:`request_deadline` arms a watchdog timer; at the deadline
   it shuts the request's socket down, which ends any blocked read at once, and the request
   raises :class:`DeadlineExceeded` (a ``requests.Timeout``, so callers treat it like one).

@@ -437,23 +437,33 @@ class KirinAsyncHook(_KirinHookBase):
         assert self._config is not None
         limit = self._config.request_timeout
         seconds = limit if budget is None else min(budget, limit)
-        protocol, max_bytes = self._protocol, self._config.max_response_bytes
-
-        async def exchange() -> tuple[int, Any, bytes, bool]:
+        # aiohttp's ``total`` covers connect + headers + body: a server dripping bytes is cut off.
+        timeout = aiohttp.ClientTimeout(
+            total=seconds,
+            sock_connect=min(self._config.connect_timeout, seconds),
+            sock_read=self._config.timeout,
+        )
+        started = time.monotonic()
+        try:
             async with session.request(
-                call.method, call.url, params=call.params, json=call.body, headers=protocol.headers()
+                call.method,
+                call.url,
+                params=call.params,
+                json=call.body,
+                headers=self._protocol.headers(),
+                timeout=timeout,
             ) as response:
-                body, truncated = await _aread_capped(response, max_bytes)
-                return response.status, response.headers, body, truncated
-
-        try:  # the deadline covers connect + headers + body
-            status, headers, body, truncated = await asyncio.wait_for(exchange(), seconds)
+                body, truncated = await _aread_capped(response, self._config.max_response_bytes)
+                status, headers = response.status, response.headers
         except (aiohttp.ClientError, asyncio.TimeoutError) as err:
-            if not isinstance(err, aiohttp.ClientError):  # not a per-read timeout: the total deadline
-                err = asyncio.TimeoutError(
+            error: BaseException = err
+            if time.monotonic() - started >= seconds:
+                error = asyncio.TimeoutError(
                     f"the Kirin {call.label} passed its total deadline of {seconds:.1f} s"
                 )
-            raise self._protocol.transport_failure(call, err, reached_server=_aiohttp_reached(err)) from None
+            raise self._protocol.transport_failure(
+                call, error, reached_server=_aiohttp_reached(error)
+            ) from None
         return self._protocol.interpret(call, status, headers, body, truncated=truncated)
 
     async def _send(self, call: ApiCall) -> KirinTask | None:
