@@ -52,6 +52,7 @@ __all__ = [
     "KirinTaskFailedError",
     "KirinTaskTimeoutError",
     "KirinValidationError",
+    "clean_text",
     "error_from_event",
     "exception_class_for",
     "normalize_code",
@@ -60,22 +61,54 @@ __all__ = [
     "register_secret",
 ]
 
-_SECRETS: set[str] = set()
+_SECRETS: dict[str, re.Pattern[str]] = {}
 _BEARER = re.compile(r"(?i)(bearer\s+)[^\s\"',;]+")
+#: Longest server text (error messages, codes) an exception or log line quotes.
+MAX_TEXT_CHARS = 500
+
+
+def _secret_pattern(secret: str) -> re.Pattern[str]:
+    """``secret`` as written, or with any of its characters escaped the way JSON (``\\u002d``,
+    ``\\/``) or a URL (``%2D``) may write it: a server that echoes the key in an escaped form
+    must not get it past :func:`redact`."""
+    parts = []
+    for char in secret:
+        code = ord(char)
+        forms = [re.escape(char)]
+        if code < 0x10000:
+            forms.append(rf"\\u{code:04x}")
+        if code < 0x80:
+            forms.append(f"%{code:02x}")
+        if char == "/":
+            forms.append(r"\\/")
+        parts.append(f"(?:{'|'.join(forms)})")
+    return re.compile("".join(parts), re.IGNORECASE if secret.isascii() else 0)
 
 
 def register_secret(secret: str | None) -> None:
     """Remember a secret (the API key) so that :func:`redact` removes it from any text we produce."""
-    if secret and len(secret) >= 4:
-        _SECRETS.add(secret)
+    if secret and len(secret) >= 4 and secret not in _SECRETS:
+        _SECRETS[secret] = _secret_pattern(secret)
 
 
 def redact(text: str) -> str:
-    """Return ``text`` with every registered secret and every bearer token replaced by ``***``."""
-    for secret in _SECRETS:
+    """Return ``text`` with every registered secret (also JSON- or URL-escaped) and every bearer
+    token replaced by ``***``."""
+    for secret, pattern in _SECRETS.items():
         if secret in text:
             text = text.replace(secret, "***")
+        if "\\" in text or "%" in text:
+            text = pattern.sub("***", text)
     return _BEARER.sub(r"\1***", text)
+
+
+def clean_text(value: object, limit: int = MAX_TEXT_CHARS) -> str:
+    """Server text made safe to quote: redacted first, then cut to ``limit`` characters (cutting
+    first could leave the head of a key that straddles the cut)."""
+    text = redact(str(value))
+    if len(text) > limit:
+        text = f"{text[:limit]}... ({len(text)} characters in all)"
+    return text
 
 
 def redact_json(value: Any) -> Any:
@@ -127,8 +160,9 @@ class KirinError(AirflowException):
     ) -> None:
         self.message = redact(str(message))
         normalized = normalize_code(code)
-        self.code = redact(normalized) if normalized else None  # a hostile server may echo the key
-        self.task_id = task_id
+        # A hostile server may echo the key in a code, or send megabytes of one.
+        self.code = clean_text(normalized, 64) if normalized else None
+        self.task_id = clean_text(task_id, 256) if task_id is not None else None
         self.http_status = http_status
         super().__init__(self._render())
 

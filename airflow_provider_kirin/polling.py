@@ -35,6 +35,9 @@ log = logging.getLogger(__name__)
 POLL_JITTER = 0.1
 #: While a generation is due, checks come this much closer together (budget permitting).
 DUE_FACTOR = 0.5
+#: The least time a status check gets, even the last one at the deadline: a wait may end this
+#: much after its deadline, never more (a request is otherwise cut to what is left of the wait).
+MIN_CHECK_SECONDS = 1.0
 
 
 def raise_for_outcome(task: KirinTask) -> KirinTask | None:
@@ -46,7 +49,7 @@ def raise_for_outcome(task: KirinTask) -> KirinTask | None:
     if task.is_completed:
         if not task.video_urls:
             raise KirinResultParsingError(
-                "Kirin reports the task completed but its output holds no video URL.",
+                "Kirin reports the task completed but its output holds no video URL (http or https).",
                 task_id=task.task_id,
             )
         return task
@@ -126,6 +129,13 @@ class PollState:
             error.final.message,
         )
         return error.retry_after
+
+    def request_budget(self, request_timeout: float, now: float | None = None) -> float:
+        """Seconds one status check may take in all: the connection's ``request_timeout``, cut to
+        what is left of the wait (at least :data:`MIN_CHECK_SECONDS`), so a server that drips bytes
+        cannot hold a wait past its deadline."""
+        remaining = self.deadline - (time.time() if now is None else now)
+        return min(request_timeout, max(remaining, MIN_CHECK_SECONDS))
 
     def expired(self, now: float | None = None) -> bool:
         return (time.time() if now is None else now) >= self.deadline

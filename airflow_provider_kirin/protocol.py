@@ -24,10 +24,10 @@ from airflow_provider_kirin.exceptions import (
     KirinStatusCheckError,
     KirinTaskCreationError,
     KirinValidationError,
+    clean_text,
     exception_class_for,
-    redact,
 )
-from airflow_provider_kirin.models import KirinTask, KirinVideoRequest
+from airflow_provider_kirin.models import TASK_ID_ALLOWED, KirinTask, KirinVideoRequest, plain_task_id
 from airflow_provider_kirin.retry import TransientKirinError, parse_retry_after
 
 Operation = Literal["create", "get", "lookup"]
@@ -57,10 +57,7 @@ class ApiCall:
 def snippet(body: bytes | str, limit: int = SNIPPET_CHARS) -> str:
     """A short, secret-free quote of a response body for error messages."""
     text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
-    text = " ".join(text.split())
-    if len(text) > limit:
-        text = f"{text[:limit]}... ({len(body)} bytes in all)"
-    return redact(text)
+    return clean_text(" ".join(text.split()), limit)  # redacted before it is cut
 
 
 class KirinProtocol:
@@ -93,6 +90,10 @@ class KirinProtocol:
 
     def get(self, task_id: str) -> ApiCall:
         task_id = _require_id("task_id", task_id)
+        if plain_task_id(task_id) is None:  # never ``.``/``..`` or a path in the URL
+            raise KirinValidationError(
+                f"task_id={clean_text(task_id, 80)!r} is invalid; allowed: {TASK_ID_ALLOWED}"
+            )
         path = self.config.task_path.replace("{task_id}", quote(task_id, safe=""))
         return ApiCall("get", "GET", self.config.base_url + path, task_id=task_id, label=f"get {task_id}")
 
@@ -210,7 +211,9 @@ def _error_body(body: bytes) -> tuple[str | None, str | None]:
     error = data.get("error") if isinstance(data, dict) else None
     if isinstance(error, dict):
         message = error.get("error_message") or error.get("message")
-        return error.get("code"), snippet(str(message)) if message else None
+        code = error.get("code")
+        code = clean_text(code, 64) if isinstance(code, str) else code
+        return code, snippet(str(message)) if message else None
     if isinstance(error, str):
         return None, snippet(error)
     return None, None

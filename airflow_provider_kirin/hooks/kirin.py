@@ -35,6 +35,7 @@ from airflow.sdk import BaseHook
 from tenacity import AsyncRetrying, Retrying
 
 from airflow_provider_kirin.config import CONN_TYPE, DEFAULT_CONN_ID, KirinConnectionConfig
+from airflow_provider_kirin.deadline import deadline_session, request_deadline
 from airflow_provider_kirin.defaults import MAX_CONSECUTIVE_POLL_ERRORS
 from airflow_provider_kirin.download import (
     DEFAULT_MAX_BYTES,
@@ -105,7 +106,7 @@ class KirinHook(_KirinHookBase):
 
     @cached_property
     def session(self) -> requests.Session:
-        session = requests.Session()
+        session = deadline_session()
         session.verify = self.config.verify_ssl
         return session
 
@@ -114,20 +115,23 @@ class KirinHook(_KirinHookBase):
         return self.session
 
     # -- transport -----------------------------------------------------------------------------
-    def _send_once(self, call: ApiCall) -> KirinTask | None:
+    def _send_once(self, call: ApiCall, budget: float | None = None) -> KirinTask | None:
+        """One request, in all at most ``request_timeout`` seconds (or ``budget``, if less)."""
         config = self.config
+        seconds = config.request_timeout if budget is None else min(budget, config.request_timeout)
         try:
-            response = self.session.request(
-                call.method,
-                call.url,
-                params=call.params,
-                json=call.body,
-                headers=self.protocol.headers(),
-                timeout=(config.connect_timeout, config.timeout),
-                stream=True,
-            )
-            with response:
-                body, truncated = _read_capped(response.iter_content(65536), config.max_response_bytes)
+            with request_deadline(seconds, f"Kirin {call.label}"):
+                response = self.session.request(
+                    call.method,
+                    call.url,
+                    params=call.params,
+                    json=call.body,
+                    headers=self.protocol.headers(),
+                    timeout=(min(config.connect_timeout, seconds), config.timeout),
+                    stream=True,
+                )
+                with response:
+                    body, truncated = _read_capped(response.iter_content(65536), config.max_response_bytes)
         except requests.RequestException as err:
             raise self.protocol.transport_failure(call, err, reached_server=_requests_reached(err)) from None
         return self.protocol.interpret(
@@ -303,7 +307,7 @@ class KirinHook(_KirinHookBase):
         while True:
             retry_after = None
             try:
-                task = self._send_once(call)
+                task = self._send_once(call, state.request_budget(self.config.request_timeout))
             except TransientKirinError as err:
                 retry_after = state.observe_error(err)
             else:
@@ -314,15 +318,23 @@ class KirinHook(_KirinHookBase):
                 raise state.timeout_error()
             time.sleep(state.next_delay(retry_after))
 
-    def download_video(self, url: str, path: str | os.PathLike[str] | ObjectStoragePath) -> Any:
+    def download_video(
+        self,
+        url: str,
+        path: str | os.PathLike[str] | ObjectStoragePath,
+        *,
+        require_video_type: bool = True,
+    ) -> Any:
         """Stream a video to ``path`` in 64 KiB chunks (constant memory); return where it landed.
 
         ``path`` is a local file or directory, or an ``ObjectStoragePath``/``scheme://`` URL
         (``s3://``, ``gs://``... through Airflow's object storage). Completed only when every byte
-        arrived; otherwise nothing is left behind (see ``download.py``). The API key is sent only
+        arrived, within the connection's ``download_timeout``; otherwise nothing is left behind
+        (see ``download.py``). The response must say it is a video (``Content-Type``);
+        ``require_video_type=False`` accepts one that sends no type. The API key is sent only
         when the URL is on the API's own origin, never to a file host.
         """
-        return self.store_video(url, path).path
+        return self.store_video(url, path, require_video_type=require_video_type).path
 
     def store_video(
         self,
@@ -331,8 +343,11 @@ class KirinHook(_KirinHookBase):
         *,
         max_bytes: int = DEFAULT_MAX_BYTES,
         checksum: bool = False,
+        require_video_type: bool = True,
+        deadline: float | None = None,
     ) -> StoredVideo:
-        """:meth:`download_video`, returning the stored path with its byte size, SHA-256 and type."""
+        """:meth:`download_video`, returning the stored path with its byte size, SHA-256 and type;
+        ``deadline`` (seconds) overrides the connection's ``download_timeout``."""
         origin = check_url(url)
         destination = as_destination(path, url)
         headers = self.protocol.headers() if origin == self.config.origin else {"Accept": "*/*"}
@@ -342,8 +357,10 @@ class KirinHook(_KirinHookBase):
             destination,
             headers=headers,
             timeout=(self.config.connect_timeout, self.config.timeout),
+            deadline=self.config.download_timeout if deadline is None else deadline,
             max_bytes=max_bytes,
             checksum=checksum,
+            require_video_type=require_video_type,
         )
         self.log.info("Stored %d bytes of video at %s", stored.size, stored.path)
         return stored
@@ -445,20 +462,42 @@ class KirinAsyncHook(_KirinHookBase):
             _SESSIONS[loop].pop(key, None)
             await shared.session.close()
 
-    async def _send_once(self, call: ApiCall) -> KirinTask | None:
+    async def _send_once(self, call: ApiCall, budget: float | None = None) -> KirinTask | None:
+        """One request, in all at most ``request_timeout`` seconds (or ``budget``, if less)."""
         import aiohttp
 
         session = await self._session()
         assert self._protocol is not None
         assert self._config is not None
+        limit = self._config.request_timeout
+        seconds = limit if budget is None else min(budget, limit)
+        # aiohttp's ``total`` covers connect + headers + body: a server dripping bytes is cut off.
+        timeout = aiohttp.ClientTimeout(
+            total=seconds,
+            sock_connect=min(self._config.connect_timeout, seconds),
+            sock_read=self._config.timeout,
+        )
+        started = time.monotonic()
         try:
             async with session.request(
-                call.method, call.url, params=call.params, json=call.body, headers=self._protocol.headers()
+                call.method,
+                call.url,
+                params=call.params,
+                json=call.body,
+                headers=self._protocol.headers(),
+                timeout=timeout,
             ) as response:
                 body, truncated = await _aread_capped(response, self._config.max_response_bytes)
                 status, headers = response.status, response.headers
         except (aiohttp.ClientError, asyncio.TimeoutError) as err:
-            raise self._protocol.transport_failure(call, err, reached_server=_aiohttp_reached(err)) from None
+            error: BaseException = err
+            if time.monotonic() - started >= seconds:
+                error = asyncio.TimeoutError(
+                    f"the Kirin {call.label} passed its total deadline of {seconds:.1f} s"
+                )
+            raise self._protocol.transport_failure(
+                call, error, reached_server=_aiohttp_reached(error)
+            ) from None
         return self._protocol.interpret(call, status, headers, body, truncated=truncated)
 
     async def _send(self, call: ApiCall) -> KirinTask | None:
@@ -483,10 +522,11 @@ class KirinAsyncHook(_KirinHookBase):
         """The task created with this ``external_task_id``, or ``None`` if there is none (404)."""
         return await self._send((await self.protocol()).lookup(external_task_id))
 
-    async def poll_once(self, task_id: str) -> KirinTask:
-        """One status check, not retried: a transient failure raises ``TransientKirinError`` so the
-        caller's poll loop can count it as "not yet"."""
-        task = await self._send_once((await self.protocol()).get(task_id))
+    async def poll_once(self, task_id: str, budget: float | None = None) -> KirinTask:
+        """One status check, not retried, within ``budget`` seconds if given (else the connection's
+        ``request_timeout``): a transient failure raises ``TransientKirinError`` so the caller's
+        poll loop can count it as "not yet"."""
+        task = await self._send_once((await self.protocol()).get(task_id), budget)
         assert task is not None
         return task
 

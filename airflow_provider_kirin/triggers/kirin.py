@@ -117,13 +117,15 @@ class KirinTaskTrigger(BaseTrigger):
             logger=self.log,
         )
         try:
-            await hook.get_config()
+            config = await hook.get_config()
             first = self.first_poll_at - time.time() if self.first_poll_at is not None else 0.0
             await asyncio.sleep(state.first_delay(first))
             while True:
                 retry_after = None
                 try:
-                    task = await hook.poll_once(self.kirin_task_id)
+                    task = await hook.poll_once(
+                        self.kirin_task_id, state.request_budget(config.request_timeout)
+                    )
                 except TransientKirinError as err:
                     retry_after = state.observe_error(err)
                 else:

@@ -21,6 +21,7 @@ from airflow_provider_kirin.exceptions import (
     KirinTaskFailedError,
     KirinTaskTimeoutError,
     KirinValidationError,
+    clean_text,
     error_from_event,
     exception_class_for,
     normalize_code,
@@ -128,3 +129,27 @@ def test_messages_never_hold_a_registered_secret_or_bearer_token() -> None:
     assert "kirin-test-secret-value" not in repr(err)
     assert "Bearer ***" in str(err)
     assert redact("Bearer abc.def") == "Bearer ***"
+
+
+@pytest.mark.parametrize(
+    "echo",
+    [
+        "kirin-escape-me/42",
+        "kirin\\u002descape\\u002Dme\\/42",  # JSON: \u002d (either case) and \/
+        "kirin%2Descape%2dme%2F42",  # URL-encoded
+        "\\u006birin-escape-me/42",
+    ],
+)
+def test_redact_knows_the_key_escaped(echo: str) -> None:
+    register_secret("kirin-escape-me/42")
+    assert redact(f"<p>{echo}</p>") == "<p>***</p>"
+
+
+def test_clean_text_redacts_before_it_cuts() -> None:
+    register_secret("kirin-straddle-key-0123456789")
+    for at in range(280, 300):
+        text = clean_text("x" * at + "kirin-straddle-key-0123456789", 300)
+        assert "kirin-str" not in text
+        assert "0123456789" not in text
+    assert clean_text("m" * 2_000_000).endswith("(2000000 characters in all)")
+    assert len(clean_text("m" * 2_000_000)) < 600

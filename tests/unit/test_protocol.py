@@ -48,10 +48,17 @@ def test_calls_use_the_configured_paths(protocol: KirinProtocol) -> None:
     assert (create.method, create.url) == ("POST", "https://gw.example.com/api/v1/videos/generations")
     assert create.body is not None
     assert create.body["external_task_id"] == "e1"
-    get = protocol.get("kt/../x y")
-    assert get.url == "https://gw.example.com/api/jobs/kt%2F..%2Fx%20y/state"  # the id cannot escape the path
+    get = protocol.get("kt_1.a:b")
+    assert get.url == "https://gw.example.com/api/jobs/kt_1.a%3Ab/state"
     lookup = protocol.lookup("e1")
     assert (lookup.url, lookup.params) == ("https://gw.example.com/api/v1/tasks", {"external_task_id": "e1"})
+
+
+@pytest.mark.parametrize("bad", ["kt/../x y", "..", ".", "/abs", "kt\x00", "kt\u00e9"])
+def test_task_ids_that_could_change_the_path_are_refused(protocol: KirinProtocol, bad: str) -> None:
+    # Never a dot segment or a separator in the URL path (GET /v1/ or /v1/tasks/ with the key).
+    with pytest.raises(KirinValidationError, match=r"task_id=.*letters, digits"):
+        protocol.get(bad)
 
 
 @pytest.mark.parametrize("bad", ["", "  ", None, 7])
