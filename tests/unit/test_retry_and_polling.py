@@ -192,7 +192,7 @@ class SimulatedWait:
     def sleep(self, seconds: float) -> None:
         self.now += seconds
 
-    def send_once(self, call: object) -> KirinTask:
+    def send_once(self, call: object, budget: float | None = None) -> KirinTask:
         self.checks += 1
         status = "completed" if self.now >= self.generation else "processing"
         output = [{"content": [{"type": "video", "url": "http://127.0.0.1:9/v.mp4"}]}]
