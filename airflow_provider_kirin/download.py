@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
 from airflow_provider_kirin.deadline import DeadlineExceeded, request_deadline
-from airflow_provider_kirin.exceptions import KirinResultParsingError, KirinValidationError, clean_text
+from airflow_provider_kirin.exceptions import KirinStorageError, KirinValidationError, clean_text
 from airflow_provider_kirin.models import is_http_url
 
 if TYPE_CHECKING:
@@ -172,19 +172,19 @@ def store_video(
             encoding = _encoding(response.headers.get("Content-Encoding"), host)
             expected = _content_length(response.headers.get("Content-Length"), host)
             if expected is not None and encoding is None and expected > max_bytes:
-                raise KirinResultParsingError(f"The video is {expected} bytes, over max_bytes={max_bytes}.")
+                raise KirinStorageError(f"The video is {expected} bytes, over max_bytes={max_bytes}.")
             with part.open("wb") as out:
                 for chunk in response.iter_content(CHUNK_BYTES):
                     written += len(chunk)
                     if written > max_bytes:
-                        raise KirinResultParsingError(f"The video is over max_bytes={max_bytes}.")
+                        raise KirinStorageError(f"The video is over max_bytes={max_bytes}.")
                     if digest is not None:
                         digest.update(chunk)
                     out.write(chunk)
             # Content-Length counts the bytes on the wire: compressed ones, if compressed.
             received = response.raw.tell() if encoding is not None else written
         if expected is not None and received != expected:
-            raise KirinResultParsingError(
+            raise KirinStorageError(
                 f"Downloading the video was cut short: {received} of {expected} bytes from {host}."
             )
         if written == 0:
@@ -202,8 +202,8 @@ def store_video(
     return StoredVideo(path=destination, size=written, sha256=sha256, content_type=content_type)
 
 
-def _failed(reason: str) -> KirinResultParsingError:
-    return KirinResultParsingError(f"Downloading the video failed: {reason}.")
+def _failed(reason: str) -> KirinStorageError:
+    return KirinStorageError(f"Downloading the video failed: {reason}.")
 
 
 def _video_type(value: str | None, host: str | None, required: bool) -> str | None:

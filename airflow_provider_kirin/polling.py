@@ -21,7 +21,6 @@ from typing import TYPE_CHECKING, Any
 from airflow_provider_kirin.defaults import MAX_CONSECUTIVE_POLL_ERRORS, POLL_INTERVAL
 from airflow_provider_kirin.exceptions import (
     KirinResultParsingError,
-    KirinStatusCheckError,
     KirinTaskTimeoutError,
     exception_class_for,
 )
@@ -109,17 +108,21 @@ class PollState:
         return raise_for_outcome(task)
 
     def observe_error(self, error: TransientKirinError) -> float | None:
-        """Record a failed check as "not yet"; raise :class:`KirinStatusCheckError` after too many in a row.
+        """Record a failed check as "not yet"; after too many in a row, raise the last check's own
+        typed error (e.g. :class:`KirinUnreachableError`, :class:`KirinBadResponseError`,
+        :class:`KirinRateLimitError`), saying how many checks failed.
 
         Returns the server's ``Retry-After`` (seconds), if it sent one, for the next delay.
         """
         self.polls += 1
         self.consecutive_errors += 1
         if self.consecutive_errors >= self.max_consecutive_errors:
-            raise KirinStatusCheckError(
-                f"{self.consecutive_errors} status checks in a row failed; last: {error.final.message}",
+            last = error.final
+            raise type(last)(
+                f"{self.consecutive_errors} status checks in a row failed; last: {last.message}",
+                code=last.code,
                 task_id=self.task_id,
-                http_status=error.final.http_status,
+                http_status=last.http_status,
             )
         self.logger.warning(
             "Kirin status check %d of %d allowed failures for task %s: %s",

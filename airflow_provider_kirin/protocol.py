@@ -19,10 +19,9 @@ from pydantic import ValidationError
 
 from airflow_provider_kirin.config import KirinConnectionConfig
 from airflow_provider_kirin.exceptions import (
+    KirinBadResponseError,
     KirinError,
-    KirinResultParsingError,
-    KirinStatusCheckError,
-    KirinTaskCreationError,
+    KirinUnreachableError,
     KirinValidationError,
     clean_text,
     exception_class_for,
@@ -119,11 +118,13 @@ class KirinProtocol:
                     limit = self.config.max_response_bytes
                     reason = f"the body is larger than max_response_bytes={limit}"
                     raise TransientKirinError(
-                        self._error(KirinResultParsingError, call, reason, http_status=status)
+                        self._error(KirinBadResponseError, call, reason, http_status=status)
                     )
                 return self.parse_task(call, body, http_status=status)
             except TransientKirinError as err:
                 # A create answered 2xx: the task exists even though its envelope is unreadable.
+                if call.is_create:
+                    err.final.may_have_created = True
                 raise self._retry(call, err.final, may_have_created=call.is_create) from None
         if status == 404 and call.operation == "lookup":
             return None
@@ -133,9 +134,10 @@ class KirinProtocol:
         error = self._error(error_cls, call, f"HTTP {status}: {reason}", code=code, http_status=status)
         if status == 429 or status >= 500:
             retry_after = parse_retry_after(headers.get("Retry-After"), cap=self.config.max_retry_after)
-            raise self._retry(
-                call, error, retry_after=retry_after, may_have_created=call.is_create and status >= 500
-            )
+            may_have_created = call.is_create and status >= 500
+            if call.is_create:
+                error.may_have_created = may_have_created
+            raise self._retry(call, error, retry_after=retry_after, may_have_created=may_have_created)
         raise error
 
     def parse_task(
@@ -149,7 +151,7 @@ class KirinProtocol:
                 f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in err.errors()[:3]
             )
             reason = f"the response is not a task envelope ({problems}); body: {snippet(body)}"
-        raise TransientKirinError(self._error(KirinResultParsingError, call, reason, http_status=http_status))
+        raise TransientKirinError(self._error(KirinBadResponseError, call, reason, http_status=http_status))
 
     def transport_failure(self, call: ApiCall, error: BaseException, *, reached_server: bool) -> Exception:
         """What a connection error, timeout or reset means: something to retry, or to raise now.
@@ -157,10 +159,15 @@ class KirinProtocol:
         A create that may have reached the server is retried only when its ``external_task_id``
         lets the next try look the task up first; without one it is not retried at all.
         """
-        error_cls = KirinTaskCreationError if call.is_create else KirinStatusCheckError
         what = "may have reached Kirin" if reached_server else "did not reach Kirin"
-        final = self._error(error_cls, call, f"the request {what}: {type(error).__name__}: {error}")
-        return self._retry(call, final, may_have_created=call.is_create and reached_server)
+        may_have_created = call.is_create and reached_server
+        final = self._error(
+            KirinUnreachableError,
+            call,
+            f"the request {what}: {type(error).__name__}: {error}",
+            may_have_created=may_have_created if call.is_create else None,
+        )
+        return self._retry(call, final, may_have_created=may_have_created)
 
     def _retry(
         self,
@@ -179,6 +186,7 @@ class KirinProtocol:
                 code=error.code,
                 task_id=error.task_id,
                 http_status=error.http_status,
+                may_have_created=True,
             )
         return TransientKirinError(error, retry_after=retry_after, may_have_created=may_have_created)
 
@@ -190,10 +198,17 @@ class KirinProtocol:
         *,
         code: str | None = None,
         http_status: int | None = None,
+        may_have_created: bool | None = None,
     ) -> KirinError:
         label = f"Kirin {call.label}" if call is not None else "Kirin response"
         task_id = call.task_id if call is not None else None
-        return cls(f"{label} failed: {reason}", code=code, task_id=task_id, http_status=http_status)
+        return cls(
+            f"{label} failed: {reason}",
+            code=code,
+            task_id=task_id,
+            http_status=http_status,
+            may_have_created=may_have_created,
+        )
 
 
 def _require_id(name: str, value: object) -> str:

@@ -45,9 +45,9 @@ from airflow_provider_kirin.download import (
     store_video,
 )
 from airflow_provider_kirin.exceptions import (
+    KirinBadResponseError,
     KirinConflictError,
     KirinError,
-    KirinResultParsingError,
     KirinValidationError,
 )
 from airflow_provider_kirin.models import KirinTask, KirinVideoRequest, validate_model
@@ -209,7 +209,7 @@ class KirinHook(_KirinHookBase):
                         raise
                     return self._reuse_after_conflict(call.external_task_id), True
                 if created is None:  # pragma: no cover - a create never answers "not found" as None
-                    raise KirinResultParsingError("Kirin create returned no task.")
+                    raise KirinBadResponseError("Kirin create returned no task.")
                 return created, False
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -288,7 +288,7 @@ class KirinHook(_KirinHookBase):
         Checks after ``first_poll_delay`` seconds (plus a random phase of up to 10 % of the
         interval), then every ``poll_interval``, and once more at the deadline ``timeout``
         seconds from now. Raises the typed error of a ``failed`` task,
-        :class:`KirinTaskTimeoutError` at the deadline, and :class:`KirinStatusCheckError`
+        :class:`KirinTaskTimeoutError` at the deadline, and the last check's own error
         after ``max_consecutive_errors`` failed checks in a row. With ``expected_seconds``,
         checks come twice as often around then, within the same request budget (see
         ``PollState.is_due``).

@@ -24,8 +24,8 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_provider_kirin.defaults import DEFAULT_CONN_ID, MAX_CONSECUTIVE_POLL_ERRORS, POLL_INTERVAL
 from airflow_provider_kirin.exceptions import (
+    KirinBadResponseError,
     KirinError,
-    KirinResultParsingError,
     error_from_event,
     redact,
     redact_json,
@@ -191,7 +191,7 @@ def task_from_event(event: dict[str, Any] | None) -> Any:
         try:
             return KirinTask.model_validate(event["task"])
         except ValueError as err:  # pydantic's ValidationError
-            raise KirinResultParsingError(f"The Kirin trigger's event holds no valid task: {err}") from None
+            raise KirinBadResponseError(f"The Kirin trigger's event holds no valid task: {err}") from None
     error = event.get("error")
     if not isinstance(error, dict):
         raise KirinError(f"The Kirin trigger reported {status} without an error description.")

@@ -25,12 +25,13 @@ import pytest
 
 from airflow_provider_kirin.download import safe_name
 from airflow_provider_kirin.exceptions import (
+    KirinBadResponseError,
     KirinError,
-    KirinHTTPResponseError,
     KirinResultParsingError,
-    KirinStatusCheckError,
+    KirinStorageError,
     KirinTaskFailedError,
     KirinTaskTimeoutError,
+    KirinUnreachableError,
     KirinValidationError,
 )
 from airflow_provider_kirin.hooks.kirin import KirinAsyncHook, KirinHook
@@ -228,7 +229,7 @@ def test_operator_refuses_a_task_id_that_is_not_plain(
     server = hostile(api_and_files(lambda e: with_video(f"{server.url}/files/v.mp4", task_id=task_id)))
     destination = tmp_path / "a" / "b" / "dest"
     operator = KirinDownloadVideoOperator(task_id="keep", kirin_task_id="kt_1", destination=str(destination))
-    with pytest.raises(KirinResultParsingError, match="not a plain identifier"):
+    with pytest.raises(KirinBadResponseError, match="not a plain identifier"):
         operator.execute(context={})  # type: ignore[arg-type]
     assert all_files(tmp_path) == []
     assert not any(p.startswith("/files/") for p in server.paths())  # nothing was downloaded
@@ -290,7 +291,7 @@ def test_sync_request_ends_by_its_total_deadline(
 ) -> None:
     hostile(drip_task(headers_too=headers_too), request_timeout=3)
     started = time.monotonic()
-    with pytest.raises(KirinStatusCheckError, match=r"total deadline of 3\.0 s") as caught:
+    with pytest.raises(KirinUnreachableError, match=r"total deadline of 3\.0 s") as caught:
         KirinHook().get_task("kt_1")
     assert time.monotonic() - started < 3 + SLACK
     assert_error_clean(caught.value)
@@ -300,7 +301,7 @@ async def test_async_request_ends_by_its_total_deadline(hostile: Callable[..., H
     hostile(drip_task(), request_timeout=3)
     started = time.monotonic()
     async with KirinAsyncHook() as hook:
-        with pytest.raises(KirinStatusCheckError, match=r"total deadline of 3\.0 s"):
+        with pytest.raises(KirinUnreachableError, match=r"total deadline of 3\.0 s"):
             await hook.get_task("kt_1")
     assert time.monotonic() - started < 3 + SLACK
 
@@ -336,7 +337,7 @@ def test_download_ends_by_its_deadline_and_leaves_nothing(
 
     server = hostile(api_and_files(lambda e: {}, slow_file), download_timeout=2)
     started = time.monotonic()
-    with pytest.raises(KirinResultParsingError, match=r"total deadline of 2\.0 s"):
+    with pytest.raises(KirinStorageError, match=r"total deadline of 2\.0 s"):
         KirinHook().download_video(f"{server.url}/files/v.mp4", tmp_path / "v.mp4")
     assert time.monotonic() - started < 2 + SLACK
     assert all_files(tmp_path) == []
@@ -350,14 +351,14 @@ async def test_a_key_echoed_in_the_task_id_goes_nowhere(
     caplog.set_level(logging.DEBUG)
     body = f'{{"task_id": "kt_{echo}", "status": "completed", "output": []}}'
     hostile(lambda exchange: exchange.raw_json(body))
-    with pytest.raises(KirinResultParsingError) as sync_error:
+    with pytest.raises(KirinBadResponseError) as sync_error:
         KirinHook().get_task("kt_1")
     async with KirinAsyncHook() as hook:
-        with pytest.raises(KirinResultParsingError) as async_error:
+        with pytest.raises(KirinBadResponseError) as async_error:
             await hook.get_task("kt_1")
     (event,) = await run_trigger(KirinTaskTrigger("kt_1", poll_interval=0.1, max_consecutive_errors=1))
     operator = KirinDownloadVideoOperator(task_id="keep", kirin_task_id="kt_1", destination=str(tmp_path))
-    with pytest.raises(KirinResultParsingError) as operator_error:
+    with pytest.raises(KirinBadResponseError) as operator_error:
         operator.execute(context={})  # type: ignore[arg-type]
     assert event["status"] == "error"
     for error in (sync_error.value, async_error.value, operator_error.value):
@@ -397,7 +398,7 @@ def test_error_text_is_redacted_before_it_is_cut(
 ) -> None:
     page = "<html>" + "x" * (at - 6) + echo + "</html>"  # the key straddles the 300-character cut
     hostile(lambda exchange: exchange.send(502, page.encode(), {"Content-Type": "text/html"}))
-    with pytest.raises(KirinHTTPResponseError) as caught:
+    with pytest.raises(KirinBadResponseError) as caught:
         KirinHook().get_task("kt_1")
     assert_error_clean(caught.value)
     assert KEY[:8] not in caught.value.message  # not even the head of it
@@ -425,7 +426,7 @@ def test_download_refuses_what_is_not_plainly_a_video(
         exchange.wfile.write(VIDEO[:100])
 
     server = hostile(api_and_files(lambda e: {}, lying_file))
-    with pytest.raises(KirinResultParsingError, match=match):
+    with pytest.raises(KirinStorageError, match=match):
         KirinHook().download_video(f"{server.url}/files/v.mp4", tmp_path / "v.mp4")
     assert all_files(tmp_path) == []
 
@@ -453,7 +454,7 @@ def test_a_gzip_encoded_download_is_stored_decoded_and_whole(
 
     cut = {**headers, "Content-Length": str(len(packed))}
     server.handler = lambda exchange: _short(exchange, packed, cut)
-    with pytest.raises(KirinResultParsingError):
+    with pytest.raises(KirinStorageError):
         KirinHook().download_video(f"{server.url}/files/v.mp4", tmp_path / "cut.mp4")
     assert all_files(tmp_path) == [path]
 
@@ -482,7 +483,7 @@ async def test_a_dot_task_id_never_reaches_a_url_path(
     hostile: Callable[..., HostileServer], task_id: str
 ) -> None:
     server = hostile(lambda exchange: exchange.json(envelope(task_id, status="pending"), status=201))
-    with pytest.raises(KirinResultParsingError, match="not a plain identifier"):
+    with pytest.raises(KirinBadResponseError, match="not a plain identifier"):
         KirinHook().create_task("a fox")
     with pytest.raises(KirinValidationError):
         KirinHook().wait_for_task(task_id, poll_interval=0.1, timeout=2)
@@ -509,7 +510,7 @@ def test_a_cost_must_be_a_plain_non_negative_decimal(
 ) -> None:
     body = json.dumps(with_video("http://cdn.example.com/v.mp4")).replace('"0.35"', cost)
     hostile(lambda exchange: exchange.raw_json(body))
-    with pytest.raises(KirinResultParsingError, match="cost"):
+    with pytest.raises(KirinBadResponseError, match="cost"):
         KirinHook().get_task("kt_1")
 
 

@@ -9,12 +9,14 @@ from airflow.sdk.exceptions import AirflowException, AirflowSensorTimeout
 
 from airflow_provider_kirin.exceptions import (
     KirinAuthError,
+    KirinBadResponseError,
     KirinConflictError,
     KirinError,
     KirinGenerationError,
     KirinHTTPResponseError,
     KirinNotFoundError,
     KirinRateLimitError,
+    KirinRequestRejectedError,
     KirinResultParsingError,
     KirinStatusCheckError,
     KirinTaskCreationError,
@@ -54,12 +56,12 @@ def test_seed_codes(code: str, cls: type) -> None:
         (404, KirinNotFoundError),
         (409, KirinConflictError),
         (429, KirinRateLimitError),
-        (400, KirinHTTPResponseError),
-        (422, KirinHTTPResponseError),
-        (500, KirinHTTPResponseError),
-        (502, KirinHTTPResponseError),
-        (503, KirinHTTPResponseError),
-        (504, KirinHTTPResponseError),
+        (400, KirinRequestRejectedError),
+        (422, KirinRequestRejectedError),
+        (500, KirinBadResponseError),
+        (502, KirinBadResponseError),
+        (503, KirinBadResponseError),
+        (504, KirinBadResponseError),
     ],
 )
 def test_http_statuses(status: int, cls: type) -> None:

@@ -17,7 +17,6 @@ from airflow_provider_kirin.exceptions import (
     KirinGenerationError,
     KirinRateLimitError,
     KirinResultParsingError,
-    KirinStatusCheckError,
     KirinTaskFailedError,
 )
 from airflow_provider_kirin.hooks.kirin import KirinHook
@@ -162,8 +161,9 @@ def test_transient_poll_errors_count_until_the_limit() -> None:
     state.observe(task("processing"))  # a good check resets the count
     state.observe_error(transient())
     state.observe_error(transient())
-    with pytest.raises(KirinStatusCheckError, match="3 status checks in a row failed"):
-        state.observe_error(transient())
+    with pytest.raises(KirinRateLimitError, match="3 status checks in a row failed") as info:
+        state.observe_error(transient())  # the last check's own error, counted
+    assert info.value.http_status == 429
 
 
 class SimulatedWait:
