@@ -211,6 +211,32 @@ class KirinProtocol:
         )
 
 
+#: Markers of a transport error's text, and what they mean in plain words (first match wins).
+_PLAIN_REASONS = (
+    (("Connection refused", "ConnectionRefusedError", "Errno 111"), "connection refused"),
+    (
+        ("Name or service not known", "NameResolution", "nodename nor servname", "getaddrinfo"),
+        "host not found",
+    ),
+    (("DeadlineExceeded", "total deadline"), "no complete answer within the request deadline"),
+    (("ConnectTimeout", "timed out", "TimeoutError", "ReadTimeout"), "timed out"),
+    (
+        ("reset by peer", "Connection aborted", "RemoteDisconnected", "ConnectionResetError"),
+        "connection reset",
+    ),
+    (("SSLError", "CERTIFICATE_VERIFY_FAILED", "certificate"), "TLS error (certificate?)"),
+)
+
+
+def plain_reason(detail: str) -> str:
+    """What a transport error's text means, in a few plain words (for people, e.g. the connection
+    test in the UI); the full detail belongs in the log."""
+    for markers, words in _PLAIN_REASONS:
+        if any(marker in detail for marker in markers):
+            return words
+    return "the request failed"
+
+
 def _require_id(name: str, value: object) -> str:
     if not isinstance(value, str) or not value.strip():
         raise KirinValidationError(f"{name}={value!r} is invalid; allowed: a non-empty string")

@@ -45,14 +45,17 @@ from airflow_provider_kirin.download import (
     store_video,
 )
 from airflow_provider_kirin.exceptions import (
+    KirinAuthError,
     KirinBadResponseError,
     KirinConflictError,
     KirinError,
+    KirinServiceError,
+    KirinUnreachableError,
     KirinValidationError,
 )
 from airflow_provider_kirin.models import KirinTask, KirinVideoRequest, validate_model
 from airflow_provider_kirin.polling import PollState
-from airflow_provider_kirin.protocol import ApiCall, KirinProtocol
+from airflow_provider_kirin.protocol import ApiCall, KirinProtocol, plain_reason
 from airflow_provider_kirin.retry import TransientKirinError, retry_kwargs
 
 if TYPE_CHECKING:
@@ -366,15 +369,23 @@ class KirinHook(_KirinHookBase):
         return stored
 
     def test_connection(self) -> tuple[bool, str]:
-        """One cheap authenticated request (a lookup of an id that does not exist)."""
+        """One cheap authenticated request (a lookup of an id that does not exist). The answer is
+        for a person in the UI: what failed, in plain words; the detail goes to the log."""
+        base_url = self.config.base_url
         try:
             probe = f"airflow-connection-test-{uuid.uuid4().hex}"
             self._send_once(self.protocol.lookup(probe))
-        except TransientKirinError as err:
-            return False, err.final.message
-        except KirinError as err:
+        except (TransientKirinError, KirinError) as caught:
+            err = caught.final if isinstance(caught, TransientKirinError) else caught
+            self.log.warning("Kirin connection test against %s failed: %s", base_url, err.message)
+            if isinstance(err, KirinUnreachableError):
+                return False, f"Could not connect to {base_url}: {plain_reason(err.message)}."
+            if isinstance(err, KirinAuthError):
+                return False, f"Kirin at {base_url} refused the API key (HTTP {err.http_status})."
+            if isinstance(err, KirinServiceError):
+                return False, f"Kirin at {base_url} answered, but not as the Kirin API: {err.message}"
             return False, str(err)
-        return True, f"Connected to Kirin at {self.config.base_url}; the API key was accepted."
+        return True, f"Connected to Kirin at {base_url}; the API key was accepted."
 
 
 @dataclass
