@@ -64,6 +64,7 @@ if TYPE_CHECKING:
     import aiohttp
     from airflow.sdk import ObjectStoragePath
 
+
 class _KirinHookBase(BaseHook):
     conn_name_attr = "kirin_conn_id"
     default_conn_name = DEFAULT_CONN_ID
@@ -204,7 +205,7 @@ class KirinHook(_KirinHookBase):
                 except KirinConflictError as err:
                     error = err
         except StopIteration as stop:
-            return stop.value  # type: ignore[no-any-return]
+            return stop.value
 
     def _create_with_retries(self, request: KirinVideoRequest) -> KirinTask:
         """One create under the retry policy; a retry after an attempt that may have created the
@@ -478,7 +479,7 @@ class KirinAsyncHook(_KirinHookBase):
                 except KirinConflictError as err:
                     error = err
         except StopIteration as stop:
-            return stop.value  # type: ignore[no-any-return]
+            return stop.value
 
     async def _create_with_retries(self, request: KirinVideoRequest) -> KirinTask:
         """:meth:`KirinHook._create_with_retries` over aiohttp."""

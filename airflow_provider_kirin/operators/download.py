@@ -108,18 +108,9 @@ class KirinDownloadVideoOperator(BaseOperator):
                 task_id=task.task_id,
             )
         directory = destination_dir(self.destination)
-        stored_paths: list[Any] = []
-        for index, video in enumerate(task.videos, start=1):
-            name = f"{task.task_id}.mp4" if index == 1 else f"{task.task_id}-{index}.mp4"
-            stored = self.hook.store_video(
-                str(video.url), directory / name, max_bytes=self.max_bytes, checksum=True
-            )
-            sidecar = self._sidecar(task, video.size, stored)
-            (directory / f"{name}.json").write_text(json.dumps(sidecar, indent=2, sort_keys=True))
-            stored_paths.append(str(stored.path))
-            self.log.info(
-                "Kept %s (%d bytes, sha256 %s) with its sidecar", stored.path, stored.size, stored.sha256
-            )
+        stored_paths: list[Any] = keep_task_videos(
+            self.hook, task, directory, task.task_id, self.request, max_bytes=self.max_bytes, log=self.log
+        )
         for outlet in self.outlets:
             context["outlet_events"][outlet].extra = {
                 "paths": stored_paths,
@@ -128,21 +119,48 @@ class KirinDownloadVideoOperator(BaseOperator):
             }
         return stored_paths
 
-    def _sidecar(self, task: KirinTask, frame_size: str | None, stored: Any) -> dict[str, Any]:
-        return {
-            "kirin_task_id": task.task_id,
-            "external_task_id": task.external_task_id,
-            "model": task.model,
-            "status": task.status,
-            "request": self.request,
-            "prompt": (self.request or {}).get("prompt"),
-            "cost": task.cost,
-            "discount": task.discount,
-            "created_at": task.created_at,
-            "completed_at": task.updated_at,
-            "stored_at": datetime.now(timezone.utc).isoformat(),
-            "frame_size": frame_size,
-            "bytes": stored.size,
-            "sha256": stored.sha256,
-            "content_type": stored.content_type,
-        }
+
+def keep_task_videos(
+    hook: KirinHook,
+    task: KirinTask,
+    directory: ObjectStoragePath,
+    stem: str,
+    request: dict[str, Any] | None,
+    *,
+    max_bytes: int,
+    log: Any,
+) -> list[str]:
+    """Stream every video of a completed ``task`` to ``directory/<stem>.mp4`` (``<stem>-2.mp4``...
+    for more than one), each with its ``.json`` sidecar; return the stored paths. ``stem`` must
+    be a safe file name chosen by the caller, never a value the server sent."""
+    stored_paths: list[str] = []
+    for index, video in enumerate(task.videos, start=1):
+        name = f"{stem}.mp4" if index == 1 else f"{stem}-{index}.mp4"
+        stored = hook.store_video(str(video.url), directory / name, max_bytes=max_bytes, checksum=True)
+        sidecar = _sidecar(task, request, video.size, stored)
+        (directory / f"{name}.json").write_text(json.dumps(sidecar, indent=2, sort_keys=True))
+        stored_paths.append(str(stored.path))
+        log.info("Kept %s (%d bytes, sha256 %s) with its sidecar", stored.path, stored.size, stored.sha256)
+    return stored_paths
+
+
+def _sidecar(
+    task: KirinTask, request: dict[str, Any] | None, frame_size: str | None, stored: Any
+) -> dict[str, Any]:
+    return {
+        "kirin_task_id": task.task_id,
+        "external_task_id": task.external_task_id,
+        "model": task.model,
+        "status": task.status,
+        "request": request,
+        "prompt": (request or {}).get("prompt"),
+        "cost": task.cost,
+        "discount": task.discount,
+        "created_at": task.created_at,
+        "completed_at": task.updated_at,
+        "stored_at": datetime.now(timezone.utc).isoformat(),
+        "frame_size": frame_size,
+        "bytes": stored.size,
+        "sha256": stored.sha256,
+        "content_type": stored.content_type,
+    }
