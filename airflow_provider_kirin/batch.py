@@ -11,7 +11,9 @@
 
 from __future__ import annotations
 
+import json
 import re
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
@@ -119,20 +121,25 @@ def parse_items(prompts: object, defaults: dict[str, Any]) -> list[BatchItem]:
 
 
 def pack_items(items: Iterable[BatchItem]) -> dict[str, Any]:
-    """The items in a compact, JSON-serializable form for trigger kwargs: the request fields most
-    items share once, then ``[index, key, fields that differ]`` per item."""
+    """The items in a compact, JSON-serializable form for trigger kwargs: the most common value of
+    each request field once, then ``[index, key, fields that differ]`` per item."""
     payloads = [(item, item.request.to_payload()) for item in items]
     shared: dict[str, Any] = {}
-    if payloads:
-        first = payloads[0][1]
-        shared = {
-            name: value
-            for name, value in first.items()
-            if name not in ("prompt", "external_task_id")
-            and all(payload.get(name) == value for _, payload in payloads)
-        }
+    names = {name for _, payload in payloads for name in payload} - {"prompt", "external_task_id"}
+    for name in sorted(names):
+        values = Counter(json.dumps(payload.get(name), sort_keys=True) for _, payload in payloads)
+        common, _ = values.most_common(1)[0]
+        if common != "null":
+            shared[name] = json.loads(common)
     rows = [
-        [item.index, item.key, {k: v for k, v in payload.items() if k not in shared or shared[k] != v}]
+        [
+            item.index,
+            item.key,
+            {
+                **{k: v for k, v in payload.items() if k not in shared or shared[k] != v},
+                **{k: None for k in shared if k not in payload},  # unset here, though most set it
+            },
+        ]
         for item, payload in payloads
     ]
     return {"shared": shared, "items": rows}
