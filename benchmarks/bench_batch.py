@@ -1,0 +1,318 @@
+"""Volume on a real Airflow: N prompts as N mapped single operators, against one batch task.
+
+For each mode a fresh Airflow 3 (SQLite, LocalExecutor; api-server, scheduler, triggerer and
+dag-processor as separate process groups, as ``tests/e2e`` runs them, through
+``tests/airflow_helpers.py``) runs one DAG against the emulator in its own process (its CPU is not
+counted):
+
+``mapped``  ``KirinTextToVideoOperator.partial(wait_for_completion=True, deferrable=True)``
+            ``.expand(prompt=N prompts)``: the way to do volume before the batch operator.
+``batch``   one ``KirinBatchTextToVideoOperator(prompts=N prompts, max_in_flight=N)``.
+
+Both use the same poll knobs, and the emulator's generations take the same time.
+
+Measured per mode, from the trigger of the run to its end: Airflow CPU seconds (user + system of
+every process of the four components' process groups, including their exited, reaped children:
+``psutil`` ``cpu_times`` with ``children_*``, sampled before and after), per video; wall time;
+task processes started (new processes titled as Airflow task runners in the scheduler's group,
+sampled every 0.1 s); creates, lookups and status checks per video (the emulator's counters).
+
+Targets (issue 12): batch CPU per video at least 20x below mapped; wall no worse; exactly one
+create per prompt; no more status checks per video than mapped.
+
+Run: ``python benchmarks/bench_batch.py [--n 200] [--processing 20] [--json PATH]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+import psutil
+from _common import BenchResult, EmulatorProcess, Row, fmt, ratio, verdict
+from airflow_helpers import AirflowHome, free_port, migrate_template, wait_until
+
+FULL_N = 200
+POLL_INTERVAL = 5.0
+FIRST_POLL_DELAY = 10.0
+MODES = ("mapped", "batch")
+SIMPLE_AUTH_MANAGER = "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
+
+DAG_FILE = """
+from datetime import datetime
+
+from airflow.sdk import DAG
+
+from airflow_provider_kirin.operators.batch import KirinBatchTextToVideoOperator
+from airflow_provider_kirin.operators.kirin import KirinTextToVideoOperator
+
+PROMPTS = [f"catalogue clip {{i}}: a product turning slowly on a plinth" for i in range({n})]
+KNOBS = {{"poll_interval": {poll}, "first_poll_delay": {first}}}
+
+with DAG(dag_id="bench_mapped", start_date=datetime(2026, 1, 1), schedule=None, max_active_tasks=1024):
+    KirinTextToVideoOperator.partial(
+        task_id="generate", wait_for_completion=True, deferrable=True, **KNOBS
+    ).expand(prompt=PROMPTS)
+
+with DAG(dag_id="bench_batch", start_date=datetime(2026, 1, 1), schedule=None):
+    KirinBatchTextToVideoOperator(
+        task_id="batch", prompts=PROMPTS, max_in_flight={n}, deferrable=True, **KNOBS
+    )
+"""
+
+
+@dataclass
+class ModeResult:
+    mode: str
+    n: int
+    state: str
+    wall: float
+    cpu: float
+    task_processes: int
+    creates: int
+    lookups: int
+    gets: int
+
+    def per_video(self, value: float) -> float:
+        return value / self.n
+
+
+def group_cpu(leaders: list[int]) -> float:
+    """CPU seconds of every process in the process groups of ``leaders`` (with reaped children)."""
+    total = 0.0
+    for proc in psutil.process_iter(["pid"]):
+        try:
+            if os.getpgid(proc.pid) not in leaders:
+                continue
+            times = proc.cpu_times()
+            total += times.user + times.system + times.children_user + times.children_system
+        except (psutil.Error, ProcessLookupError, PermissionError):
+            continue
+    return total
+
+
+class TaskProcessCounter(threading.Thread):
+    """Distinct task-runner processes seen in one process group (sampled every 0.1 s)."""
+
+    def __init__(self, leader: int) -> None:
+        super().__init__(daemon=True)
+        self.leader = leader
+        self.seen: set[tuple[int, float]] = set()
+        self.titles: dict[str, int] = {}
+        self._stop = threading.Event()
+
+    def run(self) -> None:
+        while not self._stop.wait(0.1):
+            for proc in psutil.process_iter(["pid", "create_time", "cmdline"]):
+                try:
+                    if os.getpgid(proc.pid) != self.leader:
+                        continue
+                except (ProcessLookupError, PermissionError):
+                    continue
+                title = " ".join(proc.info.get("cmdline") or [])
+                key = (proc.pid, proc.info.get("create_time") or 0.0)
+                if key not in self.seen and _is_task_process(title):
+                    self.seen.add(key)
+                    kind = title.split(":")[0][:40]
+                    self.titles[kind] = self.titles.get(kind, 0) + 1
+
+    def stop(self) -> int:
+        self._stop.set()
+        self.join(5)
+        return len(self.seen)
+
+
+def _is_task_process(title: str) -> bool:
+    # Airflow 3 names the forked task process ``airflow task runner: <dag> <task> <run> ...``.
+    return "task runner" in title
+
+
+def run_mode(
+    mode: str, n: int, root: Path, template: Path, emulator: EmulatorProcess, budget: float
+) -> ModeResult:
+    dag_id = f"bench_{mode}"
+    dags = root / f"dags-{mode}"
+    dags.mkdir()
+    (dags / "bench_batch_dags.py").write_text(
+        DAG_FILE.format(n=n, poll=POLL_INTERVAL, first=FIRST_POLL_DELAY)
+    )
+    port = free_port()
+    api_url = f"http://127.0.0.1:{port}"
+    home = AirflowHome.create(
+        root / f"home-{mode}",
+        template,
+        dags_folder=dags,
+        settings={
+            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+            "AIRFLOW__CORE__PARALLELISM": "32",
+            "AIRFLOW__CORE__AUTH_MANAGER": SIMPLE_AUTH_MANAGER,
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{api_url}/execution/",
+            "AIRFLOW__API__HOST": "127.0.0.1",
+            "AIRFLOW__API__PORT": str(port),
+            "AIRFLOW__API__BASE_URL": api_url,
+            "AIRFLOW__API__WORKERS": "1",
+            "AIRFLOW__DAG_PROCESSOR__PARSING_PROCESSES": "1",
+            "AIRFLOW__TRIGGERER__CAPACITY": "1000",
+            "AIRFLOW_CONN_KIRIN_DEFAULT": emulator.conn_json,
+        },
+    )
+    try:
+        home.start("api-server", "api-server", "--host", "127.0.0.1", "--port", str(port))
+        home.start("dag-processor", "dag-processor")
+        scheduler = home.start("scheduler", "scheduler", "--skip-serve-logs")
+        home.start("triggerer", "triggerer", "--skip-serve-logs")
+        wait_until(
+            lambda: home.query("SELECT 1 FROM dag WHERE dag_id = ? AND is_stale = 0", (dag_id,)),
+            timeout=180,
+            what=f"the dag-processor to store {dag_id}",
+            diagnostics=home.diagnostics,
+        )
+        unpause = home.cli("dags", "unpause", dag_id, "--yes")
+        assert unpause.returncode == 0, unpause.stdout + unpause.stderr
+        time.sleep(5)  # let start-up settle before the baseline
+        emulator.reset()
+        leaders = [p.popen.pid for p in home.processes]
+        counter = TaskProcessCounter(scheduler.popen.pid)
+        counter.start()
+        cpu_before, started = group_cpu(leaders), time.monotonic()
+        trigger = home.cli("dags", "trigger", dag_id, "--run-id", f"bench_{mode}")
+        assert trigger.returncode == 0, trigger.stdout + trigger.stderr
+
+        def finished() -> str | None:
+            state = home.run_state(dag_id, f"bench_{mode}")
+            return state if state in ("success", "failed") else None
+
+        state = str(wait_until(finished, timeout=budget, interval=0.5, what=f"{dag_id} to finish"))
+        wall = time.monotonic() - started
+        cpu = group_cpu(leaders) - cpu_before
+        processes = counter.stop()
+        stats = emulator.stats()
+        print(
+            f"   {mode}: {state} in {wall:.0f} s, {cpu:.1f} CPU s, task processes {counter.titles}",
+            flush=True,
+        )
+        return ModeResult(
+            mode,
+            n,
+            state,
+            wall,
+            cpu,
+            processes,
+            int(stats["creates"]),
+            int(stats["lookups"]),
+            int(stats["gets"]),
+        )
+    finally:
+        home.stop_all()
+
+
+def run(n: int = FULL_N, processing: float = 20.0, budget: float = 900.0) -> BenchResult:
+    root = Path(tempfile.mkdtemp(prefix="kirin-bench-batch-"))
+    try:
+        template = migrate_template(root / "template")
+        results: dict[str, ModeResult] = {}
+        with EmulatorProcess(pending_seconds=0.0, processing_seconds=processing) as emulator:
+            for mode in MODES:
+                results[mode] = run_mode(mode, n, root, template, emulator, budget)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    return _result(results, n, processing)
+
+
+def _result(results: dict[str, ModeResult], n: int, processing: float) -> BenchResult:
+    mapped, batch = results["mapped"], results["batch"]
+    name = f"batch N={n}"
+    cpu_b, cpu_m = batch.per_video(batch.cpu), mapped.per_video(mapped.cpu)
+    cpu_ratio = ratio(cpu_m, cpu_b)
+    checks_b, checks_m = batch.per_video(batch.gets), mapped.per_video(mapped.gets)
+    rows = [
+        Row(name, "run state", batch.state, mapped.state, "", "success", verdict(batch.state == "success")),
+        Row(
+            name,
+            "Airflow CPU s per video",
+            fmt(cpu_b, 3),
+            fmt(cpu_m, 3),
+            fmt(ratio(cpu_b, cpu_m), 3),
+            ">= 20x less",
+            verdict(cpu_ratio is not None and cpu_ratio >= 20),
+        ),
+        Row(
+            name,
+            "Airflow CPU s (all)",
+            fmt(batch.cpu, 1),
+            fmt(mapped.cpu, 1),
+            fmt(ratio(batch.cpu, mapped.cpu)),
+        ),
+        Row(
+            name,
+            "wall s",
+            fmt(batch.wall, 0),
+            fmt(mapped.wall, 0),
+            fmt(ratio(batch.wall, mapped.wall)),
+            "no worse",
+            verdict(batch.wall <= mapped.wall),
+        ),
+        Row(name, "task processes started", str(batch.task_processes), str(mapped.task_processes)),
+        Row(
+            name,
+            "creates per video",
+            fmt(batch.per_video(batch.creates)),
+            fmt(mapped.per_video(mapped.creates)),
+            "",
+            "exactly 1",
+            verdict(batch.creates == n),
+        ),
+        Row(
+            name,
+            "lookups per video",
+            fmt(batch.per_video(batch.lookups)),
+            fmt(mapped.per_video(mapped.lookups)),
+        ),
+        Row(
+            name,
+            "status checks per video",
+            fmt(checks_b),
+            fmt(checks_m),
+            fmt(ratio(checks_b, checks_m)),
+            "<= mapped",
+            verdict(checks_b <= checks_m),
+        ),
+    ]
+    notes = [
+        f"batch: {n} prompts on a real Airflow (LocalExecutor, parallelism 32, SQLite), generations of "
+        f"{processing:.0f} s, poll every {POLL_INTERVAL:.0f} s after {FIRST_POLL_DELAY:.0f} s; peer column = "
+        "the same prompts as mapped deferrable KirinTextToVideoOperator tasks. CPU is every Airflow "
+        "process (api-server, scheduler + its workers and task processes, triggerer, dag-processor), "
+        "from the trigger of the run to its end."
+    ]
+    raw = {mode: vars(result) for mode, result in results.items()}
+    return BenchResult(rows, raw, notes)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--n", type=int, default=FULL_N, help="prompts per run")
+    parser.add_argument("--processing", type=float, default=20.0, help="seconds per generation")
+    parser.add_argument("--budget", type=float, default=900.0, help="seconds each run may take")
+    parser.add_argument("--quick", action="store_true", help="N = 50")
+    parser.add_argument("--json", type=Path, help="write the result as JSON here")
+    args = parser.parse_args(argv)
+    n = 50 if args.quick and args.n == FULL_N else args.n
+    return run(n, args.processing, args.budget).report(args.json)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
