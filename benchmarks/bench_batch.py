@@ -12,10 +12,11 @@ counted):
 Both use the same poll knobs, and the emulator's generations take the same time.
 
 Measured per mode, from the trigger of the run to its end: Airflow CPU seconds (user + system of
-every process of the four components' process groups, including their exited, reaped children:
-``psutil`` ``cpu_times`` with ``children_*``, sampled before and after), per video; wall time;
-task processes started (new processes titled as Airflow task runners in the scheduler's group,
-sampled every 0.1 s); creates, lookups and status checks per video (the emulator's counters).
+every process of the four components and all their descendants, including exited, reaped
+children: ``psutil`` ``cpu_times`` with ``children_*``, sampled before and after), per video; wall time;
+task processes started (new descendants of the scheduler other than the LocalExecutor's
+long-lived workers, sampled every 0.1 s); creates, lookups and status checks per video (the
+emulator's counters).
 
 Targets (issue 12): batch CPU per video at least 20x below mapped; wall no worse; exactly one
 create per prompt; no more status checks per video than mapped.
@@ -26,7 +27,6 @@ Run: ``python benchmarks/bench_batch.py [--n 200] [--processing 20] [--json PATH
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import sys
 import tempfile
@@ -87,54 +87,59 @@ class ModeResult:
         return value / self.n
 
 
-def group_cpu(leaders: list[int]) -> float:
-    """CPU seconds of every process in the process groups of ``leaders`` (with reaped children)."""
+def _tree(leader: int) -> list[psutil.Process]:
+    """``leader`` and every live descendant (task processes may start their own sessions)."""
+    try:
+        root = psutil.Process(leader)
+        return [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return []
+
+
+def tree_cpu(leaders: list[int]) -> float:
+    """CPU seconds of every live process under ``leaders``, with their exited, reaped children."""
     total = 0.0
-    for proc in psutil.process_iter(["pid"]):
-        try:
-            if os.getpgid(proc.pid) not in leaders:
+    for leader in leaders:
+        for proc in _tree(leader):
+            try:
+                times = proc.cpu_times()
+            except psutil.Error:
                 continue
-            times = proc.cpu_times()
             total += times.user + times.system + times.children_user + times.children_system
-        except (psutil.Error, ProcessLookupError, PermissionError):
-            continue
     return total
 
 
 class TaskProcessCounter(threading.Thread):
-    """Distinct task-runner processes seen in one process group (sampled every 0.1 s)."""
+    """Distinct task processes seen under the scheduler (sampled every 0.1 s): every new
+    descendant that is not one of the LocalExecutor's long-lived workers."""
 
     def __init__(self, leader: int) -> None:
         super().__init__(daemon=True)
         self.leader = leader
         self.seen: set[tuple[int, float]] = set()
         self.titles: dict[str, int] = {}
-        self._stop = threading.Event()
+        self._done = threading.Event()
 
     def run(self) -> None:
-        while not self._stop.wait(0.1):
-            for proc in psutil.process_iter(["pid", "create_time", "cmdline"]):
+        while not self._done.wait(0.1):
+            for proc in _tree(self.leader)[1:]:
                 try:
-                    if os.getpgid(proc.pid) != self.leader:
+                    key = (proc.pid, proc.create_time())
+                    if key in self.seen:
                         continue
-                except (ProcessLookupError, PermissionError):
+                    title = " ".join(proc.cmdline())
+                except psutil.Error:
                     continue
-                title = " ".join(proc.info.get("cmdline") or [])
-                key = (proc.pid, proc.info.get("create_time") or 0.0)
-                if key not in self.seen and _is_task_process(title):
-                    self.seen.add(key)
-                    kind = title.split(":")[0][:40]
-                    self.titles[kind] = self.titles.get(kind, 0) + 1
+                if "LocalExecutor" in title:
+                    continue
+                self.seen.add(key)
+                kind = title.split(":")[0][:40]
+                self.titles[kind] = self.titles.get(kind, 0) + 1
 
     def stop(self) -> int:
-        self._stop.set()
+        self._done.set()
         self.join(5)
         return len(self.seen)
-
-
-def _is_task_process(title: str) -> bool:
-    # Airflow 3 names the forked task process ``airflow task runner: <dag> <task> <run> ...``.
-    return "task runner" in title
 
 
 def run_mode(
@@ -185,7 +190,7 @@ def run_mode(
         leaders = [p.popen.pid for p in home.processes]
         counter = TaskProcessCounter(scheduler.popen.pid)
         counter.start()
-        cpu_before, started = group_cpu(leaders), time.monotonic()
+        cpu_before, started = tree_cpu(leaders), time.monotonic()
         trigger = home.cli("dags", "trigger", dag_id, "--run-id", f"bench_{mode}")
         assert trigger.returncode == 0, trigger.stdout + trigger.stderr
 
@@ -195,7 +200,7 @@ def run_mode(
 
         state = str(wait_until(finished, timeout=budget, interval=0.5, what=f"{dag_id} to finish"))
         wall = time.monotonic() - started
-        cpu = group_cpu(leaders) - cpu_before
+        cpu = tree_cpu(leaders) - cpu_before
         processes = counter.stop()
         stats = emulator.stats()
         print(
