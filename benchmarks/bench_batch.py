@@ -40,13 +40,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 import psutil
 from _common import BenchResult, EmulatorProcess, Row, fmt, ratio, verdict
-from airflow_helpers import AirflowHome, free_port, migrate_template, wait_until
+from airflow_helpers import AirflowHome, component_settings, free_port, migrate_template, wait_until
 
 FULL_N = 200
 POLL_INTERVAL = 5.0
 FIRST_POLL_DELAY = 10.0
 MODES = ("mapped", "batch")
-SIMPLE_AUTH_MANAGER = "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
 
 DAG_FILE = """
 from datetime import datetime
@@ -152,22 +151,12 @@ def run_mode(
         DAG_FILE.format(n=n, poll=POLL_INTERVAL, first=FIRST_POLL_DELAY)
     )
     port = free_port()
-    api_url = f"http://127.0.0.1:{port}"
     home = AirflowHome.create(
         root / f"home-{mode}",
         template,
         dags_folder=dags,
         settings={
-            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
-            "AIRFLOW__CORE__PARALLELISM": "32",
-            "AIRFLOW__CORE__AUTH_MANAGER": SIMPLE_AUTH_MANAGER,
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
-            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{api_url}/execution/",
-            "AIRFLOW__API__HOST": "127.0.0.1",
-            "AIRFLOW__API__PORT": str(port),
-            "AIRFLOW__API__BASE_URL": api_url,
-            "AIRFLOW__API__WORKERS": "1",
-            "AIRFLOW__DAG_PROCESSOR__PARSING_PROCESSES": "1",
+            **component_settings(port, parallelism=32),
             "AIRFLOW__TRIGGERER__CAPACITY": "1000",
             "AIRFLOW_CONN_KIRIN_DEFAULT": emulator.conn_json,
         },
