@@ -153,3 +153,19 @@ def test_bad_item_fails_before_any_request(
     assert "allowed: one of '16:9', '9:16', '1:1'" in output
     stats = kirin_emulator.stats()
     assert (stats["create_requests"], stats["lookups"]) == (0, 0)
+
+
+@pytest.mark.kirin_emulator(**FAST)
+@pytest.mark.timeout(240)
+def test_expand_over_chunks_from_an_xcomarg(
+    home: AirflowHome, kirin_emulator: EmulatorServer, tmp_path: Path
+) -> None:
+    run_id, state, output = dags_test(home, kirin_emulator, "kirin_batch_chunks", tmp_path)
+    assert state == "success", output[-4000:]
+    summaries = home.xcoms("kirin_batch_chunks", run_id, "batch", "return_value")
+    assert {i: s["counts"] for i, s in summaries.items()} == {0: {"completed": 2}, 1: {"completed": 1}}
+    assert all(s["manifest"] is None for s in summaries.values())  # no destination: no file
+    same = [t for t in kirin_emulator.state.tasks.values() if t.params["prompt"] == "the same prompt"]
+    assert len(same) == 2  # the same prompt in two chunks (map indexes): two items, two generations
+    assert len({t.external_task_id for t in same}) == 2
+    assert kirin_emulator.stats()["creates"] == 3

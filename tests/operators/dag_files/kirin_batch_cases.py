@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from airflow.sdk import DAG, Asset
+from airflow.sdk import DAG, Asset, task
 
 from airflow_provider_kirin.operators.batch import KirinBatchTextToVideoOperator
 
@@ -72,3 +72,13 @@ with DAG(
         deferrable=True,
         **FAST,
     )
+
+
+with DAG(dag_id="kirin_batch_chunks", start_date=datetime(2026, 1, 1), schedule=None):
+
+    @task
+    def chunks() -> list[list[str]]:
+        """Prompts in chunks, from an upstream task (an XComArg): one batch per chunk."""
+        return [["the same prompt", "only in the first chunk"], ["the same prompt"]]
+
+    KirinBatchTextToVideoOperator.partial(task_id="batch", deferrable=True, **FAST).expand(prompts=chunks())
