@@ -123,14 +123,14 @@ class KirinBatchTrigger(BaseTrigger):
         from airflow_provider_kirin.hooks.kirin import KirinAsyncHook
         from airflow_provider_kirin.retry import SharedPause
 
-        items = unpack_items(self.items)
-        tally = BatchTally(total=len(items))
         hook = KirinAsyncHook(self.kirin_conn_id, pause=SharedPause())
         slots = asyncio.Semaphore(self.max_in_flight)
         deadline = self.deadline if self.deadline is not None else float("inf")
         workers: list[asyncio.Task[ItemResult]] = []
         reporter: asyncio.Task[None] | None = None
         try:
+            items = unpack_items(self.items)
+            tally = BatchTally(total=len(items))
             await hook.get_config()
             self.log.info("Kirin batch of %d items, at most %d in flight", len(items), self.max_in_flight)
             workers = [

@@ -146,6 +146,11 @@ async def test_two_copies_during_a_takeover_create_each_item_once(emulator: Emul
     one, two = await asyncio.gather(run(KirinBatchTrigger(**kwargs)), run(KirinBatchTrigger(**kwargs)))
     assert [r.task_id for r in rows(one)] == [r.task_id for r in rows(two)]
     assert emulator.stats()["creates"] == 15
+    # Each item was created by exactly one copy; the other found it (by lookup, or after a 409).
+    assert [
+        (a.reused, b.reused) in ((False, True), (True, False))
+        for a, b in zip(rows(one), rows(two), strict=True)
+    ] == [True] * 15
 
 
 @pytest.mark.kirin_emulator(pending_seconds=0.0, processing_seconds=60.0)
