@@ -134,7 +134,7 @@ class TaskProcessCounter(threading.Thread):
                 if "LocalExecutor" in title:
                     continue
                 self.seen.add(key)
-                kind = title.split(":")[0][:40]
+                kind = title.split(" -- ")[0][:40]
                 self.titles[kind] = self.titles.get(kind, 0) + 1
 
     def stop(self) -> int:
@@ -198,10 +198,10 @@ def run_mode(
         cpu = tree_cpu(leaders) - cpu_before
         processes = counter.stop()
         stats = emulator.stats()
-        print(
-            f"   {mode}: {state} in {wall:.0f} s, {cpu:.1f} CPU s, task processes {counter.titles}",
-            flush=True,
+        ti_states = home.query(
+            "SELECT state, COUNT(*) FROM task_instance WHERE dag_id = ? GROUP BY state", (dag_id,)
         )
+        print(f"   {mode}: {state} in {wall:.0f} s, {cpu:.1f} CPU s, {processes} task processes, {ti_states}")
         return ModeResult(
             mode,
             n,
@@ -212,6 +212,7 @@ def run_mode(
             int(stats["creates"]),
             int(stats["lookups"]),
             int(stats["gets"]),
+            {str(k): int(v) for k, v in ti_states},
         )
     finally:
         home.stop_all()
