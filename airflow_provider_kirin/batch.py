@@ -263,6 +263,31 @@ class BatchTally:
         )
 
 
+@dataclass
+class LearnedDurations:
+    """How long this batch's generations take, learned as they end, to place later items' first check.
+
+    A batch runs many generations of the same kind (mode, duration). Once one has been seen done
+    after ``d`` seconds, later items of that kind get their first status check ``d`` seconds after
+    their create instead of ``first_poll_delay``: one check instead of several for a typical item.
+    ``d`` is at most one poll interval above the fastest true generation time (it is when a check
+    saw it done), so a later item that ends no sooner is still noticed within about one interval,
+    as with plain polling; one that ends sooner waits at most that long. Never less than
+    ``first_poll_delay``.
+    """
+
+    fastest: dict[tuple[str, str], float] = field(default_factory=dict)
+
+    def first_delay(self, request: KirinVideoRequest, first_poll_delay: float) -> float:
+        return max(first_poll_delay, self.fastest.get((request.mode, request.duration), 0.0))
+
+    def ended(self, request: KirinVideoRequest, seconds: float) -> None:
+        """A generation this batch created was seen completed ``seconds`` after its create."""
+        kind = (request.mode, request.duration)
+        if seconds > 0 and seconds < self.fastest.get(kind, float("inf")):
+            self.fastest[kind] = seconds
+
+
 def check_max_failed(value: object) -> int | float:
     """Validate ``max_failed``: a count (int >= 0) or a fraction of the items (float in [0, 1])."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):

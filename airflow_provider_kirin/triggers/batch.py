@@ -7,7 +7,9 @@ one event, however many prompts.
   derived id up, reuse, next ``.gN`` suffix after a failed generation, create, 409 -> lookup),
   keeping at most ``max_in_flight`` of them unfinished at once, the next one submitted as soon as
   one ends;
-- polls the unfinished ones (``polling.PollState`` per item), all requests paced by one
+- polls the unfinished ones (``polling.PollState`` per item; once a generation of a kind has been
+  seen done, later items of that kind are first checked that long after their create, see
+  ``batch.LearnedDurations``), all requests paced by one
   :class:`~airflow_provider_kirin.retry.SharedPause`, so a 429 slows the whole batch;
 - logs a progress line every ``progress_interval`` seconds
   (``312/500 done, 4 failed, 22 in flight, $109.20 so far``) and each failed item with its code;
@@ -34,7 +36,7 @@ from typing import Any
 import aiohttp  # noqa: F401
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from airflow_provider_kirin.batch import BatchItem, BatchTally, ItemResult, unpack_items
+from airflow_provider_kirin.batch import BatchItem, BatchTally, ItemResult, LearnedDurations, unpack_items
 from airflow_provider_kirin.defaults import DEFAULT_CONN_ID, MAX_CONSECUTIVE_POLL_ERRORS, POLL_INTERVAL
 from airflow_provider_kirin.exceptions import KirinError, redact, redact_json
 from airflow_provider_kirin.polling import PollState
@@ -131,10 +133,12 @@ class KirinBatchTrigger(BaseTrigger):
         try:
             items = unpack_items(self.items)
             tally = BatchTally(total=len(items))
+            learned = LearnedDurations()
             await hook.get_config()
             self.log.info("Kirin batch of %d items, at most %d in flight", len(items), self.max_in_flight)
             workers = [
-                asyncio.create_task(self._run_item(hook, item, slots, tally, deadline)) for item in items
+                asyncio.create_task(self._run_item(hook, item, slots, tally, deadline, learned))
+                for item in items
             ]
             reporter = asyncio.create_task(self._report(tally))
             budget = max(0.0, deadline - time.time()) + DEADLINE_GRACE if self.deadline is not None else None
@@ -177,7 +181,13 @@ class KirinBatchTrigger(BaseTrigger):
             self.log.info("Kirin batch: %s", tally.progress())
 
     async def _run_item(
-        self, hook: Any, item: BatchItem, slots: asyncio.Semaphore, tally: BatchTally, deadline: float
+        self,
+        hook: Any,
+        item: BatchItem,
+        slots: asyncio.Semaphore,
+        tally: BatchTally,
+        deadline: float,
+        learned: LearnedDurations,
     ) -> ItemResult:
         """Submit one item within a slot and poll it until it ends; never raises a KirinError."""
         async with slots:
@@ -189,7 +199,7 @@ class KirinBatchTrigger(BaseTrigger):
             else:
                 tally.in_flight += 1
                 try:
-                    result = await self._submit_and_wait(hook, item, deadline)
+                    result = await self._submit_and_wait(hook, item, deadline, learned)
                 finally:
                     tally.in_flight -= 1
         tally.record(result)
@@ -203,7 +213,9 @@ class KirinBatchTrigger(BaseTrigger):
             )
         return result
 
-    async def _submit_and_wait(self, hook: Any, item: BatchItem, deadline: float) -> ItemResult:
+    async def _submit_and_wait(
+        self, hook: Any, item: BatchItem, deadline: float, learned: LearnedDurations
+    ) -> ItemResult:
         from airflow_provider_kirin.retry import TransientKirinError
 
         ext_id = item.request.external_task_id
@@ -211,6 +223,7 @@ class KirinBatchTrigger(BaseTrigger):
             task, reused = await hook.submit_idempotent(item.request)
         except KirinError as err:
             return ItemResult(item.index, "error", ext_id, error_code=_code(err), error_message=err.message)
+        submitted = time.monotonic()
         ext_id = task.external_task_id or ext_id
         state = PollState(
             task_id=task.task_id,
@@ -222,7 +235,9 @@ class KirinBatchTrigger(BaseTrigger):
         )
         try:
             outcome = _observe(state, item, task, ext_id, reused)
-            delay = state.first_delay(0.0 if reused else self.first_poll_delay)
+            delay = state.first_delay(
+                0.0 if reused else learned.first_delay(item.request, self.first_poll_delay)
+            )
             while outcome is None:
                 if state.expired():
                     return ItemResult(
@@ -242,6 +257,8 @@ class KirinBatchTrigger(BaseTrigger):
                 else:
                     outcome = _observe(state, item, task, ext_id, reused)
                 delay = state.next_delay(retry_after)
+            if outcome.status == "completed" and not reused:
+                learned.ended(item.request, time.monotonic() - submitted)
             return outcome
         except KirinError as err:
             return ItemResult(

@@ -96,6 +96,19 @@ async def test_a_429_pauses_the_whole_batch(emulator: EmulatorServer) -> None:
     assert stats["gets"] <= 8, stats
 
 
+@pytest.mark.kirin_emulator(pending_seconds=0.0, processing_seconds=1.0)
+async def test_later_items_are_first_checked_when_earlier_ones_were_seen_done(
+    emulator: EmulatorServer,
+) -> None:
+    """Two at a time, checks every 0.5 s from the create: the first two items take three checks
+    each (0, 0.5, 1.0 s); once one was seen done after ~1 s, each later item is first checked ~1 s
+    after its create, and is done: one check. Plain polling would make 18 checks."""
+    items = batch_items([f"clip {i}" for i in range(6)])
+    event = await run(trigger_for(items, max_in_flight=2, poll_interval=0.5, first_poll_delay=0.0))
+    assert [r.status for r in rows(event)] == ["completed"] * 6
+    assert emulator.stats()["gets"] <= 12, emulator.stats()
+
+
 @pytest.mark.kirin_emulator(pending_seconds=0.0, processing_seconds=0.1)
 async def test_retry_regenerates_only_the_failed_items(emulator: EmulatorServer) -> None:
     items = batch_items([{"key": f"k{i}", "prompt": f"clip {i}"} for i in range(5)])

@@ -10,6 +10,7 @@ import pytest
 from airflow_provider_kirin.batch import (
     BatchTally,
     ItemResult,
+    LearnedDurations,
     check_max_failed,
     item_file_stem,
     pack_items,
@@ -140,3 +141,15 @@ def test_tally_progress_line_and_hostile_costs() -> None:
     assert tally.progress() == "318/500 done, 4 failed, 22 in flight, $109.20 so far"
     with pytest.raises(ValueError, match="unknown item status"):
         ItemResult.from_row([0, "success", None, None, [], None, None, None, False])
+
+
+def test_learned_durations_place_first_checks_per_kind() -> None:
+    std5, pro10 = parse_items(["a", {"prompt": "b", "mode": "pro", "duration": 10}], DEFAULTS)
+    learned = LearnedDurations()
+    assert learned.first_delay(std5.request, 20.0) == 20.0  # nothing seen yet
+    learned.ended(std5.request, 64.0)
+    learned.ended(std5.request, 71.0)  # slower ones do not move it
+    assert learned.first_delay(std5.request, 20.0) == 64.0
+    assert learned.first_delay(pro10.request, 20.0) == 20.0  # another kind
+    learned.ended(std5.request, 5.0)
+    assert learned.first_delay(std5.request, 20.0) == 20.0  # never below first_poll_delay
