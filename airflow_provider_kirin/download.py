@@ -47,7 +47,7 @@ DECODED_ENCODINGS = ("gzip", "x-gzip", "deflate")
 #: Longest stem :func:`safe_name` keeps: with a suffix, far below every file system's 255 bytes.
 MAX_STEM_CHARS = 100
 _UNSAFE_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
-_SUFFIX = re.compile(r"(\.[A-Za-z0-9]{1,10}){1,3}")
+_SUFFIX = re.compile(r"(\.[A-Za-z0-9]{1,10}){0,3}")
 
 
 @dataclass(frozen=True)
@@ -71,7 +71,8 @@ def safe_name(stem: object, suffix: str = ".mp4", *, fallback: str = "video") ->
     no option-like name), and it is cut to :data:`MAX_STEM_CHARS`. Whenever the stem had to be
     changed, 8 hex digits of its SHA-256 are appended, so two different stems never share a name
     (``a/b`` and ``a_b`` stay apart). An empty result uses ``fallback``. ``suffix`` is the
-    caller's own (``.mp4``, ``.mp4.json``, ``.jsonl``), never server data, and is checked too.
+    caller's own (``.mp4``, ``.mp4.json``, ``.jsonl``, or empty for a stem), never server data,
+    and is checked too.
 
     Use it for every file you add next to the videos, e.g. a batch manifest::
 

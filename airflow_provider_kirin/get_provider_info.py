@@ -35,6 +35,7 @@ def get_provider_info() -> dict[str, Any]:
                 "python-modules": [
                     "airflow_provider_kirin.operators.kirin",
                     "airflow_provider_kirin.operators.download",
+                    "airflow_provider_kirin.operators.batch",
                 ],
             }
         ],
@@ -42,7 +43,13 @@ def get_provider_info() -> dict[str, Any]:
             {"integration-name": INTEGRATION, "python-modules": ["airflow_provider_kirin.sensors.kirin"]}
         ],
         "triggers": [
-            {"integration-name": INTEGRATION, "python-modules": ["airflow_provider_kirin.triggers.kirin"]}
+            {
+                "integration-name": INTEGRATION,
+                "python-modules": [
+                    "airflow_provider_kirin.triggers.kirin",
+                    "airflow_provider_kirin.triggers.batch",
+                ],
+            }
         ],
         "extra-links": ["airflow_provider_kirin.links.kirin.KirinVideoLink"],
         "connection-types": [

@@ -26,11 +26,22 @@ it alone then decides what is reused.
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
+from collections.abc import Generator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from airflow_provider_kirin.exceptions import KirinConflictError, KirinValidationError
+
 if TYPE_CHECKING:
-    from airflow_provider_kirin.models import KirinVideoRequest
+    from airflow_provider_kirin.models import KirinTask, KirinVideoRequest
+    from airflow_provider_kirin.retry import TransientKirinError
+
+log = logging.getLogger(__name__)
+
+#: Failed generations one external id may be resubmitted after (``<id>``, ``<id>.g2``, ...).
+MAX_GENERATIONS_PER_ID = 50
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 
@@ -58,20 +69,24 @@ def derive_external_task_id(
     *,
     fingerprint: str,
     variant: str = "",
+    item: str | None = None,
 ) -> str:
     """The deterministic ``external_task_id`` of one task instance asking for one set of inputs.
 
     ``namespace`` separates Airflow deployments that share one Kirin account (for example
-    ``staging`` and ``prod`` running the same DAG), whose run ids can coincide.
+    ``staging`` and ``prod`` running the same DAG), whose run ids can coincide. ``item`` names one
+    item of a batch task (its stable ``key``, else its index): part of the instance, so two items
+    with the same inputs still get two ids.
     """
     index = -1 if map_index is None else int(map_index)
-    instance = _sha256(namespace, dag_id, run_id, task_id, str(index))[:24]
+    parts = (namespace, dag_id, run_id, task_id, str(index)) + (() if item is None else (item,))
+    instance = _sha256(*parts)[:24]
     inputs = inputs_digest(fingerprint, variant)
     return f"af-{_readable(dag_id)}-{_readable(task_id)}-{instance}-{inputs}"
 
 
 def external_task_id_from_context(
-    context: Any, *, fingerprint: str, variant: str = "", namespace: str = ""
+    context: Any, *, fingerprint: str, variant: str = "", namespace: str = "", item: str | None = None
 ) -> str:
     """:func:`derive_external_task_id` for the task instance of an Airflow ``context``."""
     ti = context["ti"]
@@ -83,11 +98,17 @@ def external_task_id_from_context(
         namespace=namespace,
         fingerprint=fingerprint,
         variant=variant,
+        item=item,
     )
 
 
 def with_derived_external_task_id(
-    request: KirinVideoRequest, context: Any, *, variant: str = "", namespace: str = ""
+    request: KirinVideoRequest,
+    context: Any,
+    *,
+    variant: str = "",
+    namespace: str = "",
+    item: str | None = None,
 ) -> KirinVideoRequest:
     """``request`` with the derived id of the task instance in ``context`` and of the request's own
     inputs; a request that already has an ``external_task_id`` (the author's key) is returned as is.
@@ -101,6 +122,131 @@ def with_derived_external_task_id(
     if request.external_task_id is not None:
         return request
     derived = external_task_id_from_context(
-        context, fingerprint=request.fingerprint(), variant=variant, namespace=namespace
+        context, fingerprint=request.fingerprint(), variant=variant, namespace=namespace, item=item
     )
     return request.model_copy(update={"external_task_id": derived})
+
+
+# -- submitting at most once per id, without I/O -------------------------------------------------------
+#
+# The decisions of an idempotent submit live here, once; ``KirinHook`` (requests) and
+# ``KirinAsyncHook`` (aiohttp) only carry out the steps. A plan is a generator: it yields a step,
+# the transport performs it and sends back its result (the task, or ``None`` for a lookup that
+# found nothing), or throws the step's ``KirinConflictError`` into it; the plan's return value is
+# ``(task, reused)``.
+
+
+@dataclass(frozen=True)
+class Lookup:
+    """Step: look ``external_task_id`` up; send back the task or ``None``."""
+
+    external_task_id: str
+
+
+@dataclass(frozen=True)
+class Create:
+    """Step: create ``request`` (with its retries, see :class:`CreateRetries`); send back the task,
+    or throw the ``KirinConflictError`` of a 409 into the plan."""
+
+    request: KirinVideoRequest
+
+
+Step = Lookup | Create
+SubmitPlan = Generator[Step, "KirinTask | None", "tuple[KirinTask, bool]"]
+
+
+def generation_id(external_task_id: str, generation: int) -> str:
+    """The id of the ``generation``-th submission under one external id: ``<id>``, ``<id>.g2``, ..."""
+    return external_task_id if generation == 1 else f"{external_task_id}.g{generation}"
+
+
+def is_unusable(task: KirinTask) -> bool:
+    """A generation no retry could succeed with: ``failed``, or ``completed`` without a video."""
+    return task.is_failed or (task.is_completed and not task.video_urls)
+
+
+def create_plan(request: KirinVideoRequest) -> SubmitPlan:
+    """Create ``request``; a 409 ("external_task_id already used") means another try won the race
+    between our lookup and our create, so that task is the generation we wanted: look it up and
+    reuse it. Only if the lookup still finds nothing is the conflict raised."""
+    try:
+        created = yield Create(request)
+    except KirinConflictError:
+        if not request.external_task_id:
+            raise
+        existing = yield Lookup(request.external_task_id)
+        if existing is None:
+            raise KirinConflictError(
+                f"Kirin answered 409 (external_task_id already used) for {request.external_task_id!r}, "
+                "but a lookup of that id finds no task: the id may belong to another account or service."
+            ) from None
+        log.info(
+            "Kirin task %s (external id %s) was created by a concurrent try of the same inputs; reusing it.",
+            existing.task_id,
+            request.external_task_id,
+        )
+        return existing, True
+    assert created is not None
+    return created, False
+
+
+def submit_plan(request: KirinVideoRequest) -> SubmitPlan:
+    """At most one paid generation per external id (see ``KirinHook.submit_idempotent``).
+
+    Looks ``<id>``, ``<id>.g2``, ... up in turn: the first usable task is reused; an unusable one
+    (:func:`is_unusable`) moves on to the next id; the first id with no task is created.
+    """
+    from airflow_provider_kirin.models import KirinVideoRequest, validate_model
+
+    if not request.external_task_id:
+        raise KirinValidationError("external_task_id=None is invalid here; allowed: a non-empty string")
+    base = request.external_task_id
+    for generation in range(1, MAX_GENERATIONS_PER_ID + 1):
+        candidate = generation_id(base, generation)
+        existing = yield Lookup(candidate)
+        if existing is None:
+            retry_request = validate_model(
+                KirinVideoRequest, {**request.to_payload(), "external_task_id": candidate}
+            )
+            return (yield from create_plan(retry_request))
+        if not is_unusable(existing):
+            return existing, True
+        log.info(
+            "Kirin task %s (external id %s) ended %s (%s); the next try uses a new id.",
+            existing.task_id,
+            candidate,
+            existing.status if existing.is_failed else "without a video",
+            existing.error_code or "no code",
+        )
+    raise KirinValidationError(
+        f"external_task_id={base!r} already has {MAX_GENERATIONS_PER_ID} failed generations; "
+        "allowed: an id with fewer. Use a new external_task_id."
+    )
+
+
+class CreateRetries:
+    """What one create's retries remember: after an attempt that may have created the task (its
+    answer was lost), the next attempt looks the ``external_task_id`` up before creating again.
+
+    A transport's retry loop asks :meth:`lookup_first` before each attempt and reports each
+    transient failure to :meth:`failed`.
+    """
+
+    def __init__(self, external_task_id: str | None) -> None:
+        self.external_task_id = external_task_id
+        self._recheck = False
+
+    def lookup_first(self) -> str | None:
+        """The id to look up before this attempt, or ``None`` to create straight away."""
+        return self.external_task_id if self._recheck and self.external_task_id else None
+
+    def failed(self, error: TransientKirinError) -> None:
+        self._recheck = self._recheck or error.may_have_created
+
+    @staticmethod
+    def found(task: KirinTask) -> KirinTask:
+        log.info(
+            "Kirin task %s was created by this create's earlier attempt, whose answer was lost; using it.",
+            task.task_id,
+        )
+        return task

@@ -137,3 +137,36 @@ def retry_kwargs(config: KirinConnectionConfig, what: str) -> dict[str, Any]:
         "before_sleep": before_sleep,
         "retry_error_callback": _raise_final,
     }
+
+
+class SharedPause:
+    """One pause shared by many requests: when any of them is told to slow down (429, or a
+    ``Retry-After``), every request sent through the same pause waits it out, so a batch of
+    generations backs off as one client instead of each item hammering on alone.
+
+    Pure bookkeeping on wall-clock times; the transport does the waiting (``KirinAsyncHook``).
+    """
+
+    #: Seconds to pause on a 429 that names no ``Retry-After``.
+    DEFAULT_SECONDS = 1.0
+
+    def __init__(self) -> None:
+        self.until = 0.0
+        self.pauses = 0
+
+    def observe(self, error: TransientKirinError, now: float | None = None) -> None:
+        """Pause everyone after a 429 or any answer with ``Retry-After``."""
+        seconds = error.retry_after
+        if seconds is None and error.final.http_status == 429:
+            seconds = self.DEFAULT_SECONDS
+        if seconds is None:
+            return
+        until = (time.time() if now is None else now) + seconds
+        if until > self.until:
+            self.until = until
+            self.pauses += 1
+            log.warning("Kirin asked to slow down (%s); pausing every request for %.1f s", error, seconds)
+
+    def remaining(self, now: float | None = None) -> float:
+        """Seconds every request still has to wait."""
+        return max(0.0, self.until - (time.time() if now is None else now))

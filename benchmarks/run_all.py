@@ -2,7 +2,8 @@
 issue's targets), and write ``benchmarks/RESULTS.md`` with the machine it ran on.
 
 ``make bench`` runs this after installing the peer (``apache-airflow-providers-http``). The full
-run takes about 8 minutes on 2 cores; ``--quick`` about 3.
+run takes about 14 minutes on 2 cores (the batch benchmark starts two real Airflows); ``--quick``
+about 6.
 
 Run: ``python benchmarks/run_all.py [--quick] [--n 100 --n 1000] [--only triggerer parse ...]``.
 """
@@ -19,13 +20,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import bench_batch
 import bench_download
 import bench_parse
 import bench_requests_per_video
 import bench_triggerer
 from _common import BENCH_DIR, BenchResult, Row, machine_info, markdown_table
 
-BENCHES = ("triggerer", "parse", "download", "requests_per_video")
+BENCHES = ("triggerer", "parse", "download", "requests_per_video", "batch")
 
 
 def runners(args: argparse.Namespace) -> dict[str, Callable[[], BenchResult]]:
@@ -44,6 +46,7 @@ def runners(args: argparse.Namespace) -> dict[str, Callable[[], BenchResult]]:
         "requests_per_video": lambda: bench_requests_per_video.run(
             bench_requests_per_video.LENGTHS, scale=40.0 if quick else 20.0, tasks=5 if quick else 10
         ),
+        "batch": lambda: bench_batch.run(50 if quick else bench_batch.FULL_N),
     }
 
 

@@ -73,6 +73,30 @@ def clean_env(home: Path, settings: Mapping[str, str] | None = None) -> dict[str
     return env
 
 
+SIMPLE_AUTH_MANAGER = "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
+
+
+def component_settings(port: int, *, parallelism: int) -> dict[str, str]:
+    """Settings of a real Airflow's separate components on loopback: LocalExecutor with
+    ``parallelism`` slots, the simple auth manager (everyone admin), one api-server worker on
+    ``port`` whose execution API the task supervisors report to, one DAG-parsing process."""
+    api_url = f"http://127.0.0.1:{port}"
+    return {
+        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+        "AIRFLOW__CORE__PARALLELISM": str(parallelism),
+        "AIRFLOW__CORE__AUTH_MANAGER": SIMPLE_AUTH_MANAGER,
+        # A [core] option in Airflow 3.3 (not a [simple_auth_manager] section).
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
+        # Workers (task supervisors) report to the api-server's execution API.
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{api_url}/execution/",
+        "AIRFLOW__API__HOST": "127.0.0.1",
+        "AIRFLOW__API__PORT": str(port),
+        "AIRFLOW__API__BASE_URL": api_url,
+        "AIRFLOW__API__WORKERS": "1",
+        "AIRFLOW__DAG_PROCESSOR__PARSING_PROCESSES": "1",
+    }
+
+
 #: The tests' cluster policy (shortened Kirin waits), installed into every home's ``config/``.
 LOCAL_SETTINGS = Path(__file__).resolve().parent / "airflow_local_settings.py"
 

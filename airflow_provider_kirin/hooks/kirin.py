@@ -51,24 +51,22 @@ from airflow_provider_kirin.exceptions import (
     KirinError,
     KirinServiceError,
     KirinUnreachableError,
-    KirinValidationError,
 )
-from airflow_provider_kirin.models import KirinTask, KirinVideoRequest, validate_model
+from airflow_provider_kirin.idempotency import (
+    CreateRetries,
+    Lookup,
+    SubmitPlan,
+    create_plan,
+    submit_plan,
+)
+from airflow_provider_kirin.models import KirinTask, KirinVideoRequest
 from airflow_provider_kirin.polling import PollState
 from airflow_provider_kirin.protocol import ApiCall, KirinProtocol, plain_reason
-from airflow_provider_kirin.retry import TransientKirinError, retry_kwargs
+from airflow_provider_kirin.retry import SharedPause, TransientKirinError, retry_kwargs
 
 if TYPE_CHECKING:
     import aiohttp
     from airflow.sdk import ObjectStoragePath
-
-#: Failed generations one external id may be resubmitted after (``<id>``, ``<id>.g2``, ...).
-MAX_GENERATIONS_PER_ID = 50
-
-
-def generation_id(external_task_id: str, generation: int) -> str:
-    """The id of the ``generation``-th submission under one external id: ``<id>``, ``<id>.g2``, ..."""
-    return external_task_id if generation == 1 else f"{external_task_id}.g{generation}"
 
 
 class _KirinHookBase(BaseHook):
@@ -182,53 +180,8 @@ class KirinHook(_KirinHookBase):
 
     def _create(self, request: KirinVideoRequest) -> tuple[KirinTask, bool]:
         """Create, or find the task an earlier try or a racing try created under the same
-        ``external_task_id``; return ``(task, reused)``.
-
-        A retry after a create that may have reached the server looks the id up first. A 409
-        ("external_task_id already used") means another try won the race between our lookup and
-        our create: that task is the generation we wanted, so it is looked up and reused; only if
-        the lookup still finds nothing is the conflict raised.
-        """
-        call = self.protocol.create(request)
-        recheck = False
-        for attempt in Retrying(**retry_kwargs(self.config, call.label)):
-            with attempt:
-                if recheck and call.external_task_id:
-                    existing = self._send_once(self.protocol.lookup(call.external_task_id))
-                    if existing is not None:
-                        self.log.info(
-                            "Kirin task %s was created by this create's earlier attempt, whose "
-                            "answer was lost; using it.",
-                            existing.task_id,
-                        )
-                        return existing, False  # our own create: submitted, not reused
-                try:
-                    created = self._send_once(call)
-                except TransientKirinError as err:
-                    recheck = recheck or err.may_have_created
-                    raise
-                except KirinConflictError:
-                    if not call.external_task_id:
-                        raise
-                    return self._reuse_after_conflict(call.external_task_id), True
-                if created is None:  # pragma: no cover - a create never answers "not found" as None
-                    raise KirinBadResponseError("Kirin create returned no task.")
-                return created, False
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    def _reuse_after_conflict(self, external_task_id: str) -> KirinTask:
-        existing = self.get_task_by_external_id(external_task_id)
-        if existing is None:
-            raise KirinConflictError(
-                f"Kirin answered 409 (external_task_id already used) for {external_task_id!r}, but a "
-                "lookup of that id finds no task: the id may belong to another account or service."
-            )
-        self.log.info(
-            "Kirin task %s (external id %s) was created by a concurrent try of the same inputs; reusing it.",
-            existing.task_id,
-            external_task_id,
-        )
-        return existing
+        ``external_task_id``; return ``(task, reused)`` (see ``idempotency.create_plan``)."""
+        return self._drive(create_plan(request))
 
     def submit_idempotent(self, request: KirinVideoRequest) -> tuple[KirinTask, bool]:
         """Submit at most one paid generation per external id; return ``(task, reused)``.
@@ -238,33 +191,49 @@ class KirinHook(_KirinHookBase):
         that ended ``failed``, or ``completed`` without a video URL (nothing to keep, so no retry
         could ever succeed with it), moves on to the next id; the first id with no task is
         created. So a retry after a failed generation pays for a new one under a new,
-        deterministic id, and a retry after anything else pays for nothing.
+        deterministic id, and a retry after anything else pays for nothing. The decisions are
+        ``idempotency.submit_plan``'s; this method only carries out its steps.
         """
-        if not request.external_task_id:
-            raise KirinValidationError("external_task_id=None is invalid here; allowed: a non-empty string")
-        base = request.external_task_id
-        for generation in range(1, MAX_GENERATIONS_PER_ID + 1):
-            candidate = generation_id(base, generation)
-            existing = self.get_task_by_external_id(candidate)
-            if existing is None:
-                retry_request = validate_model(
-                    KirinVideoRequest, {**request.to_payload(), "external_task_id": candidate}
-                )
-                return self._create(retry_request)
-            unusable = existing.is_failed or (existing.is_completed and not existing.video_urls)
-            if not unusable:
-                return existing, True
-            self.log.info(
-                "Kirin task %s (external id %s) ended %s (%s); the next try uses a new id.",
-                existing.task_id,
-                candidate,
-                existing.status if existing.is_failed else "without a video",
-                existing.error_code or "no code",
-            )
-        raise KirinValidationError(
-            f"external_task_id={base!r} already has {MAX_GENERATIONS_PER_ID} failed generations; "
-            "allowed: an id with fewer. Use a new external_task_id."
-        )
+        return self._drive(submit_plan(request))
+
+    def _drive(self, plan: SubmitPlan) -> tuple[KirinTask, bool]:
+        """Carry out the steps of an ``idempotency`` plan over this transport."""
+        result: KirinTask | None = None
+        error: KirinConflictError | None = None
+        try:
+            while True:
+                step = plan.throw(error) if error is not None else plan.send(result)
+                result, error = None, None
+                try:
+                    if isinstance(step, Lookup):
+                        result = self.get_task_by_external_id(step.external_task_id)
+                    else:
+                        result = self._create_with_retries(step.request)
+                except KirinConflictError as err:
+                    error = err
+        except StopIteration as stop:
+            return stop.value
+
+    def _create_with_retries(self, request: KirinVideoRequest) -> KirinTask:
+        """One create under the retry policy; a retry after an attempt that may have created the
+        task looks it up first (see ``idempotency.CreateRetries``). A 409 is raised."""
+        call = self.protocol.create(request)
+        retries = CreateRetries(call.external_task_id)
+        for attempt in Retrying(**retry_kwargs(self.config, call.label)):
+            with attempt:
+                if (earlier := retries.lookup_first()) is not None:
+                    existing = self._send_once(self.protocol.lookup(earlier))
+                    if existing is not None:
+                        return retries.found(existing)
+                try:
+                    created = self._send_once(call)
+                except TransientKirinError as err:
+                    retries.failed(err)
+                    raise
+                if created is None:  # pragma: no cover - a create never answers "not found" as None
+                    raise KirinBadResponseError("Kirin create returned no task.")
+                return created
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def get_task(self, task_id: str) -> KirinTask:
         """The task's current envelope (retried on 429/5xx/transport errors)."""
@@ -411,8 +380,12 @@ class KirinAsyncHook(_KirinHookBase):
             task = await hook.get_task(task_id)
     """
 
-    def __init__(self, kirin_conn_id: str = DEFAULT_CONN_ID, **kwargs: Any) -> None:
+    def __init__(
+        self, kirin_conn_id: str = DEFAULT_CONN_ID, *, pause: SharedPause | None = None, **kwargs: Any
+    ) -> None:
         super().__init__(kirin_conn_id, **kwargs)
+        #: With a :class:`SharedPause`, a 429 seen by any request slows every request down.
+        self.pause = pause
         self._config: KirinConnectionConfig | None = None
         self._protocol: KirinProtocol | None = None
         self._lease: tuple[asyncio.AbstractEventLoop, tuple[Any, ...]] | None = None
@@ -480,6 +453,8 @@ class KirinAsyncHook(_KirinHookBase):
         session = await self._session()
         assert self._protocol is not None
         assert self._config is not None
+        if self.pause is not None:
+            await _wait_out(self.pause)
         limit = self._config.request_timeout
         seconds = limit if budget is None else min(budget, limit)
         # aiohttp's ``total`` covers connect + headers + body: a server dripping bytes is cut off.
@@ -509,7 +484,12 @@ class KirinAsyncHook(_KirinHookBase):
             raise self._protocol.transport_failure(
                 call, error, reached_server=_aiohttp_reached(error)
             ) from None
-        return self._protocol.interpret(call, status, headers, body, truncated=truncated)
+        try:
+            return self._protocol.interpret(call, status, headers, body, truncated=truncated)
+        except TransientKirinError as err:
+            if self.pause is not None:
+                self.pause.observe(err)
+            raise
 
     async def _send(self, call: ApiCall) -> KirinTask | None:
         config = await self.get_config()
@@ -533,6 +513,47 @@ class KirinAsyncHook(_KirinHookBase):
         """The task created with this ``external_task_id``, or ``None`` if there is none (404)."""
         return await self._send((await self.protocol()).lookup(external_task_id))
 
+    async def submit_idempotent(self, request: KirinVideoRequest) -> tuple[KirinTask, bool]:
+        """:meth:`KirinHook.submit_idempotent` without blocking the loop: the same plan
+        (``idempotency.submit_plan``), carried out over aiohttp."""
+        plan = submit_plan(request)
+        result: KirinTask | None = None
+        error: KirinConflictError | None = None
+        try:
+            while True:
+                step = plan.throw(error) if error is not None else plan.send(result)
+                result, error = None, None
+                try:
+                    if isinstance(step, Lookup):
+                        result = await self.get_task_by_external_id(step.external_task_id)
+                    else:
+                        result = await self._create_with_retries(step.request)
+                except KirinConflictError as err:
+                    error = err
+        except StopIteration as stop:
+            return stop.value
+
+    async def _create_with_retries(self, request: KirinVideoRequest) -> KirinTask:
+        """:meth:`KirinHook._create_with_retries` over aiohttp."""
+        protocol = await self.protocol()
+        call = protocol.create(request)
+        retries = CreateRetries(call.external_task_id)
+        async for attempt in AsyncRetrying(**retry_kwargs(await self.get_config(), call.label)):
+            with attempt:
+                if (earlier := retries.lookup_first()) is not None:
+                    existing = await self._send_once(protocol.lookup(earlier))
+                    if existing is not None:
+                        return retries.found(existing)
+                try:
+                    created = await self._send_once(call)
+                except TransientKirinError as err:
+                    retries.failed(err)
+                    raise
+                if created is None:  # pragma: no cover - a create never answers "not found" as None
+                    raise KirinBadResponseError("Kirin create returned no task.")
+                return created
+        raise AssertionError("unreachable")  # pragma: no cover
+
     async def poll_once(self, task_id: str, budget: float | None = None) -> KirinTask:
         """One status check, not retried, within ``budget`` seconds if given (else the connection's
         ``request_timeout``): a transient failure raises ``TransientKirinError`` so the caller's
@@ -543,6 +564,15 @@ class KirinAsyncHook(_KirinHookBase):
 
 
 # -- helpers -------------------------------------------------------------------------------------
+async def _wait_out(pause: SharedPause) -> None:
+    """Sleep until ``pause`` is over, even if another request extends it meanwhile."""
+    for _ in range(1000):  # bounded; each round waits out the longest pause seen so far
+        wait = pause.remaining()
+        if wait <= 0:
+            return
+        await asyncio.sleep(wait)
+
+
 def _read_capped(chunks: Any, limit: int) -> tuple[bytes, bool]:
     buffer = bytearray()
     for chunk in chunks:

@@ -103,7 +103,6 @@ class KirinDownloadVideoOperator(BaseOperator):
         return KirinHook(kirin_conn_id=self.kirin_conn_id)
 
     def execute(self, context: Context) -> list[str]:
-        from airflow_provider_kirin.download import safe_name
         from airflow_provider_kirin.exceptions import KirinError
         from airflow_provider_kirin.polling import raise_for_outcome
 
@@ -114,24 +113,16 @@ class KirinDownloadVideoOperator(BaseOperator):
                 task_id=task.task_id,
             )
         directory = destination_dir(self.destination)
-        stored_paths: list[Any] = []
-        for index, video in enumerate(task.videos, start=1):
-            stem = task.task_id if index == 1 else f"{task.task_id}-{index}"
-            stored = self.hook.store_video(
-                str(video.url),
-                directory / safe_name(stem, ".mp4"),
-                max_bytes=self.max_bytes,
-                checksum=True,
-                require_video_type=self.require_video_type,
-            )
-            sidecar = self._sidecar(task, video.size, stored)
-            (directory / safe_name(stem, ".mp4.json")).write_text(
-                json.dumps(sidecar, indent=2, sort_keys=True)
-            )
-            stored_paths.append(str(stored.path))
-            self.log.info(
-                "Kept %s (%d bytes, sha256 %s) with its sidecar", stored.path, stored.size, stored.sha256
-            )
+        stored_paths: list[Any] = keep_task_videos(
+            self.hook,
+            task,
+            directory,
+            task.task_id,
+            self.request,
+            max_bytes=self.max_bytes,
+            log=self.log,
+            require_video_type=self.require_video_type,
+        )
         for outlet in self.outlets:
             context["outlet_events"][outlet].extra = {
                 "paths": stored_paths,
@@ -140,21 +131,60 @@ class KirinDownloadVideoOperator(BaseOperator):
             }
         return stored_paths
 
-    def _sidecar(self, task: KirinTask, frame_size: str | None, stored: Any) -> dict[str, Any]:
-        return {
-            "kirin_task_id": task.task_id,
-            "external_task_id": task.external_task_id,
-            "model": task.model,
-            "status": task.status,
-            "request": self.request,
-            "prompt": (self.request or {}).get("prompt"),
-            "cost": task.cost,
-            "discount": task.discount,
-            "created_at": task.created_at,
-            "completed_at": task.updated_at,
-            "stored_at": datetime.now(timezone.utc).isoformat(),
-            "frame_size": frame_size,
-            "bytes": stored.size,
-            "sha256": stored.sha256,
-            "content_type": stored.content_type,
-        }
+
+def keep_task_videos(
+    hook: KirinHook,
+    task: KirinTask,
+    directory: ObjectStoragePath,
+    stem: str,
+    request: dict[str, Any] | None,
+    *,
+    max_bytes: int,
+    log: Any,
+    require_video_type: bool = True,
+) -> list[str]:
+    """Stream every video of a completed ``task`` to ``directory/<stem>.mp4`` (``<stem>-2.mp4``...
+    for more than one), each with its ``.json`` sidecar; return the stored paths. Every name goes
+    through :func:`~airflow_provider_kirin.download.safe_name`, so whatever ``stem`` holds (a task
+    id the server sent, an item key), no file lands outside ``directory``."""
+    from airflow_provider_kirin.download import safe_name
+
+    stored_paths: list[str] = []
+    for index, video in enumerate(task.videos, start=1):
+        item_stem = stem if index == 1 else f"{stem}-{index}"
+        stored = hook.store_video(
+            str(video.url),
+            directory / safe_name(item_stem, ".mp4"),
+            max_bytes=max_bytes,
+            checksum=True,
+            require_video_type=require_video_type,
+        )
+        sidecar = _sidecar(task, request, video.size, stored)
+        (directory / safe_name(item_stem, ".mp4.json")).write_text(
+            json.dumps(sidecar, indent=2, sort_keys=True)
+        )
+        stored_paths.append(str(stored.path))
+        log.info("Kept %s (%d bytes, sha256 %s) with its sidecar", stored.path, stored.size, stored.sha256)
+    return stored_paths
+
+
+def _sidecar(
+    task: KirinTask, request: dict[str, Any] | None, frame_size: str | None, stored: Any
+) -> dict[str, Any]:
+    return {
+        "kirin_task_id": task.task_id,
+        "external_task_id": task.external_task_id,
+        "model": task.model,
+        "status": task.status,
+        "request": request,
+        "prompt": (request or {}).get("prompt"),
+        "cost": task.cost,
+        "discount": task.discount,
+        "created_at": task.created_at,
+        "completed_at": task.updated_at,
+        "stored_at": datetime.now(timezone.utc).isoformat(),
+        "frame_size": frame_size,
+        "bytes": stored.size,
+        "sha256": stored.sha256,
+        "content_type": stored.content_type,
+    }

@@ -31,6 +31,7 @@ pytestmark = pytest.mark.airflow  # starts real Airflow processes: not in `make 
 #: Every file of ``example_dags/`` and the DAGs it defines; each DAG has a success test below.
 EXPECTED_DAGS = {
     "example_kirin_asset_consumer.py": {"example_kirin_asset_consumer"},
+    "example_kirin_batch_catalogue.py": {"example_kirin_batch_catalogue"},
     "example_kirin_cost_report.py": {"example_kirin_cost_report"},
     "example_kirin_deferrable_operator.py": {"example_kirin_deferrable_operator"},
     "example_kirin_keep_video.py": {"example_kirin_keep_video"},
@@ -391,6 +392,54 @@ def test_scheduled_example_generates_the_prompts_of_the_day(
         (stored,) = kept[i]
         _assert_kept(stored, destination / "daily" / ds, kirin_task_id)
     assert sorted(sent) == sorted(prompts)
+
+
+@pytest.mark.kirin_emulator(**FAST)
+@pytest.mark.timeout(240)
+def test_batch_catalogue_example_keeps_videos_and_manifest_with_the_cost(
+    example_home: AirflowHome,
+    dags_test: Callable[..., Any],
+    kirin_emulator: EmulatorServer,
+    tmp_path: Path,
+) -> None:
+    """The batch example as written (its default poll knobs; no test-only settings): one task,
+    one create per catalogue line, the manifest and the videos under the Variable's destination."""
+    from airflow_provider_kirin.emulator.app import load_sample_video
+
+    dag_id = "example_kirin_batch_catalogue"
+    destination = tmp_path / "catalogue"
+    lines = [
+        line
+        for line in (EXAMPLE_DAGS / "prompts" / "catalogue.txt").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    result, run_id, output = dags_test(
+        example_home, dag_id, AIRFLOW_VAR_KIRIN_CATALOGUE_DESTINATION=destination.as_uri()
+    )
+
+    assert result.returncode == 0, _tail(output)
+    assert example_home.task_states(dag_id, run_id) == {
+        ("catalogue_prompts", -1): "success",
+        ("catalogue", -1): "success",
+        ("cost_summary", -1): "success",
+    }
+    assert kirin_emulator.stats()["creates"] == len(lines) == 3
+    folder = destination / _run_date(example_home, dag_id, run_id, "data_interval_start")
+    summary = example_home.xcom(dag_id, run_id, "catalogue", "return_value")
+    assert summary == {
+        "counts": {"completed": 3},
+        "total_cost": "1.05",
+        "manifest": (folder / "manifest.jsonl").as_uri(),
+        "items": 3,
+        "failed": 0,
+    }
+    rows = [json.loads(row) for row in (folder / "manifest.jsonl").read_text().splitlines()]
+    assert [row["key"] for row in rows] == [line.split("|")[0].strip() for line in lines]
+    for row in rows:
+        assert kirin_emulator.state.tasks[row["task_id"]].params["aspect_ratio"] == "1:1"
+        assert (folder / f"{row['index']:05d}-{row['key']}.mp4").read_bytes() == load_sample_video()
+    line = example_home.xcom(dag_id, run_id, "cost_summary", "return_value")
+    assert line == f"3 of 3 clips generated, 0 failed, total cost 1.05 USD; manifest {summary['manifest']}"
 
 
 # -- 2b. every seed error code fails the task with its typed exception ---------------------------------

@@ -28,7 +28,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from airflow_helpers import EXAMPLE_DAGS, FAST_WAITS, AirflowHome, decode_xcom, free_port, wait_until
+from airflow_helpers import (
+    EXAMPLE_DAGS,
+    FAST_WAITS,
+    AirflowHome,
+    component_settings,
+    decode_xcom,
+    free_port,
+    wait_until,
+)
 
 from airflow_provider_kirin.emulator import EmulatorServer
 
@@ -59,7 +67,6 @@ POOL_BUDGET_SECONDS = 150.0
 ASSET_BUDGET_SECONDS = 90.0
 #: Start-up of the four components (api-server health and every DAG parsed).
 STARTUP_SECONDS = 90.0
-SIMPLE_AUTH_MANAGER = "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
 
 
 @dataclass
@@ -141,18 +148,8 @@ def airflow_components(
         airflow_template_db,
         dags_folder=dags_folder,
         settings={
-            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
             # Above the pool test's 5 mapped tasks: the pool, not the executor, is the limit.
-            "AIRFLOW__CORE__PARALLELISM": "8",
-            "AIRFLOW__CORE__AUTH_MANAGER": SIMPLE_AUTH_MANAGER,
-            # A [core] option in Airflow 3.3 (not a [simple_auth_manager] section).
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
-            # Workers (task supervisors) report to the api-server's execution API.
-            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{api_url}/execution/",
-            "AIRFLOW__API__HOST": "127.0.0.1",
-            "AIRFLOW__API__PORT": str(port),
-            "AIRFLOW__API__BASE_URL": api_url,
-            "AIRFLOW__API__WORKERS": "1",
+            **component_settings(port, parallelism=8),
             "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "1",
             # A task supervisor notices its task process's exit within this many seconds (default 5).
             # Airflow 3.3.2 fails a resumed deferred task whose trigger fired and got it re-queued
@@ -160,7 +157,6 @@ def airflow_components(
             # (apache/airflow#67287; only the `scheduled` state is guarded): a faster exit report,
             # and generations of several seconds (below), keep the tests clear of that race.
             "AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL": "1",
-            "AIRFLOW__DAG_PROCESSOR__PARSING_PROCESSES": "1",
             "AIRFLOW_CONN_KIRIN_DEFAULT": kirin_emulator_session.airflow_conn_json(),
             **FAST_WAITS,
             "AIRFLOW_VAR_KIRIN_VIDEO_DESTINATION": destination.as_uri(),

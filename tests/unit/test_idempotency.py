@@ -79,3 +79,75 @@ def test_context_helper_derives_only_when_the_author_set_no_id() -> None:
     )
     own = KirinVideoRequest.build(prompt="a fox", external_task_id="my-key")
     assert with_derived_external_task_id(own, context, variant="b").external_task_id == "my-key"
+
+
+# -- the sans-I/O submit plan both hooks carry out -------------------------------------------------------
+def _task(status: str, external_task_id: str, **extra: Any) -> Any:
+    from airflow_provider_kirin.models import KirinTask
+
+    return KirinTask.model_validate({"task_id": f"kt-{external_task_id}", "status": status,
+                                     "external_task_id": external_task_id, **extra})  # fmt: skip
+
+
+def test_submit_plan_looks_up_then_creates() -> None:
+    from airflow_provider_kirin.idempotency import Create, Lookup, submit_plan
+
+    plan = submit_plan(KirinVideoRequest.build(prompt="p", external_task_id="x"))
+    assert next(plan) == Lookup("x")
+    step = plan.send(None)
+    assert isinstance(step, Create)
+    assert step.request.external_task_id == "x"
+    with pytest.raises(StopIteration) as done:
+        plan.send(_task("pending", "x"))
+    assert done.value.value[1] is False
+
+
+def test_submit_plan_moves_past_failed_generations_and_reuses_the_rest() -> None:
+    from airflow_provider_kirin.idempotency import Create, Lookup, submit_plan
+
+    plan = submit_plan(KirinVideoRequest.build(prompt="p", external_task_id="x"))
+    assert next(plan) == Lookup("x")
+    assert plan.send(_task("failed", "x")) == Lookup("x.g2")
+    assert plan.send(_task("completed", "x.g2")) == Lookup("x.g3")  # completed without a video
+    with pytest.raises(StopIteration) as done:
+        plan.send(_task("processing", "x.g3"))
+    assert done.value.value == (_task("processing", "x.g3"), True)
+
+    plan = submit_plan(KirinVideoRequest.build(prompt="p", external_task_id="y"))
+    next(plan)
+    step = plan.send(_task("failed", "y"))
+    step = plan.send(None)
+    assert isinstance(step, Create)
+    assert step.request.external_task_id == "y.g2"
+
+
+def test_a_409_is_resolved_by_lookup_or_raised() -> None:
+    from airflow_provider_kirin.exceptions import KirinConflictError
+    from airflow_provider_kirin.idempotency import Lookup, create_plan
+
+    plan = create_plan(KirinVideoRequest.build(prompt="p", external_task_id="z"))
+    next(plan)
+    assert plan.throw(KirinConflictError("409")) == Lookup("z")
+    with pytest.raises(StopIteration) as done:
+        plan.send(_task("pending", "z"))
+    assert done.value.value[1] is True
+
+    plan = create_plan(KirinVideoRequest.build(prompt="p", external_task_id="z"))
+    next(plan)
+    plan.throw(KirinConflictError("409"))
+    with pytest.raises(KirinConflictError, match="finds no task"):
+        plan.send(None)
+
+
+def test_create_retries_look_up_only_after_an_attempt_that_may_have_created() -> None:
+    from airflow_provider_kirin.exceptions import KirinBadResponseError, KirinUnreachableError
+    from airflow_provider_kirin.idempotency import CreateRetries
+    from airflow_provider_kirin.retry import TransientKirinError
+
+    retries = CreateRetries("x")
+    assert retries.lookup_first() is None
+    retries.failed(TransientKirinError(KirinBadResponseError("503"), may_have_created=False))
+    assert retries.lookup_first() is None
+    retries.failed(TransientKirinError(KirinUnreachableError("reset"), may_have_created=True))
+    assert retries.lookup_first() == "x"
+    assert CreateRetries(None).lookup_first() is None

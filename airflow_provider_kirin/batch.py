@@ -1,0 +1,310 @@
+"""Batches of generations, as pure logic shared by the batch operator and the batch trigger.
+
+- :func:`parse_items` turns the operator's ``prompts`` (strings, or dicts overriding request
+  fields per item, with an optional stable ``key``) into validated requests, before anything is
+  spent; a bad item is named by index (and key), field, value and what is allowed.
+- :func:`pack_items` / :func:`unpack_items` keep the trigger's serialized kwargs compact: the
+  shared request fields once, and per item only what differs.
+- :class:`ItemResult` is one item's outcome (one manifest row; a compact list in the trigger
+  event), :class:`BatchTally` the running counts behind the progress lines and the summary.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from typing import Any, Final
+
+from airflow_provider_kirin.exceptions import KirinValidationError
+from airflow_provider_kirin.models import KirinVideoRequest, validate_model
+
+#: Request fields a batch item may set for itself (the operator's arguments are the defaults).
+ITEM_FIELDS: Final = ("prompt", "negative_prompt", "duration", "aspect_ratio", "mode", "watermark")
+#: Item statuses: the two Kirin outcomes, plus what the batch itself may report.
+#: ``timeout``: still unfinished at the deadline (it may still complete, and be billed);
+#: ``error``: the item could not be submitted or checked (its typed error's code is recorded);
+#: ``not_submitted``: the deadline passed before the item's turn came (nothing was spent).
+ITEM_STATUSES: Final = ("completed", "failed", "timeout", "error", "not_submitted")
+MAX_KEY_CHARS: Final = 200
+_NAME_UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
+
+
+@dataclass(frozen=True)
+class BatchItem:
+    """One validated item: its place in ``prompts``, its stable ``key`` (or None) and its request."""
+
+    index: int
+    key: str | None
+    request: KirinVideoRequest
+
+    @property
+    def item_id(self) -> str:
+        """What names the item in its derived ``external_task_id``: the key, else the index, so
+        reordering keyed items keeps their ids (and their generations)."""
+        return self.key if self.key is not None else str(self.index)
+
+    @property
+    def label(self) -> str:
+        return f"prompts[{self.index}]" + (f" (key {self.key!r})" if self.key is not None else "")
+
+
+def item_file_stem(index: int, key: str | None) -> str:
+    """The stem of an item's file names: from the item's index and key only, never from anything
+    the server sent (``00042``, ``00042-spring_sale``). Made a plain name, unable to leave the
+    destination, by the provider's one file-name function,
+    :func:`~airflow_provider_kirin.download.safe_name`."""
+    from airflow_provider_kirin.download import safe_name
+
+    return safe_name(f"{index:05d}-{key}" if key else f"{index:05d}", "")
+
+
+def _fail(where: str, field_name: str, value: object, allowed: str, why: str = "") -> KirinValidationError:
+    text = repr(value)
+    if len(text) > 80:
+        text = f"{text[:60]}...{text[-10:]}"
+    reason = f" ({why})" if why else ""
+    return KirinValidationError(f"{where}: {field_name}={text} is invalid{reason}; allowed: {allowed}")
+
+
+def parse_items(prompts: object, defaults: dict[str, Any]) -> list[BatchItem]:
+    """Validate every item of ``prompts`` against the vendor's rules; raise on the first bad one.
+
+    :param prompts: A list of prompt strings, or of dicts with any of :data:`ITEM_FIELDS` and an
+        optional ``key`` (a unique, non-empty string).
+    :param defaults: The shared values of :data:`ITEM_FIELDS` (the operator's arguments).
+    """
+    if isinstance(prompts, (str, bytes)) or not isinstance(prompts, Sequence):
+        raise _fail("prompts", "prompts", prompts, "a list of prompt strings or dicts", "not a list")
+    if not prompts:
+        raise _fail("prompts", "prompts", prompts, "a list of at least one prompt", "empty")
+    allowed_keys = ", ".join((*ITEM_FIELDS, "key"))
+    items: list[BatchItem] = []
+    seen: dict[str, int] = {}
+    for index, raw in enumerate(prompts):
+        where = f"prompts[{index}]"
+        if isinstance(raw, str):
+            raw = {"prompt": raw}
+        if not isinstance(raw, dict):
+            raise _fail(where, "item", raw, "a prompt string or a dict of request fields")
+        unknown = sorted(str(name) for name in raw if name not in (*ITEM_FIELDS, "key"))
+        if unknown:
+            raise _fail(
+                where, unknown[0], raw[unknown[0]], f"one of the fields {allowed_keys}", "unknown field"
+            )
+        key = raw.get("key")
+        if key is not None:
+            if not isinstance(key, str) or not key.strip() or len(key) > MAX_KEY_CHARS:
+                raise _fail(where, "key", key, f"a non-empty string of at most {MAX_KEY_CHARS} characters")
+            if key in seen:
+                raise _fail(
+                    where, "key", key, "a key no other item has", f"also the key of prompts[{seen[key]}]"
+                )
+            seen[key] = index
+            where = f"{where} (key {key!r})"
+        fields = {**defaults, **{name: raw[name] for name in ITEM_FIELDS if name in raw}}
+        if "prompt" not in raw:
+            raise _fail(where, "prompt", None, "a string of 1 to 2500 characters", "missing")
+        try:
+            request = KirinVideoRequest.build(**fields)
+        except KirinValidationError as err:
+            raise KirinValidationError(f"{where}: {err.message}") from None
+        items.append(BatchItem(index=index, key=key, request=request))
+    return items
+
+
+def pack_items(items: Iterable[BatchItem]) -> dict[str, Any]:
+    """The items in a compact, JSON-serializable form for trigger kwargs: the most common value of
+    each request field once, then ``[index, key, fields that differ]`` per item."""
+    payloads = [(item, item.request.to_payload()) for item in items]
+    shared: dict[str, Any] = {}
+    names = {name for _, payload in payloads for name in payload} - {"prompt", "external_task_id"}
+    for name in sorted(names):
+        values = Counter(json.dumps(payload.get(name), sort_keys=True) for _, payload in payloads)
+        common, _ = values.most_common(1)[0]
+        if common != "null":
+            shared[name] = json.loads(common)
+    rows = [
+        [
+            item.index,
+            item.key,
+            {
+                **{k: v for k, v in payload.items() if k not in shared or shared[k] != v},
+                **{k: None for k in shared if k not in payload},  # unset here, though most set it
+            },
+        ]
+        for item, payload in payloads
+    ]
+    return {"shared": shared, "items": rows}
+
+
+def unpack_items(packed: dict[str, Any]) -> list[BatchItem]:
+    """Reverse :func:`pack_items`."""
+    shared = packed.get("shared") or {}
+    return [
+        BatchItem(index=int(index), key=key, request=validate_model(KirinVideoRequest, {**shared, **own}))
+        for index, key, own in packed["items"]
+    ]
+
+
+@dataclass
+class ItemResult:
+    """One item's outcome. In the trigger event it travels as :meth:`to_row` (a short list)."""
+
+    index: int
+    status: str
+    external_task_id: str | None = None  # the id of the generation used (``<id>`` or ``<id>.gN``)
+    task_id: str | None = None
+    video_urls: list[str] = field(default_factory=list)
+    cost: str | None = None
+    error_code: str | None = None
+    error_message: str | None = None
+    reused: bool = False
+
+    #: Longest error message kept per item (the event stays small; the code says what happened).
+    MESSAGE_CHARS = 300
+
+    def to_row(self) -> list[Any]:
+        message = self.error_message[: self.MESSAGE_CHARS] if self.error_message else None
+        return [
+            self.index,
+            self.status,
+            self.external_task_id,
+            self.task_id,
+            self.video_urls,
+            self.cost,
+            self.error_code,
+            message,
+            self.reused,
+        ]
+
+    @classmethod
+    def from_row(cls, row: Sequence[Any]) -> ItemResult:
+        index, status, external_task_id, task_id, urls, cost, code, message, reused = row
+        if status not in ITEM_STATUSES:
+            raise ValueError(f"unknown item status {status!r}")
+        return cls(
+            index=int(index),
+            status=str(status),
+            external_task_id=external_task_id,
+            task_id=task_id,
+            video_urls=[str(url) for url in urls or []],
+            cost=cost,
+            error_code=code,
+            error_message=message,
+            reused=bool(reused),
+        )
+
+    def manifest_row(self, item: BatchItem, base_external_task_id: str | None) -> dict[str, Any]:
+        """The manifest's row: the item's inputs (key, fingerprint) and its outcome."""
+        return {
+            "index": self.index,
+            "key": item.key,
+            "fingerprint": item.request.fingerprint(),
+            "external_task_id": self.external_task_id or base_external_task_id,
+            "task_id": self.task_id,
+            "status": self.status,
+            "reused": self.reused,
+            "video_urls": self.video_urls,
+            "cost": self.cost,
+            "error_code": self.error_code,
+            "error_message": self.error_message,
+            "prompt": item.request.prompt,
+        }
+
+
+def parse_cost(cost: str | None) -> Decimal:
+    """A cost string as a Decimal (0 for a missing or unreadable one: the server is not trusted)."""
+    if not cost:
+        return Decimal(0)
+    try:
+        value = Decimal(cost)
+    except (InvalidOperation, ValueError):
+        return Decimal(0)
+    return value if value.is_finite() and value >= 0 else Decimal(0)
+
+
+@dataclass
+class BatchTally:
+    """Running counts of one batch: what the progress lines say and the summary holds."""
+
+    total: int
+    counts: dict[str, int] = field(default_factory=dict)
+    in_flight: int = 0
+    cost: Decimal = Decimal(0)
+
+    def record(self, result: ItemResult) -> None:
+        self.counts[result.status] = self.counts.get(result.status, 0) + 1
+        self.cost += parse_cost(result.cost)
+
+    @property
+    def ended(self) -> int:
+        return sum(self.counts.values())
+
+    @property
+    def failed(self) -> int:
+        return self.ended - self.counts.get("completed", 0)
+
+    def total_cost(self) -> str:
+        return f"{self.cost:.2f}"
+
+    def progress(self) -> str:
+        """``312/500 done, 4 failed, 22 in flight, $109.20 so far``."""
+        return (
+            f"{self.ended}/{self.total} done, {self.failed} failed, {self.in_flight} in flight, "
+            f"${self.total_cost()} so far"
+        )
+
+
+@dataclass
+class LearnedDurations:
+    """How long this batch's generations take, learned as they end, to place later items' first check.
+
+    A batch runs many generations of the same kind (mode, duration). Once one has been seen done
+    after ``d`` seconds, later items of that kind get their first status check ``d`` seconds after
+    their create instead of ``first_poll_delay``: one check instead of several for a typical item.
+    ``d`` is at most one poll interval above the fastest true generation time (it is when a check
+    saw it done), so a later item that ends no sooner is still noticed within about one interval,
+    as with plain polling; one that ends sooner waits at most that long. Never less than
+    ``first_poll_delay``.
+    """
+
+    fastest: dict[tuple[str, str], float] = field(default_factory=dict)
+
+    def first_delay(self, request: KirinVideoRequest, first_poll_delay: float) -> float:
+        return max(first_poll_delay, self.fastest.get((request.mode, request.duration), 0.0))
+
+    def ended(self, request: KirinVideoRequest, seconds: float) -> None:
+        """A generation this batch created was seen completed ``seconds`` after its create."""
+        kind = (request.mode, request.duration)
+        if seconds > 0 and seconds < self.fastest.get(kind, float("inf")):
+            self.fastest[kind] = seconds
+
+
+def check_max_failed(value: object) -> int | float:
+    """Validate ``max_failed``: a count (int >= 0) or a fraction of the items (float in [0, 1])."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise _fail(
+            "max_failed", "max_failed", value, "an int >= 0 (a count) or a float in [0, 1] (a fraction)"
+        )
+    if isinstance(value, int):
+        if value < 0:
+            raise _fail(
+                "max_failed", "max_failed", value, "an int >= 0 (a count) or a float in [0, 1] (a fraction)"
+            )
+        return value
+    if not 0.0 <= value <= 1.0:
+        raise _fail(
+            "max_failed", "max_failed", value, "an int >= 0 (a count) or a float in [0, 1] (a fraction)"
+        )
+    return value
+
+
+def too_many_failed(failed: int, total: int, max_failed: int | float) -> bool:
+    """Whether ``failed`` of ``total`` items is more than ``max_failed`` allows."""
+    if isinstance(max_failed, float):
+        return total > 0 and failed / total > max_failed
+    return failed > max_failed

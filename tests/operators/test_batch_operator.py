@@ -1,0 +1,176 @@
+"""``KirinBatchTextToVideoOperator`` on a real Airflow (``airflow dags test`` subprocesses) against the
+emulator: templated items, the manifest's content, kept videos named from the items, the asset
+event, ``max_failed`` both ways (in the worker and deferred), and validation before spend."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from airflow_helpers import AirflowHome, decode_xcom
+
+from airflow_provider_kirin.download import safe_name
+from airflow_provider_kirin.emulator import EmulatorServer
+
+pytestmark = pytest.mark.airflow  # real `airflow dags test`: not in `make test-fast`
+
+DAG_FILES = Path(__file__).resolve().parent / "dag_files"
+FAST = {"pending_seconds": 0.1, "processing_seconds": 0.3}
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory: pytest.TempPathFactory, airflow_template_db: Path) -> AirflowHome:
+    return AirflowHome.create(
+        tmp_path_factory.mktemp("airflow-batch"), airflow_template_db, dags_folder=DAG_FILES
+    )
+
+
+def dags_test(home: AirflowHome, server: EmulatorServer, dag_id: str, dest: Path) -> tuple[str, str, str]:
+    result = home.cli(
+        "dags",
+        "test",
+        dag_id,
+        extra_env={
+            "AIRFLOW_CONN_KIRIN_DEFAULT": server.airflow_conn_json(),
+            "AIRFLOW_VAR_BATCH_DEST": str(dest),
+        },
+        timeout=180,
+    )
+    latest = home.latest_run(dag_id)
+    assert latest is not None, result.stdout + result.stderr
+    return latest[0], latest[1], result.stdout + result.stderr
+
+
+def manifest(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+@pytest.mark.kirin_emulator(**FAST)
+@pytest.mark.timeout(240)
+def test_batch_writes_manifest_videos_and_asset_event(
+    home: AirflowHome, kirin_emulator: EmulatorServer, tmp_path: Path
+) -> None:
+    run_id, state, output = dags_test(home, kirin_emulator, "kirin_batch_ok", tmp_path)
+    assert state == "success", output[-4000:]
+    assert kirin_emulator.stats()["creates"] == 4
+    summary = home.xcom("kirin_batch_ok", run_id, "batch", "return_value")
+    assert summary == {
+        "counts": {"completed": 4},
+        "total_cost": "2.25",  # 3 x 0.35 (std 5 s) + 1.20 (pro 10 s)
+        "manifest": (tmp_path / "ok" / "manifest.jsonl").as_uri(),
+        "items": 4,
+        "failed": 0,
+    }
+    rows = manifest(tmp_path / "ok" / "manifest.jsonl")
+    assert [row["index"] for row in rows] == [0, 1, 2, 3]
+    assert [row["key"] for row in rows] == [None, "sale/banner 1", None, None]
+    assert rows[2]["prompt"] == "A heron at dawn"  # templated inside the item
+    assert [row["cost"] for row in rows] == ["0.35", "0.35", "1.20", "0.35"]
+    tasks = kirin_emulator.state.tasks
+    for row in rows:
+        task = tasks[row["task_id"]]
+        assert row["status"] == "completed"
+        assert task.external_task_id == row["external_task_id"]
+        assert task.params["prompt"] == row["prompt"]
+        assert row["video_urls"] == [task.video_url]
+        assert len(row["fingerprint"]) == 64
+        assert (row["error_code"], row["error_message"], row["reused"]) == (None, None, False)
+    assert tasks[rows[1]["task_id"]].params["aspect_ratio"] == "9:16"
+    assert (tasks[rows[2]["task_id"]].params["mode"], tasks[rows[2]["task_id"]].params["duration"]) == (
+        "pro",
+        "10",
+    )
+    # Videos are named from the item (index and a safe form of the key), never from the server.
+    keyed = safe_name("00001-sale/banner 1", "")  # "00001-sale_banner_1-<hash of the key>"
+    assert keyed.startswith("00001-sale_banner_1-")
+    kept = sorted(p.name for p in (tmp_path / "ok").iterdir())
+    assert kept == [
+        "00000.mp4",
+        "00000.mp4.json",
+        f"{keyed}.mp4",
+        f"{keyed}.mp4.json",
+        "00002.mp4",
+        "00002.mp4.json",
+        "00003.mp4",
+        "00003.mp4.json",
+        "manifest.jsonl",
+    ]
+    assert rows[1]["stored"] == [(tmp_path / "ok" / f"{keyed}.mp4").as_uri()]
+    sidecar = json.loads((tmp_path / "ok" / f"{keyed}.mp4.json").read_text())
+    assert sidecar["kirin_task_id"] == rows[1]["task_id"]
+    assert sidecar["prompt"] == "confetti over a shop window"
+    events = home.query(
+        "SELECT e.extra FROM asset_event e JOIN asset a ON a.id = e.asset_id "
+        "WHERE a.name = 'kirin-batch-manifest' AND e.source_dag_id = ? AND e.source_run_id = ?",
+        ("kirin_batch_ok", run_id),
+    )
+    assert [decode_xcom(extra) for (extra,) in events] == [
+        {"manifest": summary["manifest"], "counts": {"completed": 4}, "total_cost": "2.25"}
+    ]
+    assert "4/4 done, 0 failed, 0 in flight, $2.25 so far" in output
+
+
+@pytest.mark.kirin_emulator(**FAST)
+@pytest.mark.timeout(240)
+def test_max_failed_tolerates_in_the_worker(
+    home: AirflowHome, kirin_emulator: EmulatorServer, tmp_path: Path
+) -> None:
+    kirin_emulator.add_fault(endpoint="create", kind="fail_task", times=1, code="002011096")
+    run_id, state, output = dags_test(home, kirin_emulator, "kirin_batch_tolerant", tmp_path)
+    assert state == "success", output[-4000:]
+    summary = home.xcom("kirin_batch_tolerant", run_id, "batch", "return_value")
+    assert summary["counts"] == {"completed": 3, "failed": 1}
+    assert summary["failed"] == 1
+    (failed,) = [
+        row for row in manifest(tmp_path / "tolerant" / "manifest.jsonl") if row["status"] == "failed"
+    ]
+    assert failed["error_code"] == "002011096"
+    assert failed["error_message"]
+    assert failed["video_urls"] == []
+    assert f"prompts[{failed['index']}]" in output
+    assert "failed: 002011096" in output
+    assert kirin_emulator.stats()["creates"] == 4
+
+
+@pytest.mark.kirin_emulator(**FAST)
+@pytest.mark.timeout(240)
+def test_max_failed_fails_the_task_after_writing_the_manifest(
+    home: AirflowHome, kirin_emulator: EmulatorServer, tmp_path: Path
+) -> None:
+    kirin_emulator.add_fault(endpoint="create", kind="fail_task", times=1, code="002011096")
+    _run_id, state, output = dags_test(home, kirin_emulator, "kirin_batch_strict", tmp_path)
+    assert state == "failed"
+    assert "1 of 4 Kirin batch items did not complete" in output
+    assert "max_failed=0.2" in output
+    rows = manifest(tmp_path / "strict" / "manifest.jsonl")
+    assert sorted(row["status"] for row in rows) == ["completed", "completed", "completed", "failed"]
+
+
+@pytest.mark.timeout(180)
+def test_bad_item_fails_before_any_request(
+    home: AirflowHome, kirin_emulator: EmulatorServer, tmp_path: Path
+) -> None:
+    _run_id, state, output = dags_test(home, kirin_emulator, "kirin_batch_bad_input", tmp_path)
+    assert state == "failed"
+    assert "prompts[2] (key 'third'): Invalid Kirin request: aspect_ratio='4:3' is invalid" in output
+    assert "allowed: one of '16:9', '9:16', '1:1'" in output
+    stats = kirin_emulator.stats()
+    assert (stats["create_requests"], stats["lookups"]) == (0, 0)
+
+
+@pytest.mark.kirin_emulator(**FAST)
+@pytest.mark.timeout(240)
+def test_expand_over_chunks_from_an_xcomarg(
+    home: AirflowHome, kirin_emulator: EmulatorServer, tmp_path: Path
+) -> None:
+    run_id, state, output = dags_test(home, kirin_emulator, "kirin_batch_chunks", tmp_path)
+    assert state == "success", output[-4000:]
+    summaries = home.xcoms("kirin_batch_chunks", run_id, "batch", "return_value")
+    assert {i: s["counts"] for i, s in summaries.items()} == {0: {"completed": 2}, 1: {"completed": 1}}
+    assert all(s["manifest"] is None for s in summaries.values())  # no destination: no file
+    same = [t for t in kirin_emulator.state.tasks.values() if t.params["prompt"] == "the same prompt"]
+    assert len(same) == 2  # the same prompt in two chunks (map indexes): two items, two generations
+    assert len({t.external_task_id for t in same}) == 2
+    assert kirin_emulator.stats()["creates"] == 3
