@@ -160,7 +160,9 @@ def create_app(config: EmulatorConfig | None = None, *, state: EmulatorState | N
     @app.get("/v1/tasks/{task_id}")
     async def get_task(request: Request) -> Response:
         state.counters["gets"] += 1
-        return await _read_task(request, "get", request.path_params["task_id"], None)
+        task_id = request.path_params["task_id"]
+        state.count_status_check(task_id)  # before any fault: a check refused with 503 still counts
+        return await _read_task(request, "get", task_id, None)
 
     @app.get("/v1/tasks")
     async def lookup_task(request: Request) -> Response:
