@@ -1,13 +1,14 @@
 # Two commands do everything on a fresh machine with Python, pip and make:
 #   make demo   run the example DAG end to end against the bundled emulator
 #   make test   lint, type-check and run every test
+#   make test-distributed   the multi-process Airflow test (installs PostgreSQL and Redis as root)
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export AIRFLOW__CORE__LOAD_EXAMPLES ?= False
 
-.PHONY: demo test lint typecheck pytest bench clean
+.PHONY: demo test test-distributed lint typecheck pytest bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +30,11 @@ pytest: $(STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 test: lint typecheck pytest
+
+# PostgreSQL + Redis + CeleryExecutor, two workers, two triggerers: see tests/distributed/.
+test-distributed: $(STAMP)
+	bash scripts/install-distributed-deps.sh
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m distributed tests/distributed
 
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet "apache-airflow-providers-http"
