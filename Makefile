@@ -1,14 +1,15 @@
 # Two commands do everything on a fresh machine with Python, pip and make:
 #   make demo   run the example DAG end to end against the bundled emulator
 #   make test   lint, type-check and run every test
-#   make test-distributed   the multi-process Airflow test (installs PostgreSQL and Redis as root)
+# For the inner loop: make test-fast (the unit tier: no real Airflow processes, under a minute).
+# make test-distributed: Airflow on PostgreSQL, Redis and Celery (installs them with apt-get as root).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export AIRFLOW__CORE__LOAD_EXAMPLES ?= False
 
-.PHONY: demo test test-distributed lint typecheck pytest bench clean
+.PHONY: demo test test-fast test-distributed lint typecheck pytest bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +31,9 @@ pytest: $(STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 test: lint typecheck pytest
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not airflow" -n 4
 
 # PostgreSQL + Redis + CeleryExecutor, two workers, two triggerers: see tests/distributed/.
 test-distributed: $(STAMP)

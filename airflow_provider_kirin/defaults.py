@@ -21,8 +21,3 @@ MAX_CONSECUTIVE_POLL_ERRORS = 5
 #: mode typically takes one to a few minutes; pro and 10 s clips take longer"). Only used to check
 #: more often around the time a generation is due; never to give up early.
 EXPECTED_SECONDS = {("std", "5"): 60.0, ("std", "10"): 120.0, ("pro", "5"): 120.0, ("pro", "10"): 240.0}
-
-#: XCom keys.
-KIRIN_TASK_ID_XCOM_KEY = "kirin_task_id"
-KIRIN_RESULT_XCOM_KEY = "kirin_result"
-KIRIN_REQUEST_XCOM_KEY = "kirin_request"

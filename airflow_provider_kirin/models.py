@@ -16,6 +16,8 @@ Read a task (unknown fields and unknown statuses are tolerated; ``id`` is read a
 
 from __future__ import annotations
 
+import hashlib
+import json
 from typing import Annotated, Any, Final, Literal
 from urllib.parse import urlsplit
 
@@ -139,6 +141,19 @@ class KirinVideoRequest(BaseModel):
     def to_payload(self) -> dict[str, Any]:
         """The JSON body: unset optional fields are left out, ``watermark_info`` is always sent."""
         return self.model_dump(mode="json", exclude_none=True)
+
+    def fingerprint(self) -> str:
+        """SHA-256 (hex) of every field that shapes the video: all of them but
+        :data:`NOT_SHAPING_FIELDS`. Two requests with the same fingerprint ask for the same video,
+        so a retry may reuse the generation of one for the other; a field added to this model
+        later is covered without a change here."""
+        shaping = self.model_dump(mode="json", exclude=set(NOT_SHAPING_FIELDS))
+        canonical = json.dumps(shaping, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+#: Request fields that do not change the video: where Kirin reports progress, and the caller's id.
+NOT_SHAPING_FIELDS: Final = ("callback_url", "external_task_id")
 
 
 def _describe(value: object) -> str:

@@ -28,17 +28,14 @@ def example_kirin_taskflow_hook():
         from airflow.sdk import get_current_context
 
         from airflow_provider_kirin.hooks.kirin import KirinHook
-        from airflow_provider_kirin.idempotency import external_task_id_from_context
+        from airflow_provider_kirin.idempotency import with_derived_external_task_id
         from airflow_provider_kirin.models import KirinVideoRequest
 
         hook = KirinHook(kirin_conn_id="kirin_default")
-        # A deterministic external id makes an Airflow retry reuse the generation it paid for.
-        request = KirinVideoRequest.build(
-            prompt=prompt,
-            duration=5,
-            aspect_ratio="1:1",
-            external_task_id=external_task_id_from_context(get_current_context()),
-        )
+        request = KirinVideoRequest.build(prompt=prompt, duration=5, aspect_ratio="1:1")
+        # An external id derived from this task instance and these inputs makes an Airflow retry
+        # reuse the generation it paid for, and a changed prompt make a new one.
+        request = with_derived_external_task_id(request, get_current_context())
         created, _reused = hook.submit_idempotent(request)
         done = hook.wait_for_task(created.task_id, poll_interval=POLL_INTERVAL, timeout=30 * 60)
         return done.to_result()

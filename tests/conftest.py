@@ -1,6 +1,9 @@
 """Shared fixtures. The emulator fixtures (``kirin_emulator``, ``kirin_conn_env``,
-``kirin_emulator_factory``) come from the package's pytest plugin, registered through its ``pytest11``
-entry point. Test directories may add their own ``conftest.py``."""
+``kirin_emulator_factory``) come from the package's pytest plugin, enabled here with ``pytest_plugins``
+(opt-in, as a user's own conftest would). Test directories may add their own ``conftest.py``.
+
+Tiers: modules that start real Airflow processes are marked ``airflow``; ``make test-fast`` runs the
+rest (``-m "not airflow"``), ``make test`` runs everything."""
 
 from __future__ import annotations
 
@@ -18,6 +21,8 @@ if _TESTS_DIR not in sys.path:  # make ``airflow_helpers`` importable whatever t
 from airflow_helpers import migrate_template  # noqa: E402
 
 from airflow_provider_kirin.emulator import EmulatorServer  # noqa: E402
+
+pytest_plugins = ["airflow_provider_kirin.emulator.pytest_plugin"]
 
 
 @pytest.fixture(scope="session")

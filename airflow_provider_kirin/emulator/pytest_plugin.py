@@ -1,7 +1,8 @@
 """Pytest fixtures for testing against the Kirin emulator.
 
-Enable with ``pytest_plugins = ["airflow_provider_kirin.emulator.pytest_plugin"]`` in a root
-``conftest.py`` (the package also registers it as a ``pytest11`` entry point when installed).
+Opt-in: enable it with ``pytest_plugins = ["airflow_provider_kirin.emulator.pytest_plugin"]`` in
+your root ``conftest.py`` (or ``-p airflow_provider_kirin.emulator.pytest_plugin``). Installing the
+provider registers nothing in anyone's pytest runs.
 
 Fixtures:
 

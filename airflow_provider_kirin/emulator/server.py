@@ -261,6 +261,12 @@ class EmulatorServer:
         task = self.state.get(task_id)
         return None if task is None else task.envelope()
 
+    def task_request(self, task_id: str) -> dict[str, Any] | None:
+        """The create body a task was made from (prompt, duration, ...), or ``None``: lets a test
+        check that a task id it was handed is the generation of the prompt it asked for."""
+        task = self.state.get(task_id)
+        return None if task is None else dict(task.params)
+
     def task_by_external_id(self, external_task_id: str) -> dict[str, Any] | None:
         task = self.state.lookup(external_task_id)
         return None if task is None else task.envelope()

@@ -44,6 +44,7 @@ from airflow_provider_kirin.download import (
     store_video,
 )
 from airflow_provider_kirin.exceptions import (
+    KirinConflictError,
     KirinError,
     KirinResultParsingError,
     KirinValidationError,
@@ -170,6 +171,17 @@ class KirinHook(_KirinHookBase):
 
     def submit(self, request: KirinVideoRequest) -> KirinTask:
         """Create a task from a validated request (see :meth:`create_task`)."""
+        return self._create(request)[0]
+
+    def _create(self, request: KirinVideoRequest) -> tuple[KirinTask, bool]:
+        """Create, or find the task an earlier try or a racing try created under the same
+        ``external_task_id``; return ``(task, reused)``.
+
+        A retry after a create that may have reached the server looks the id up first. A 409
+        ("external_task_id already used") means another try won the race between our lookup and
+        our create: that task is the generation we wanted, so it is looked up and reused; only if
+        the lookup still finds nothing is the conflict raised.
+        """
         call = self.protocol.create(request)
         recheck = False
         for attempt in Retrying(**retry_kwargs(self.config, call.label)):
@@ -178,18 +190,38 @@ class KirinHook(_KirinHookBase):
                     existing = self._send_once(self.protocol.lookup(call.external_task_id))
                     if existing is not None:
                         self.log.info(
-                            "Kirin task %s was created by an earlier try; reusing it.", existing.task_id
+                            "Kirin task %s was created by this create's earlier attempt, whose "
+                            "answer was lost; using it.",
+                            existing.task_id,
                         )
-                        return existing
+                        return existing, False  # our own create: submitted, not reused
                 try:
                     created = self._send_once(call)
                 except TransientKirinError as err:
                     recheck = recheck or err.may_have_created
                     raise
+                except KirinConflictError:
+                    if not call.external_task_id:
+                        raise
+                    return self._reuse_after_conflict(call.external_task_id), True
                 if created is None:  # pragma: no cover - a create never answers "not found" as None
                     raise KirinResultParsingError("Kirin create returned no task.")
-                return created
+                return created, False
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _reuse_after_conflict(self, external_task_id: str) -> KirinTask:
+        existing = self.get_task_by_external_id(external_task_id)
+        if existing is None:
+            raise KirinConflictError(
+                f"Kirin answered 409 (external_task_id already used) for {external_task_id!r}, but a "
+                "lookup of that id finds no task: the id may belong to another account or service."
+            )
+        self.log.info(
+            "Kirin task %s (external id %s) was created by a concurrent try of the same inputs; reusing it.",
+            existing.task_id,
+            external_task_id,
+        )
+        return existing
 
     def submit_idempotent(self, request: KirinVideoRequest) -> tuple[KirinTask, bool]:
         """Submit at most one paid generation per external id; return ``(task, reused)``.
@@ -211,7 +243,7 @@ class KirinHook(_KirinHookBase):
                 retry_request = validate_model(
                     KirinVideoRequest, {**request.to_payload(), "external_task_id": candidate}
                 )
-                return self.submit(retry_request), False
+                return self._create(retry_request)
             unusable = existing.is_failed or (existing.is_completed and not existing.video_urls)
             if not unusable:
                 return existing, True
@@ -257,9 +289,11 @@ class KirinHook(_KirinHookBase):
         checks come twice as often around then, within the same request budget (see
         ``PollState.is_due``).
         """
+        now = time.time()
         state = PollState(
             task_id=task_id,
-            deadline=time.time() + timeout,
+            started=now,
+            deadline=now + timeout,
             poll_interval=poll_interval,
             max_consecutive_errors=max_consecutive_errors,
             expected_seconds=expected_seconds,

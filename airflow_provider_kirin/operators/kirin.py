@@ -23,9 +23,7 @@ This module imports nothing heavy (no aiohttp, no pydantic models) at DAG parse 
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
-from datetime import timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
@@ -34,19 +32,19 @@ from airflow.sdk.configuration import conf
 
 from airflow_provider_kirin import defaults
 from airflow_provider_kirin.links.kirin import KirinVideoLink
+from airflow_provider_kirin.operators.waiting import (
+    KIRIN_REQUEST_XCOM_KEY,
+    KIRIN_TASK_ID_XCOM_KEY,
+    KirinWaitMixin,
+)
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
     from airflow_provider_kirin.hooks.kirin import KirinHook
-    from airflow_provider_kirin.models import KirinTask
-
-#: Extra seconds the deferral may outlive the trigger's own deadline, so the trigger's clean
-#: ``timeout`` event (after a last status check) wins over Airflow's generic deferral timeout.
-DEFER_TIMEOUT_MARGIN = 60.0
 
 
-class KirinTextToVideoOperator(BaseOperator):
+class KirinTextToVideoOperator(KirinWaitMixin, BaseOperator):
     """Submit a Kirin V2.5 Turbo text-to-video generation; optionally wait for the video.
 
     Returns the Kirin task id (XCom ``return_value``, and key ``kirin_task_id``); the validated
@@ -57,8 +55,9 @@ class KirinTextToVideoOperator(BaseOperator):
 
     Every argument is validated after templating and before any request, so a bad value fails the
     task without spending anything. Retries never pay twice: the task always sends an
-    ``external_task_id`` (yours, or one derived from dag, run, task and map index) and looks it up
-    before creating; see ``docs/reliability.md``.
+    ``external_task_id`` (yours, or one derived from the task instance and its inputs) and looks it up
+    before creating; see ``docs/reliability.md``. A create answered 409 (another try of the same
+    inputs won a race) is resolved by looking the id up and reusing that generation.
 
     :param prompt: 1 to 2500 characters (templated; a ``.txt``/``.j2`` file name is read as a template).
     :param negative_prompt: Up to 2500 characters (templated).
@@ -67,7 +66,14 @@ class KirinTextToVideoOperator(BaseOperator):
     :param mode: ``std`` or ``pro``.
     :param watermark: Whether Kirin also generates a watermarked result.
     :param callback_url: http(s) URL Kirin notifies on status changes (templated).
-    :param external_task_id: Your idempotency id (templated); derived when not given.
+    :param external_task_id: Your idempotency id (templated), used exactly as given: it alone then
+        decides what is reused. When not given, one is derived from the task instance (dag, run,
+        task, map index) and a fingerprint of every input that shapes the video, so a retry or a
+        cleared task with the same inputs reuses its generation and any changed input (prompt,
+        negative prompt, duration, aspect ratio, mode, watermark) makes a new one.
+    :param variant: Ask for a deliberate fresh take of the same inputs in the same run (templated,
+        any string, e.g. ``"2"`` or ``"{{ params.take }}"``); mixed into the derived id. Ignored
+        when ``external_task_id`` is given.
     :param kirin_conn_id: The ``kirin`` connection.
     :param wait_for_completion: Wait until the generation ends.
     :param deferrable: Wait in the triggerer instead of a worker slot.
@@ -81,7 +87,13 @@ class KirinTextToVideoOperator(BaseOperator):
         same request budget.
     """
 
-    template_fields: Sequence[str] = ("prompt", "negative_prompt", "external_task_id", "callback_url")
+    template_fields: Sequence[str] = (
+        "prompt",
+        "negative_prompt",
+        "external_task_id",
+        "callback_url",
+        "variant",
+    )
     template_ext: Sequence[str] = (".txt", ".j2")
     template_fields_renderers = {"prompt": "md", "negative_prompt": "md"}
     operator_extra_links = (KirinVideoLink(),)
@@ -107,6 +119,7 @@ class KirinTextToVideoOperator(BaseOperator):
         max_consecutive_poll_errors: int = defaults.MAX_CONSECUTIVE_POLL_ERRORS,
         external_id_namespace: str = "",
         expected_seconds: float | None = None,
+        variant: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -127,6 +140,7 @@ class KirinTextToVideoOperator(BaseOperator):
         self.max_consecutive_poll_errors = max_consecutive_poll_errors
         self.external_id_namespace = external_id_namespace
         self.expected_seconds = expected_seconds
+        self.variant = variant
         self.kirin_task_id: str | None = None
         self.kirin_video_url: str | None = None
 
@@ -137,7 +151,7 @@ class KirinTextToVideoOperator(BaseOperator):
         return KirinHook(kirin_conn_id=self.kirin_conn_id)
 
     def execute(self, context: Context) -> str:
-        from airflow_provider_kirin.idempotency import external_task_id_from_context
+        from airflow_provider_kirin.idempotency import with_derived_external_task_id
         from airflow_provider_kirin.models import KirinVideoRequest
 
         request = KirinVideoRequest.build(
@@ -148,74 +162,70 @@ class KirinTextToVideoOperator(BaseOperator):
             mode=self.mode,
             watermark=self.watermark,
             callback_url=self.callback_url,
-            external_task_id=self.external_task_id
-            or external_task_id_from_context(context, self.external_id_namespace),
+            external_task_id=self.external_task_id,
+        )
+        request = with_derived_external_task_id(
+            request, context, variant=self.variant or "", namespace=self.external_id_namespace
         )
         task, reused = self.hook.submit_idempotent(request)
         self.kirin_task_id = task.task_id
-        context["ti"].xcom_push(key=defaults.KIRIN_TASK_ID_XCOM_KEY, value=task.task_id)
-        context["ti"].xcom_push(key=defaults.KIRIN_REQUEST_XCOM_KEY, value=request.to_payload())
+        context["ti"].xcom_push(key=KIRIN_TASK_ID_XCOM_KEY, value=task.task_id)
+        context["ti"].xcom_push(key=KIRIN_REQUEST_XCOM_KEY, value=request.to_payload())
         self.log.info(
-            "%s Kirin task %s (external id %s, mode %s, duration %s s, status %s)",
+            "%s Kirin task %s (external id %s, mode %s, duration %s s, status %s): %s",
             "Reusing" if reused else "Submitted",
             task.task_id,
-            task.external_task_id,
+            task.external_task_id or request.external_task_id,
             request.mode,
             request.duration,
             task.status,
+            self._reuse_reason(reused),
         )
         if not self.wait_for_completion:
             return task.task_id
-        if task.is_terminal:
-            return self._finish(context, task)
-        expected = self.expected_seconds or defaults.EXPECTED_SECONDS.get((request.mode, request.duration))
-        if self.deferrable:
-            self._defer(task.task_id, expected)
-        done = self.hook.wait_for_task(
-            task.task_id,
-            poll_interval=self.poll_interval,
-            timeout=self.timeout,
-            first_poll_delay=self.first_poll_delay,
-            max_consecutive_errors=self.max_consecutive_poll_errors,
-            expected_seconds=expected,
-        )
-        return self._finish(context, done)
-
-    def _defer(self, kirin_task_id: str, expected_seconds: float | None) -> None:
-        from airflow_provider_kirin.triggers.kirin import KirinTaskTrigger
-
-        now = time.time()
-        backstop = timedelta(seconds=self.timeout + self.poll_interval + DEFER_TIMEOUT_MARGIN)
-        self.defer(
-            trigger=KirinTaskTrigger(
-                kirin_task_id=kirin_task_id,
-                kirin_conn_id=self.kirin_conn_id,
+        if not task.is_terminal:
+            expected = self.expected_seconds or defaults.EXPECTED_SECONDS.get(
+                (request.mode, request.duration)
+            )
+            if self.deferrable:
+                self.defer_until_done(
+                    task.task_id,
+                    poll_interval=self.poll_interval,
+                    timeout=self.timeout,
+                    first_poll_delay=self.first_poll_delay,
+                    max_consecutive_errors=self.max_consecutive_poll_errors,
+                    expected_seconds=expected,
+                )
+            task = self.hook.wait_for_task(
+                task.task_id,
                 poll_interval=self.poll_interval,
-                deadline=now + self.timeout,
-                first_poll_at=now + self.first_poll_delay,
+                timeout=self.timeout,
+                first_poll_delay=self.first_poll_delay,
                 max_consecutive_errors=self.max_consecutive_poll_errors,
-                started_at=now,
-                expected_seconds=expected_seconds,
-            ),
-            method_name="execute_complete",
-            timeout=min(backstop, self.execution_timeout) if self.execution_timeout else backstop,
+                expected_seconds=expected,
+            )
+        self.finish(context, task)
+        return task.task_id
+
+    def _reuse_reason(self, reused: bool) -> str:
+        """Why this try reused a generation or paid for a new one, for the task log."""
+        if self.external_task_id:
+            return (
+                "an earlier try already created your external_task_id, which decides reuse"
+                if reused
+                else "your external_task_id has no usable generation yet"
+            )
+        take = f" (variant {self.variant!r})" if self.variant else ""
+        if reused:
+            return f"an earlier try of this task instance asked for the same inputs{take}"
+        return (
+            f"no earlier try of this task instance asked for these inputs{take}: "
+            "a first run, changed inputs or a new variant"
         )
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> str:
-        """Resume after the trigger fired: the completed task, or its typed error raised."""
-        from airflow_provider_kirin.triggers.kirin import task_from_event
-
-        return self._finish(context, task_from_event(event))
-
-    def _finish(self, context: Context, task: KirinTask) -> str:
-        from airflow_provider_kirin.polling import log_result, raise_for_outcome
-
-        raise_for_outcome(task)  # a reused task may have ended failed or without a video
-        self.kirin_task_id = task.task_id
-        self.kirin_video_url = task.video_urls[0]  # the "Kirin video" link
-        context["ti"].xcom_push(key=defaults.KIRIN_RESULT_XCOM_KEY, value=task.to_result())
-        log_result(self.log, task)
-        return task.task_id
+        """Resume after the trigger fired: the completed task's id, or its typed error raised."""
+        return str(self.finish_event(context, event)["task_id"])
 
     def on_kill(self) -> None:
         if self.kirin_task_id:

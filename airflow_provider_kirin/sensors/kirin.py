@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from datetime import timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
@@ -30,15 +29,15 @@ from airflow.sdk.exceptions import AirflowSensorTimeout
 
 from airflow_provider_kirin import defaults
 from airflow_provider_kirin.links.kirin import KirinVideoLink
+from airflow_provider_kirin.operators.waiting import KirinWaitMixin
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
     from airflow_provider_kirin.hooks.kirin import KirinHook
-    from airflow_provider_kirin.models import KirinTask
 
 
-class KirinTaskSensor(BaseSensorOperator):
+class KirinTaskSensor(KirinWaitMixin, BaseSensorOperator):
     """Wait until a Kirin task is ``completed`` (success) or ``failed`` (typed error).
 
     :param kirin_task_id: The Kirin task id (templated), e.g. ``submit.output``.
@@ -84,7 +83,13 @@ class KirinTaskSensor(BaseSensorOperator):
 
     def execute(self, context: Context) -> Any:
         if self.deferrable:
-            self._defer()
+            self.defer_until_done(
+                self.kirin_task_id,
+                poll_interval=float(self.poke_interval),
+                timeout=float(self.timeout),
+                first_poll_delay=self.first_poll_delay,
+                max_consecutive_errors=self.max_consecutive_poll_errors,
+            )
         self._first_poll_at = self._start_time(context) + self.first_poll_delay
         try:
             return super().execute(context)
@@ -112,40 +117,8 @@ class KirinTaskSensor(BaseSensorOperator):
         if not task.is_terminal:
             self.log.info("Kirin task %s is %s.", self.kirin_task_id, task.status)
             return False
-        return PokeReturnValue(is_done=True, xcom_value=self._finish(context, task))
-
-    def _defer(self) -> None:
-        from airflow_provider_kirin.triggers.kirin import KirinTaskTrigger
-
-        now = time.time()
-        timeout = float(self.timeout)
-        backstop = timedelta(seconds=timeout + self.poke_interval + 60.0)
-        self.defer(
-            trigger=KirinTaskTrigger(
-                kirin_task_id=self.kirin_task_id,
-                kirin_conn_id=self.kirin_conn_id,
-                poll_interval=float(self.poke_interval),
-                deadline=now + timeout,
-                first_poll_at=now + self.first_poll_delay,
-                max_consecutive_errors=self.max_consecutive_poll_errors,
-                started_at=now,
-            ),
-            method_name="execute_complete",
-            timeout=min(backstop, self.execution_timeout) if self.execution_timeout else backstop,
-        )
+        return PokeReturnValue(is_done=True, xcom_value=self.finish(context, task))
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
         """Resume after the trigger fired: return the result, or raise the typed error."""
-        from airflow_provider_kirin.triggers.kirin import task_from_event
-
-        return self._finish(context, task_from_event(event))
-
-    def _finish(self, context: Context, task: KirinTask) -> dict[str, Any]:
-        from airflow_provider_kirin.polling import log_result, raise_for_outcome
-
-        raise_for_outcome(task)
-        self.kirin_video_url = task.video_urls[0]  # the "Kirin video" link
-        result = task.to_result()
-        context["ti"].xcom_push(key=defaults.KIRIN_RESULT_XCOM_KEY, value=result)
-        log_result(self.log, task)
-        return result
+        return self.finish_event(context, event)

@@ -32,7 +32,8 @@ SCRIPTS: dict[str, list[str]] = {
     ],
 }
 
-pytestmark = pytest.mark.timeout(120)
+# The benchmark scripts run Airflow in subprocesses: not in `make test-fast`.
+pytestmark = [pytest.mark.timeout(120), pytest.mark.airflow]
 
 
 def _load(name: str) -> ModuleType:

@@ -19,6 +19,8 @@ from airflow_helpers import EXAMPLE_DAGS, TEST_DAG_FILES, AirflowHome, decode_xc
 from airflow_provider_kirin.emulator import EmulatorServer, Fault
 from airflow_provider_kirin.exceptions import SEED_ERROR_CODES, KirinTaskTimeoutError
 
+pytestmark = pytest.mark.airflow  # starts real Airflow processes: not in `make test-fast`
+
 #: Every file of ``example_dags/`` and the DAGs it defines; each DAG has a success test below.
 EXPECTED_DAGS = {
     "example_kirin_asset_consumer.py": {"example_kirin_asset_consumer"},

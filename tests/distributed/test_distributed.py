@@ -47,7 +47,8 @@ from backing_services import PostgresServer, RedisServer
 
 from airflow_provider_kirin.emulator import EmulatorConfig, EmulatorServer, Fault
 
-pytestmark = pytest.mark.distributed
+# `airflow` too: `make test-fast` (-m "not airflow") must not pick it up either.
+pytestmark = [pytest.mark.distributed, pytest.mark.airflow]
 
 DAG_FILES = Path(__file__).resolve().parent / "dag_files"
 DAG_FILE = DAG_FILES / "kirin_distributed_dag.py"

@@ -32,6 +32,8 @@ from airflow_helpers import EXAMPLE_DAGS, AirflowHome, decode_xcom, free_port, w
 
 from airflow_provider_kirin.emulator import EmulatorServer
 
+pytestmark = pytest.mark.airflow  # starts real Airflow processes: not in `make test-fast`
+
 E2E_DAG_FILES = Path(__file__).resolve().parent / "dag_files"
 
 DAG_ID = "example_kirin_deferrable_operator"

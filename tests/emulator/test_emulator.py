@@ -31,15 +31,6 @@ import pytest
 import requests
 
 from airflow_provider_kirin.emulator import DEFAULT_API_KEY, EmulatorConfig, EmulatorServer, Fault
-from airflow_provider_kirin.emulator import pytest_plugin as _plugin
-
-# The plugin's fixtures, made visible here without registering the plugin a second time (it
-# may also be active through the package's pytest11 entry point).
-kirin_emulator_session = _plugin.kirin_emulator_session
-kirin_emulator_config = _plugin.kirin_emulator_config
-kirin_emulator = _plugin.kirin_emulator
-kirin_conn_env = _plugin.kirin_conn_env
-kirin_emulator_factory = _plugin.kirin_emulator_factory
 
 REPO = Path(__file__).resolve().parents[2]
 MODEL = "kirin_v2_5_turbo_t2v"
@@ -872,7 +863,7 @@ def test_plugin_fixtures_and_marker_in_a_fresh_session(tmp_path: Path) -> None:
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
-        # Only the -p plugin below: once installed, the pytest11 entry point would register it twice.
+        # Installed plugins off: the fixtures must come from the opt-in below and nothing else.
         "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1",
     }
     out = subprocess.run(

@@ -154,12 +154,21 @@ def test_wrong_key_is_an_auth_error_at_once(
     assert server.stats()["create_requests"] == 1
 
 
-def test_reused_external_id_is_a_conflict(emulator: EmulatorServer) -> None:
+def test_a_409_is_resolved_by_lookup_and_reuses_the_holder(emulator: EmulatorServer) -> None:
     hook = KirinHook()
-    hook.create_task("p", external_task_id="dup")
-    with pytest.raises(KirinConflictError):
-        hook.create_task("p", external_task_id="dup")
-    assert emulator.stats()["create_requests"] == 2
+    first = hook.create_task("p", external_task_id="dup")
+    again = hook.create_task("p", external_task_id="dup")
+    assert again.task_id == first.task_id
+    stats = emulator.stats()
+    assert (stats["create_requests"], stats["conflicts"], stats["creates"], stats["lookups"]) == (2, 1, 1, 1)
+
+
+def test_a_409_that_no_lookup_explains_is_a_clear_conflict(emulator: EmulatorServer) -> None:
+    emulator.add_fault(endpoint="create", kind="http_error", status=409)
+    with pytest.raises(KirinConflictError, match="finds no task") as info:
+        KirinHook().create_task("p", external_task_id="ghost")
+    assert "ghost" in str(info.value)
+    assert emulator.stats()["creates"] == 0
 
 
 def test_lost_create_response_is_resolved_by_lookup(emulator: EmulatorServer) -> None:
@@ -323,3 +332,22 @@ def test_idempotent_submit_replaces_a_completed_task_without_video(emulator: Emu
     assert task.task_id != first.task_id
     assert task.external_task_id == "nv-retry.g2"
     assert emulator.stats()["creates"] == 2
+
+
+def test_two_tries_racing_on_one_id_share_one_generation(emulator: EmulatorServer) -> None:
+    """Both tries look the id up (404) before either creates it; one create wins, the other is
+    answered 409 and reuses the winner's task instead of failing."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from airflow_provider_kirin.models import KirinVideoRequest
+
+    # Each lookup is answered 404 at once but held 1 s, so both tries pass their lookup first.
+    emulator.add_fault(endpoint="lookup", kind="delay", seconds=1.0, after_processing=True, times=2)
+    request = KirinVideoRequest.build(prompt="p", external_task_id="race-1")
+    with ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(lambda _: KirinHook().submit_idempotent(request), range(2)))
+    (one, one_reused), (two, two_reused) = results
+    assert one.task_id == two.task_id
+    assert sorted((one_reused, two_reused)) == [False, True]
+    stats = emulator.stats()
+    assert (stats["creates"], stats["create_requests"], stats["conflicts"]) == (1, 2, 1)

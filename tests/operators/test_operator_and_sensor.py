@@ -11,6 +11,8 @@ from airflow_helpers import AirflowHome
 
 from airflow_provider_kirin.emulator import EmulatorConfig, EmulatorServer
 
+pytestmark = pytest.mark.airflow  # starts real Airflow processes: not in `make test-fast`
+
 DAG_FILES = Path(__file__).resolve().parent / "dag_files"
 
 
@@ -95,3 +97,49 @@ def test_sensor_timeout_raises_kirin_timeout_and_soft_fail_skips(
     assert states[("gives_up", -1)] == "skipped"
     assert states[("times_out", -1)] == "failed"
     assert "KirinTaskTimeoutError" in output
+
+
+@pytest.mark.timeout(300)
+def test_rerun_follows_the_inputs_reuses_the_same_and_takes_a_variant(
+    home: AirflowHome, kirin_emulator: EmulatorServer
+) -> None:
+    """Run, then re-run the same task instance with ``airflow tasks test``: unchanged inputs reuse the
+    generation (zero creates), a changed prompt makes exactly one new one carrying the new prompt,
+    and a ``variant`` asks for a fresh take of the same prompt."""
+    dag_id, conn = "kirin_cases_rerun", {"AIRFLOW_CONN_KIRIN_DEFAULT": kirin_emulator.airflow_conn_json()}
+
+    def run(*args: str, prompt: str, variant: str = "") -> str:
+        env = {**conn, "AIRFLOW_VAR_KIRIN_RERUN_PROMPT": prompt, "AIRFLOW_VAR_KIRIN_RERUN_VARIANT": variant}
+        result = home.cli(*args, extra_env=env, timeout=180)
+        assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+        return result.stdout + result.stderr
+
+    def creates() -> int:
+        return int(kirin_emulator.stats()["creates"])
+
+    run("dags", "test", dag_id, prompt="A heron on a misty lake")
+    latest = home.latest_run(dag_id)
+    assert latest is not None
+    assert latest[1] == "success"
+    run_id = latest[0]
+    first = home.xcom(dag_id, run_id, "generate", "return_value")
+    assert creates() == 1
+
+    def rerun(prompt: str, variant: str = "") -> str:
+        run("tasks", "test", dag_id, "generate", run_id, prompt=prompt, variant=variant)
+        return str(home.xcom(dag_id, run_id, "generate", "return_value"))
+
+    assert rerun("A heron on a misty lake") == first  # same inputs: reused, nothing paid
+    assert creates() == 1
+
+    changed = rerun("A heron taking off from a misty lake")  # a new prompt: one new generation
+    assert creates() == 2
+    assert changed != first
+    assert (kirin_emulator.task_request(changed) or {})["prompt"] == "A heron taking off from a misty lake"
+    assert (kirin_emulator.task_request(first) or {})["prompt"] == "A heron on a misty lake"
+
+    take2 = rerun("A heron taking off from a misty lake", variant="2")  # a deliberate fresh take
+    assert creates() == 3
+    assert take2 not in (first, changed)
+    assert rerun("A heron on a misty lake") == first  # back to the first prompt: its video again
+    assert creates() == 3

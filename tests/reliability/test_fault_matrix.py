@@ -417,10 +417,8 @@ MATRIX = [
         "409-id-taken",
         "sync-create",
         taken=True,
-        error=KirinConflictError,
-        code="duplicate_external_task_id",
-        http_status=409,
-        stats={"create_requests": 2, "conflicts": 1, "lookups": 0},  # not retried
+        # the 409 is resolved by a lookup: the caller gets the task that holds the id, no new create
+        stats={"create_requests": 2, "conflicts": 1, "lookups": 1},
     ),
     row(
         "409-id-taken",
@@ -434,10 +432,11 @@ MATRIX = [
         "sync-create",
         faults=(fault("create", "http_error", status=409),),
         error=KirinConflictError,
-        code="http_error",  # the emulator's code for an injected 409 without one
-        http_status=409,
+        code=None,  # a 409 whose id no lookup finds: our own, explained conflict
+        http_status=None,
+        message="finds no task",
         creates=0,
-        stats={"create_requests": 1},
+        stats={"create_requests": 1, "lookups": 1},
     ),
     # -- 401 ---------------------------------------------------------------------------------------------
     row(

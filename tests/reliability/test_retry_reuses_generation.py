@@ -30,6 +30,9 @@ from airflow_helpers import AirflowHome, free_port, wait_until
 
 from airflow_provider_kirin.emulator import EmulatorConfig, EmulatorServer
 from airflow_provider_kirin.idempotency import derive_external_task_id
+from airflow_provider_kirin.models import KirinVideoRequest
+
+pytestmark = pytest.mark.airflow  # starts real Airflow processes: not in `make test-fast`
 
 DAG_ID = "kirin_reliability_retry"
 TASK_ID = "generate"
@@ -171,7 +174,14 @@ def test_retry_after_the_worker_was_killed_reuses_the_generation(
     stats = emulator.stats()
     assert (stats["creates"], stats["create_requests"], stats["conflicts"]) == (1, 1, 0), stats
     assert stats["lookups"] >= 1
-    assert kirin_task.external_task_id == derive_external_task_id(DAG_ID, run_id, TASK_ID, -1)
+    request = emulator.task_request(kirin_task.task_id)
+    assert request is not None
+    assert request["prompt"] == "a lighthouse in a winter storm, slow dolly-in"
+    # the id derives from the task instance and the DAG's inputs (tests/reliability/dags)
+    fingerprint = KirinVideoRequest.build(prompt=request["prompt"], duration=5, mode="std").fingerprint()
+    assert kirin_task.external_task_id == derive_external_task_id(
+        DAG_ID, run_id, TASK_ID, -1, fingerprint=fingerprint
+    )
     assert home.xcom(DAG_ID, run_id, TASK_ID, "return_value") == kirin_task.task_id
     assert home.xcom(DAG_ID, run_id, TASK_ID, "kirin_task_id") == kirin_task.task_id
     result = home.xcom(DAG_ID, run_id, TASK_ID, "kirin_result")

@@ -70,6 +70,7 @@ def test_providers_manager_loads_connection_form() -> None:
     assert hook_info.hook_class_name == "airflow_provider_kirin.hooks.kirin.KirinHook"
 
 
+@pytest.mark.airflow
 @pytest.mark.parametrize("command", [["providers", "list"], ["providers", "hooks"], ["providers", "links"]])
 def test_airflow_cli_shows_the_provider(tmp_path: Path, command: list[str]) -> None:
     env = {**os.environ, "AIRFLOW_HOME": str(tmp_path), "AIRFLOW__CORE__LOAD_EXAMPLES": "False"}

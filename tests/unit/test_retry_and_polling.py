@@ -1,9 +1,12 @@
-"""The retry policy's pure parts and the polling schedule (bounds, jitter range, deadline)."""
+"""The retry policy's pure parts and the polling schedule (bounds, jitter range, deadline), the
+schedule also through the real wait loop in simulated time."""
 
 from __future__ import annotations
 
+import json
 import random
 from email.utils import formatdate
+from types import SimpleNamespace
 
 import pytest
 from pydantic import SecretStr
@@ -17,6 +20,7 @@ from airflow_provider_kirin.exceptions import (
     KirinStatusCheckError,
     KirinTaskFailedError,
 )
+from airflow_provider_kirin.hooks.kirin import KirinHook
 from airflow_provider_kirin.models import KirinTask
 from airflow_provider_kirin.polling import POLL_JITTER, PollState, raise_for_outcome
 from airflow_provider_kirin.retry import TransientKirinError, parse_retry_after, retry_kwargs
@@ -154,35 +158,71 @@ def test_transient_poll_errors_count_until_the_limit() -> None:
         state.observe_error(transient())
 
 
+class SimulatedWait:
+    """Runs the real ``KirinHook.wait_for_task`` loop in simulated time: the clock (``time`` in the
+    hook and polling modules) and the transport (``_send_once``) are the only fakes. The task
+    completes ``generation`` seconds after the wait starts."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, generation: float) -> None:
+        import airflow_provider_kirin.hooks.kirin as hook_module
+        import airflow_provider_kirin.polling as polling_module
+
+        self.now, self.generation, self.checks = 0.0, generation, 0
+        clock = SimpleNamespace(time=self.time, monotonic=self.time, sleep=self.sleep)
+        monkeypatch.setattr(hook_module, "time", clock)
+        monkeypatch.setattr(polling_module, "time", clock)
+        monkeypatch.setenv(
+            "AIRFLOW_CONN_KIRIN_DEFAULT",
+            json.dumps({"conn_type": "kirin", "host": "http://127.0.0.1:9", "password": "k"}),
+        )
+        self.hook = KirinHook()
+        monkeypatch.setattr(self.hook, "_send_once", self.send_once)
+
+    def time(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+    def send_once(self, call: object) -> KirinTask:
+        self.checks += 1
+        status = "completed" if self.now >= self.generation else "processing"
+        output = [{"content": [{"type": "video", "url": "http://127.0.0.1:9/v.mp4"}]}]
+        return KirinTask.model_validate(
+            {"task_id": "kt", "status": status, **({"output": output} if status == "completed" else {})}
+        )
+
+    def run(
+        self, *, expected: float | None, interval: float = 10.0, first: float = 20.0
+    ) -> tuple[int, float]:
+        """``(status checks, seconds from completion to notice)``."""
+        self.hook.wait_for_task(
+            "kt", poll_interval=interval, timeout=1e6, first_poll_delay=20.0, expected_seconds=expected
+        )
+        return self.checks, self.now - self.generation
+
+
 def simulate(
-    generation: float, *, expected: float | None, interval: float = 10.0, first: float = 20.0
+    monkeypatch: pytest.MonkeyPatch, generation: float, *, expected: float | None
 ) -> tuple[int, float]:
-    """Run the real schedule in simulated time: ``(status checks, seconds from completion to notice)``."""
-    state = PollState(
-        task_id="kt", deadline=1e9, poll_interval=interval, started=0.0, expected_seconds=expected
-    )
-    now = state.first_delay(first, now=0.0)
-    while True:
-        state.polls += 1
-        if now >= generation:
-            return state.polls, now - generation
-        now += state.next_delay(now=now)
+    with monkeypatch.context() as patch:
+        return SimulatedWait(patch, generation).run(expected=expected)
 
 
 @pytest.mark.parametrize("generation", [25.0, 45.0, 60.0, 75.0, 90.0, 150.0, 300.0])
-def test_due_schedule_keeps_the_request_budget(generation: float) -> None:
+def test_due_schedule_keeps_the_request_budget(monkeypatch: pytest.MonkeyPatch, generation: float) -> None:
     random.seed(11)
     for _ in range(50):
-        checks, lag = simulate(generation, expected=60.0)
+        checks, lag = simulate(monkeypatch, generation, expected=60.0)
         # never more than one check per poll interval on average, counted from the submission
         assert checks <= max(1, (generation + lag) / 10.0) + 1e-9
         assert lag <= 10.0  # and completion is still noticed within one interval
 
 
-def test_due_schedule_notices_sooner_around_the_expected_time() -> None:
+def test_due_schedule_notices_sooner_around_the_expected_time(monkeypatch: pytest.MonkeyPatch) -> None:
     random.seed(3)
-    plain = [simulate(g, expected=None)[1] for g in range(50, 90) for _ in range(5)]
-    due = [simulate(g, expected=60.0)[1] for g in range(50, 90) for _ in range(5)]
+    plain = [simulate(monkeypatch, g, expected=None)[1] for g in range(50, 90) for _ in range(5)]
+    due = [simulate(monkeypatch, g, expected=60.0)[1] for g in range(50, 90) for _ in range(5)]
     assert sum(due) / len(due) < sum(plain) / len(plain) * 0.95  # within the same request budget
 
 

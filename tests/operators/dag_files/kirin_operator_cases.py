@@ -55,3 +55,12 @@ with DAG(dag_id="kirin_cases_soft_fail", start_date=datetime(2026, 1, 1), schedu
         task_id="times_out", kirin_task_id=submit.output, mode="poke", poke_interval=0.2, timeout=1,
         first_poll_delay=0,
     )  # fmt: skip
+
+with DAG(dag_id="kirin_cases_rerun", start_date=datetime(2026, 1, 1), schedule=None):
+    # The prompt and the take come from Variables, as a scheduled DAG's often do: a cleared or
+    # re-tested task must follow them (a new prompt is a new video) and reuse what already matches.
+    KirinTextToVideoOperator(
+        task_id="generate",
+        prompt="{{ var.value.kirin_rerun_prompt }}",
+        variant="{{ var.value.get('kirin_rerun_variant', '') }}",
+    )
