@@ -4,8 +4,9 @@ A rule names the ``endpoint`` it applies to, a ``kind`` and how many matching re
 affects (``times``; ``-1`` = forever), optionally only for ``for_seconds`` after it was added
 (a time-boxed outage: ``times=-1, for_seconds=30`` is a 30-second storm). Rules are consumed
 in the order they were added, and one request consumes at most one rule: the first active rule
-whose endpoint and kind fit it. The exception is ``fail_task``, which marks the next *created* task: it is only consumed by a create
-that passed auth and validation, and it can combine with a request rule on that same create.
+whose endpoint and kind fit it. The exception is ``fail_task``, which marks the next *created*
+task: it is only consumed by a create that passed auth and validation, and it can combine with a
+request rule on that same create.
 
 Example::
 
