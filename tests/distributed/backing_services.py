@@ -6,8 +6,8 @@ Nothing is installed here: ``scripts/install-distributed-deps.sh`` (``make test-
 A missing binary or a server that does not come up is an error, never a skip.
 
 PostgreSQL refuses to run as root: as root, ``initdb`` and ``postgres`` run as the ``postgres`` user
-(created by Debian's package) on a data directory under ``/tmp`` that it owns (pytest's own temporary
-directories are private to root); otherwise they run as the current user.
+(created by Debian's package; else ``nobody``) on a data directory under ``/tmp`` that it owns
+(pytest's own temporary directories are private to root); otherwise they run as the current user.
 
 Example::
 
@@ -53,6 +53,20 @@ def postgres_bin(name: str) -> str:
     return found
 
 
+def _unprivileged_user() -> str:
+    """Who runs PostgreSQL when the test runs as root: ``postgres`` (Debian's package creates it),
+    else ``nobody``."""
+    for name in (PG_SYSTEM_USER, "nobody"):
+        try:
+            pwd.getpwnam(name)
+        except KeyError:
+            continue
+        return name
+    raise RuntimeError(
+        "running as root, but neither a 'postgres' nor a 'nobody' user exists to run PostgreSQL"
+    )
+
+
 def _server_env() -> dict[str, str]:
     return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8"}
 
@@ -62,7 +76,7 @@ class PostgresServer:
 
     def __init__(self, startup_timeout: float = 60.0) -> None:
         self.startup_timeout = startup_timeout
-        self.user = PG_SYSTEM_USER if os.geteuid() == 0 else None
+        self.user = _unprivileged_user() if os.geteuid() == 0 else None
         self.port = 0
         self.root: Path | None = None
         self.process: ManagedProcess | None = None
@@ -83,7 +97,7 @@ class PostgresServer:
         data = self.root / "data"
         data.mkdir()
         if self.user is not None:
-            entry = pwd.getpwnam(self.user)  # KeyError: no such user -> the install script was not run
+            entry = pwd.getpwnam(self.user)
             for path in (self.root, data):
                 os.chown(path, entry.pw_uid, entry.pw_gid)
         gid = pwd.getpwnam(self.user).pw_gid if self.user is not None else None
