@@ -29,6 +29,7 @@ from pathlib import Path
 from types import TracebackType
 
 from airflow_helpers import ManagedProcess, free_port, spawn, wait_until
+from typing_extensions import Self
 
 DB_USER = "airflow"
 DB_NAME = "airflow"
@@ -71,7 +72,29 @@ def _server_env() -> dict[str, str]:
     return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8"}
 
 
-class PostgresServer:
+class _Service:
+    """``with``: started on entry (stopped again if the start fails), stopped on exit."""
+
+    def start(self) -> Self:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        try:
+            return self.start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+
+class PostgresServer(_Service):
     """A throw-away PostgreSQL cluster on 127.0.0.1 (trust auth, no fsync: test data only)."""
 
     def __init__(self, startup_timeout: float = 60.0) -> None:
@@ -185,20 +208,8 @@ class PostgresServer:
         if self.root is not None:
             shutil.rmtree(self.root, ignore_errors=True)
 
-    def __enter__(self) -> PostgresServer:
-        try:
-            return self.start()
-        except BaseException:
-            self.stop()
-            raise
 
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
-
-
-class RedisServer:
+class RedisServer(_Service):
     """A throw-away Redis on 127.0.0.1 (no persistence), the Celery broker."""
 
     def __init__(self, root: Path, startup_timeout: float = 30.0) -> None:
@@ -255,15 +266,3 @@ class RedisServer:
     def stop(self) -> None:
         if self.process is not None:
             self.process.stop(grace=10)
-
-    def __enter__(self) -> RedisServer:
-        try:
-            return self.start()
-        except BaseException:
-            self.stop()
-            raise
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()

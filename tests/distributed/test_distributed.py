@@ -34,15 +34,13 @@ import shutil
 import statistics
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
-from airflow_helpers import AirflowHome, ManagedProcess, free_port, wait_until
+from airflow_helpers import AirflowHome, ManagedProcess, api_server_settings, free_port, http_ok, wait_until
 from backing_services import PostgresServer, RedisServer
 
 from airflow_provider_kirin.emulator import EmulatorConfig, EmulatorServer, Fault
@@ -55,7 +53,6 @@ DAG_FILE = DAG_FILES / "kirin_distributed_dag.py"
 DAG_ID = "kirin_distributed"
 TASK_ID = "generate"
 RUN_ID = "distributed_run"
-SIMPLE_AUTH_MANAGER = "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
 
 #: Settings that make failures show quickly (Airflow's defaults are minutes).
 TRIGGERER_HEARTBEAT_SEC = 1
@@ -83,14 +80,6 @@ def load_prompts() -> list[str]:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return list(module.PROMPTS)
-
-
-def _http_ok(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return bool(response.status == 200)
-    except (urllib.error.URLError, OSError):
-        return False
 
 
 @dataclass
@@ -198,13 +187,7 @@ def cluster() -> Iterator[Cluster]:
                 "AIRFLOW__CELERY__WORKER_CONCURRENCY": str(WORKER_CONCURRENCY),
                 "AIRFLOW__CORE__PARALLELISM": "64",
                 "AIRFLOW__CORE__MAX_ACTIVE_TASKS_PER_DAG": "64",
-                "AIRFLOW__CORE__AUTH_MANAGER": SIMPLE_AUTH_MANAGER,
-                "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
-                "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{api_url}/execution/",
-                "AIRFLOW__API__HOST": "127.0.0.1",
-                "AIRFLOW__API__PORT": str(port),
-                "AIRFLOW__API__BASE_URL": api_url,
-                "AIRFLOW__API__WORKERS": "1",
+                **api_server_settings(port),
                 "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "1",
                 # A task whose worker died is failed (and retried) this soon.
                 "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": str(TI_HEARTBEAT_TIMEOUT),
@@ -245,7 +228,7 @@ def cluster() -> Iterator[Cluster]:
             assert len(new) == 1, new
             cluster.triggerers[new.pop()] = process
 
-        cluster.wait(lambda: _http_ok(f"{api_url}/api/v2/monitor/health"), timeout=remaining(),
+        cluster.wait(lambda: http_ok(f"{api_url}/api/v2/monitor/health"), timeout=remaining(),
                      what="the api-server's health endpoint")  # fmt: skip
         cluster.wait(
             lambda: home.query("SELECT 1 FROM dag WHERE dag_id = ? AND is_stale = false", (DAG_ID,)),
