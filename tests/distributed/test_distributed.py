@@ -465,8 +465,21 @@ def test_generations_survive_a_dead_triggerer_a_dead_worker_and_a_503_storm(
     tries = {m: try_number for m, (_, try_number, _) in cluster.tis().items()}
     assert tries == {m: first_try + (m == held_index) for m in range(mapped)}, tries
 
-    # The dead triggerer's waits ended in the survivor (its trigger logs carry its job id).
+    # The killed try never heard back from its create; the retry found that generation and reused it.
     logs = home.path / "logs" / f"dag_id={DAG_ID}" / f"run_id={RUN_ID}" / f"task_id={TASK_ID}"
+    held_logs = logs / f"map_index={held_index}"
+    killed_log = (held_logs / f"attempt={first_try}.log").read_text(errors="replace")
+    retry_log = (held_logs / f"attempt={first_try + 1}.log").read_text(errors="replace")
+    assert held_kirin_task.task_id not in killed_log
+    assert f"Reusing Kirin task {held_kirin_task.task_id}" in retry_log
+    history = home.query(
+        "SELECT state FROM task_instance_history "
+        "WHERE dag_id = ? AND run_id = ? AND task_id = ? AND map_index = ? AND try_number = ?",
+        (DAG_ID, RUN_ID, TASK_ID, held_index, first_try),
+    )
+    assert history in ([("failed",)], [("up_for_retry",)]), history
+
+    # The dead triggerer's waits ended in the survivor (its trigger logs carry its job id).
     for map_index in moved:
         survivor_logs = list(
             (logs / f"map_index={map_index}").glob(f"attempt=*.log.trigger.{survivor_id}.log")
