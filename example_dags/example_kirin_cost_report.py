@@ -6,7 +6,6 @@ never pays twice; ``total_cost`` reads every ``kirin_result`` and sums the USD c
 
 from __future__ import annotations
 
-import os
 from datetime import datetime
 from decimal import Decimal
 
@@ -15,9 +14,9 @@ from airflow.sdk import DAG, XComArg, task
 from airflow_provider_kirin.operators.download import KirinDownloadVideoOperator
 from airflow_provider_kirin.operators.kirin import KirinTextToVideoOperator
 
-FIRST_POLL_DELAY = float(os.environ.get("KIRIN_EXAMPLE_FIRST_POLL_DELAY", "20"))
-POLL_INTERVAL = float(os.environ.get("KIRIN_EXAMPLE_POLL_INTERVAL", "10"))
-DESTINATION = os.environ.get("KIRIN_EXAMPLE_DESTINATION", "file:///tmp/kirin-videos").rstrip("/")
+#: Where videos are kept: the Variable ``kirin_video_destination`` (any object-storage URL:
+#: ``s3://bucket/videos``, ``gs://...``, ``file:///...``), rendered when the task runs.
+DESTINATION = "{{ var.value.get('kirin_video_destination', 'file:///tmp/kirin-videos') }}"
 
 PROMPTS = [
     "A paper lantern rising into a starry sky",
@@ -45,8 +44,6 @@ with DAG(
         duration=5,
         wait_for_completion=True,
         deferrable=True,
-        first_poll_delay=FIRST_POLL_DELAY,
-        poll_interval=POLL_INTERVAL,
     ).expand(prompt=PROMPTS)
     keep = KirinDownloadVideoOperator.partial(
         task_id="keep_video",

@@ -6,15 +6,11 @@ button on the task opens the video.
 
 from __future__ import annotations
 
-import os
 from datetime import datetime
 
 from airflow.sdk import DAG
 
 from airflow_provider_kirin.operators.kirin import KirinTextToVideoOperator
-
-FIRST_POLL_DELAY = float(os.environ.get("KIRIN_EXAMPLE_FIRST_POLL_DELAY", "20"))
-POLL_INTERVAL = float(os.environ.get("KIRIN_EXAMPLE_POLL_INTERVAL", "10"))
 
 with DAG(
     dag_id="example_kirin_deferrable_operator",
@@ -32,7 +28,5 @@ with DAG(
         mode="std",
         wait_for_completion=True,
         deferrable=True,
-        first_poll_delay=FIRST_POLL_DELAY,
-        poll_interval=POLL_INTERVAL,
         timeout=30 * 60,
     )

@@ -4,13 +4,12 @@
 ``ObjectStoragePath`` destination with a JSON sidecar and emits an event on the ``kirin_videos``
 asset, which ``example_kirin_asset_consumer`` is scheduled on.
 
-``KIRIN_EXAMPLE_DESTINATION`` sets the destination (any object-storage URL: ``file://``,
-``s3://``, ``gs://``...; default ``file:///tmp/kirin-videos``).
+The Airflow Variable ``kirin_video_destination`` sets where videos are kept (any object-storage
+URL: ``file://``, ``s3://``, ``gs://``...; default ``file:///tmp/kirin-videos``).
 """
 
 from __future__ import annotations
 
-import os
 from datetime import datetime
 
 from airflow.sdk import DAG, Asset, XComArg
@@ -18,9 +17,9 @@ from airflow.sdk import DAG, Asset, XComArg
 from airflow_provider_kirin.operators.download import KirinDownloadVideoOperator
 from airflow_provider_kirin.operators.kirin import KirinTextToVideoOperator
 
-FIRST_POLL_DELAY = float(os.environ.get("KIRIN_EXAMPLE_FIRST_POLL_DELAY", "20"))
-POLL_INTERVAL = float(os.environ.get("KIRIN_EXAMPLE_POLL_INTERVAL", "10"))
-DESTINATION = os.environ.get("KIRIN_EXAMPLE_DESTINATION", "file:///tmp/kirin-videos").rstrip("/")
+#: Where videos are kept: the Variable ``kirin_video_destination`` (any object-storage URL:
+#: ``s3://bucket/videos``, ``gs://...``, ``file:///...``), rendered when the task runs.
+DESTINATION = "{{ var.value.get('kirin_video_destination', 'file:///tmp/kirin-videos') }}"
 
 KIRIN_VIDEOS = Asset(name="kirin_videos", uri="file:///kirin/videos")
 
@@ -39,8 +38,6 @@ with DAG(
         mode="std",
         wait_for_completion=True,
         deferrable=True,
-        first_poll_delay=FIRST_POLL_DELAY,
-        poll_interval=POLL_INTERVAL,
     )
     keep = KirinDownloadVideoOperator(
         task_id="keep_video",

@@ -3,15 +3,11 @@ and, thanks to its derived ``external_task_id``, never pays twice for the same m
 
 from __future__ import annotations
 
-import os
 from datetime import datetime
 
 from airflow.sdk import DAG
 
 from airflow_provider_kirin.operators.kirin import KirinTextToVideoOperator
-
-FIRST_POLL_DELAY = float(os.environ.get("KIRIN_EXAMPLE_FIRST_POLL_DELAY", "20"))
-POLL_INTERVAL = float(os.environ.get("KIRIN_EXAMPLE_POLL_INTERVAL", "10"))
 
 PROMPTS = [
     "A lighthouse at dusk, waves crashing, drone shot",
@@ -32,6 +28,4 @@ with DAG(
         aspect_ratio="9:16",
         wait_for_completion=True,
         deferrable=True,
-        first_poll_delay=FIRST_POLL_DELAY,
-        poll_interval=POLL_INTERVAL,
     ).expand(prompt=PROMPTS)

@@ -11,7 +11,6 @@ manual run without one, when it was triggered). The generations run in the
 
 from __future__ import annotations
 
-import os
 from datetime import datetime
 from pathlib import Path
 
@@ -20,9 +19,9 @@ from airflow.sdk import DAG, task
 from airflow_provider_kirin.operators.download import KirinDownloadVideoOperator
 from airflow_provider_kirin.operators.kirin import KirinTextToVideoOperator
 
-FIRST_POLL_DELAY = float(os.environ.get("KIRIN_EXAMPLE_FIRST_POLL_DELAY", "20"))
-POLL_INTERVAL = float(os.environ.get("KIRIN_EXAMPLE_POLL_INTERVAL", "10"))
-DESTINATION = os.environ.get("KIRIN_EXAMPLE_DESTINATION", "file:///tmp/kirin-videos").rstrip("/")
+#: Where videos are kept: the Variable ``kirin_video_destination`` (any object-storage URL:
+#: ``s3://bucket/videos``, ``gs://...``, ``file:///...``), rendered when the task runs.
+DESTINATION = "{{ var.value.get('kirin_video_destination', 'file:///tmp/kirin-videos') }}"
 PROMPTS_FILE = Path(__file__).parent / "prompts" / "daily.txt"
 
 
@@ -52,8 +51,6 @@ with DAG(
         duration=5,
         wait_for_completion=True,
         deferrable=True,
-        first_poll_delay=FIRST_POLL_DELAY,
-        poll_interval=POLL_INTERVAL,
         pool="kirin",
     ).expand(prompt=prompts_of_the_day())
     KirinDownloadVideoOperator.partial(

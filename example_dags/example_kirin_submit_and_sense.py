@@ -1,22 +1,17 @@
 """Submit a generation, then wait for it with a deferrable sensor (no worker slot while waiting).
 
 Set up the ``kirin_default`` connection first (``make demo`` does it for the bundled emulator).
-``KIRIN_EXAMPLE_FIRST_POLL_DELAY`` / ``KIRIN_EXAMPLE_POLL_INTERVAL`` shorten the waits for the
-emulator, whose generations take seconds instead of minutes.
+The sensor checks first after 20 s, then every 10 s (the provider's defaults, see ``defaults.py``).
 """
 
 from __future__ import annotations
 
-import os
 from datetime import datetime
 
 from airflow.sdk import DAG
 
 from airflow_provider_kirin.operators.kirin import KirinTextToVideoOperator
 from airflow_provider_kirin.sensors.kirin import KirinTaskSensor
-
-FIRST_POLL_DELAY = float(os.environ.get("KIRIN_EXAMPLE_FIRST_POLL_DELAY", "20"))
-POLL_INTERVAL = float(os.environ.get("KIRIN_EXAMPLE_POLL_INTERVAL", "10"))
 
 with DAG(
     dag_id="example_kirin_submit_and_sense",
@@ -37,7 +32,5 @@ with DAG(
         task_id="wait_for_video",
         kirin_task_id=submit.output,
         deferrable=True,
-        first_poll_delay=FIRST_POLL_DELAY,
-        poke_interval=POLL_INTERVAL,
         timeout=30 * 60,
     )

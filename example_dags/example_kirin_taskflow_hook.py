@@ -1,18 +1,17 @@
 """Use the hook directly from TaskFlow: submit, wait in the worker, download the video.
 
-The download goes to ``KIRIN_EXAMPLE_OUTPUT_DIR`` (default: a ``kirin-videos`` folder in the
-system's temporary directory).
+The download goes to the folder named by the Airflow Variable ``kirin_video_dir`` (default: a
+``kirin-videos`` folder in the system's temporary directory), named after the run.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from datetime import datetime
 
 from airflow.sdk import dag, task
-
-POLL_INTERVAL = float(os.environ.get("KIRIN_EXAMPLE_POLL_INTERVAL", "10"))
 
 
 @dag(
@@ -37,18 +36,19 @@ def example_kirin_taskflow_hook():
         # reuse the generation it paid for, and a changed prompt make a new one.
         request = with_derived_external_task_id(request, get_current_context())
         created, _reused = hook.submit_idempotent(request)
-        done = hook.wait_for_task(created.task_id, poll_interval=POLL_INTERVAL, timeout=30 * 60)
+        done = hook.wait_for_task(created.task_id, timeout=30 * 60)  # checks every 10 s
         return done.to_result()
 
     @task
     def download(result: dict) -> str:
+        from airflow.sdk import Variable, get_current_context
+
         from airflow_provider_kirin.hooks.kirin import KirinHook
 
-        out_dir = os.environ.get("KIRIN_EXAMPLE_OUTPUT_DIR") or os.path.join(
-            tempfile.gettempdir(), "kirin-videos"
-        )
-        target = os.path.join(out_dir, f"{result['task_id']}.mp4")
-        path = KirinHook().download_video(result["videos"][0]["url"], target)
+        out_dir = Variable.get("kirin_video_dir", default=os.path.join(tempfile.gettempdir(), "kirin-videos"))
+        # Named after this run (our own value): nothing the server sends chooses a file path.
+        name = re.sub(r"[^A-Za-z0-9_.-]+", "_", get_current_context()["run_id"]) + ".mp4"
+        path = KirinHook().download_video(result["videos"][0]["url"], os.path.join(out_dir, name))
         print(f"Video of Kirin task {result['task_id']} saved to {path} (cost {result['cost']} USD)")
         return str(path)
 

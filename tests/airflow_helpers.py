@@ -105,9 +105,20 @@ def clean_env(home: Path, settings: Mapping[str, str] | None = None) -> dict[str
     return env
 
 
-def _prepare_home(home: Path) -> None:
+#: The tests' cluster policy (shortened Kirin waits), installed into every home's ``config/``.
+LOCAL_SETTINGS = Path(__file__).resolve().parent / "airflow_local_settings.py"
+
+#: ``KIRIN_TEST_*`` settings that make the example DAGs' waits fit the emulator (see
+#: ``tests/airflow_local_settings.py``).
+FAST_WAITS = {"KIRIN_TEST_FIRST_POLL_DELAY": "0.5", "KIRIN_TEST_POLL_INTERVAL": "0.5"}
+
+
+def prepare_home(home: Path) -> None:
+    """Folders, an empty ``airflow.cfg`` and the tests' cluster policy (``config/``)."""
     home.mkdir(parents=True, exist_ok=True)
     (home / "logs").mkdir(exist_ok=True)
+    (home / "config").mkdir(exist_ok=True)
+    shutil.copyfile(LOCAL_SETTINGS, home / "config" / "airflow_local_settings.py")
     # An (empty) config file of our own: Airflow then does not write a generated one (with random
     # secrets) on first use, which would race when several components start at once.
     (home / "airflow.cfg").write_text("# settings come from AIRFLOW__* environment variables\n")
@@ -115,7 +126,7 @@ def _prepare_home(home: Path) -> None:
 
 def migrate_template(path: Path, timeout: float = 180) -> Path:
     """Run ``airflow db migrate`` once into ``path``; return the migrated SQLite file to copy from."""
-    _prepare_home(path)
+    prepare_home(path)
     env = clean_env(path, {"AIRFLOW__CORE__FERNET_KEY": fernet_key()})
     result = subprocess.run(
         [sys.executable, "-m", "airflow", "db", "migrate"],
@@ -290,7 +301,7 @@ class AirflowHome:
     ) -> AirflowHome:
         """A new home at ``path`` with a copy of the migrated SQLite ``template_db``; or, with
         ``template_db=None``, on the database ``settings`` name (migrate it with ``cli("db", "migrate")``)."""
-        _prepare_home(path)
+        prepare_home(path)
         if template_db is not None:
             shutil.copyfile(template_db, path / "airflow.db")
         env = clean_env(
@@ -379,6 +390,19 @@ class AirflowHome:
             return conn.execute(sql, params).fetchall()
         finally:
             conn.close()
+
+    def dags_test(
+        self, dag_id: str, extra_env: Mapping[str, str] | None = None, timeout: float = 180
+    ) -> tuple[subprocess.CompletedProcess[str], str, str]:
+        """One ``airflow dags test``: ``(completed process, run_id of the new run, stdout + stderr)``.
+        Fails the test if the command made no new run."""
+        before = self.latest_run(dag_id)
+        result = self.cli("dags", "test", dag_id, extra_env=extra_env, timeout=timeout)
+        output = f"{result.stdout}\n{result.stderr}"
+        latest = self.latest_run(dag_id)
+        assert latest is not None, f"`dags test {dag_id}` created no run:\n{output[-4000:]}"
+        assert latest != before, f"`dags test {dag_id}` created no new run:\n{output[-4000:]}"
+        return result, latest[0], output
 
     def latest_run(self, dag_id: str) -> tuple[str, str] | None:
         """``(run_id, state)`` of the newest run of ``dag_id``, or None."""

@@ -36,6 +36,7 @@ from airflow_provider_kirin.operators.waiting import (
     KIRIN_REQUEST_XCOM_KEY,
     KIRIN_TASK_ID_XCOM_KEY,
     KirinWaitMixin,
+    WaitSettings,
 )
 
 if TYPE_CHECKING:
@@ -184,26 +185,17 @@ class KirinTextToVideoOperator(KirinWaitMixin, BaseOperator):
         if not self.wait_for_completion:
             return task.task_id
         if not task.is_terminal:
-            expected = self.expected_seconds or defaults.EXPECTED_SECONDS.get(
-                (request.mode, request.duration)
-            )
+            wait: WaitSettings = {
+                "poll_interval": self.poll_interval,
+                "timeout": self.timeout,
+                "first_poll_delay": self.first_poll_delay,
+                "max_consecutive_errors": self.max_consecutive_poll_errors,
+                "expected_seconds": self.expected_seconds
+                or defaults.EXPECTED_SECONDS.get((request.mode, request.duration)),
+            }
             if self.deferrable:
-                self.defer_until_done(
-                    task.task_id,
-                    poll_interval=self.poll_interval,
-                    timeout=self.timeout,
-                    first_poll_delay=self.first_poll_delay,
-                    max_consecutive_errors=self.max_consecutive_poll_errors,
-                    expected_seconds=expected,
-                )
-            task = self.hook.wait_for_task(
-                task.task_id,
-                poll_interval=self.poll_interval,
-                timeout=self.timeout,
-                first_poll_delay=self.first_poll_delay,
-                max_consecutive_errors=self.max_consecutive_poll_errors,
-                expected_seconds=expected,
-            )
+                self.defer_until_done(task.task_id, **wait)
+            task = self.hook.wait_for_task(task.task_id, **wait)
         self.finish(context, task)
         return task.task_id
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, TypedDict
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -26,6 +26,17 @@ KIRIN_REQUEST_XCOM_KEY = "kirin_request"
 #: Extra seconds the deferral may outlive the trigger's own deadline, so the trigger's clean
 #: ``timeout`` event (after a last status check) wins over Airflow's generic deferral timeout.
 DEFER_TIMEOUT_MARGIN = 60.0
+
+
+class WaitSettings(TypedDict):
+    """How to wait for one task: the same keywords for :meth:`KirinWaitMixin.defer_until_done`
+    (in the triggerer) and ``KirinHook.wait_for_task`` (in the worker)."""
+
+    poll_interval: float
+    timeout: float
+    first_poll_delay: float
+    max_consecutive_errors: int
+    expected_seconds: float | None
 
 
 class KirinWaitMixin:

@@ -14,7 +14,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from airflow_helpers import EXAMPLE_DAGS, TEST_DAG_FILES, AirflowHome, decode_xcom, json_output
+from airflow_helpers import (
+    EXAMPLE_DAGS,
+    FAST_WAITS,
+    TEST_DAG_FILES,
+    AirflowHome,
+    decode_xcom,
+    json_output,
+)
 
 from airflow_provider_kirin.emulator import EmulatorServer, Fault
 from airflow_provider_kirin.exceptions import SEED_ERROR_CODES, KirinTaskTimeoutError
@@ -39,8 +46,6 @@ MAPPED_PROMPTS = [
 ]
 #: Emulator timings of the success and error runs: quick, but long enough to be polled a few times.
 FAST = {"pending_seconds": 0.2, "processing_seconds": 1.0}
-#: The example DAGs' knobs, shortened for the emulator.
-EXAMPLE_KNOBS = {"KIRIN_EXAMPLE_FIRST_POLL_DELAY": "0.5", "KIRIN_EXAMPLE_POLL_INTERVAL": "0.5"}
 DAGS_TEST_TIMEOUT = 150
 
 
@@ -49,7 +54,7 @@ DAGS_TEST_TIMEOUT = 150
 def example_home(tmp_path_factory: pytest.TempPathFactory, airflow_template_db: Path) -> AirflowHome:
     """An AIRFLOW_HOME whose DAGS_FOLDER is ``example_dags/``."""
     path = tmp_path_factory.mktemp("airflow-examples")
-    return AirflowHome.create(path, airflow_template_db, dags_folder=EXAMPLE_DAGS, settings=EXAMPLE_KNOBS)
+    return AirflowHome.create(path, airflow_template_db, dags_folder=EXAMPLE_DAGS, settings=FAST_WAITS)
 
 
 @pytest.fixture(scope="module")
@@ -64,24 +69,18 @@ def dags_test(
     kirin_emulator: EmulatorServer,
 ) -> Callable[..., tuple[Any, str, str]]:
     """``run(home, dag_id, **extra_env) -> (completed_process, run_id, output)``: one ``airflow dags
-    test`` against ``kirin_emulator``; the new run is looked up in the home's metadata DB."""
+    test`` against ``kirin_emulator``."""
 
     def run(home: AirflowHome, dag_id: str, **extra_env: str) -> tuple[Any, str, str]:
-        before = home.latest_run(dag_id)
-        result = home.cli(
-            "dags",
-            "test",
-            dag_id,
-            extra_env={"AIRFLOW_CONN_KIRIN_DEFAULT": kirin_emulator.airflow_conn_json(), **extra_env},
-            timeout=DAGS_TEST_TIMEOUT,
-        )
-        output = f"{result.stdout}\n{result.stderr}"
-        latest = home.latest_run(dag_id)
-        assert latest is not None, f"`dags test {dag_id}` created no run:\n{output}"
-        assert latest != before, f"`dags test {dag_id}` created no new run:\n{output}"
-        return result, latest[0], output
+        conn = {"AIRFLOW_CONN_KIRIN_DEFAULT": kirin_emulator.airflow_conn_json()}
+        return home.dags_test(dag_id, {**conn, **extra_env}, timeout=DAGS_TEST_TIMEOUT)
 
     return run
+
+
+def kept_in(destination: Path) -> dict[str, str]:
+    """The environment that points the examples' ``kirin_video_destination`` Variable at ``destination``."""
+    return {"AIRFLOW_VAR_KIRIN_VIDEO_DESTINATION": destination.as_uri()}
 
 
 def _tail(text: str, lines: int = 80) -> str:
@@ -242,7 +241,7 @@ def test_taskflow_hook_example_generates_and_downloads(
 
     dag_id = "example_kirin_taskflow_hook"
     out_dir = tmp_path / "videos"
-    result, run_id, output = dags_test(example_home, dag_id, KIRIN_EXAMPLE_OUTPUT_DIR=str(out_dir))
+    result, run_id, output = dags_test(example_home, dag_id, AIRFLOW_VAR_KIRIN_VIDEO_DIR=str(out_dir))
 
     assert result.returncode == 0, _tail(output)
     assert example_home.run_state(dag_id, run_id) == "success"
@@ -254,7 +253,7 @@ def test_taskflow_hook_example_generates_and_downloads(
     generated = example_home.xcom(dag_id, run_id, "generate", "return_value")
     kirin_task_id = _assert_result(generated, kirin_emulator, size="960x960")
     saved = Path(example_home.xcom(dag_id, run_id, "download", "return_value"))
-    assert saved == out_dir / f"{kirin_task_id}.mp4"
+    assert saved == out_dir / (re.sub(r"[^A-Za-z0-9_.-]+", "_", run_id) + ".mp4")  # never the server's id
     assert saved.read_bytes() == load_sample_video()
     assert [d["task_id"] for d in kirin_emulator.downloads()] == [kirin_task_id]
     assert f"(cost {generated['cost']} USD)" in output
@@ -270,7 +269,9 @@ def test_keep_video_example_stores_the_video_with_a_sidecar_and_an_asset_event(
 ) -> None:
     dag_id = "example_kirin_keep_video"
     destination = tmp_path / "kept"
-    result, run_id, output = dags_test(example_home, dag_id, KIRIN_EXAMPLE_DESTINATION=destination.as_uri())
+    result, run_id, output = dags_test(
+        example_home, dag_id, AIRFLOW_VAR_KIRIN_VIDEO_DESTINATION=destination.as_uri()
+    )
 
     assert result.returncode == 0, _tail(output)
     assert example_home.run_state(dag_id, run_id) == "success"
@@ -323,7 +324,9 @@ def test_cost_report_example_keeps_every_video_and_sums_the_cost(
 ) -> None:
     dag_id = "example_kirin_cost_report"
     destination = tmp_path / "kept"
-    result, run_id, output = dags_test(example_home, dag_id, KIRIN_EXAMPLE_DESTINATION=destination.as_uri())
+    result, run_id, output = dags_test(
+        example_home, dag_id, AIRFLOW_VAR_KIRIN_VIDEO_DESTINATION=destination.as_uri()
+    )
 
     assert result.returncode == 0, _tail(output)
     assert example_home.run_state(dag_id, run_id) == "success"
@@ -360,7 +363,9 @@ def test_scheduled_example_generates_the_prompts_of_the_day(
         line for line in (EXAMPLE_DAGS / "prompts" / "daily.txt").read_text().splitlines() if line.strip()
     ]
 
-    result, run_id, output = dags_test(example_home, dag_id, KIRIN_EXAMPLE_DESTINATION=destination.as_uri())
+    result, run_id, output = dags_test(
+        example_home, dag_id, AIRFLOW_VAR_KIRIN_VIDEO_DESTINATION=destination.as_uri()
+    )
 
     assert result.returncode == 0, _tail(output)
     assert example_home.run_state(dag_id, run_id) == "success"

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from airflow_helpers import EXAMPLE_DAGS, AirflowHome, decode_xcom, free_port, wait_until
+from airflow_helpers import EXAMPLE_DAGS, FAST_WAITS, AirflowHome, decode_xcom, free_port, wait_until
 
 from airflow_provider_kirin.emulator import EmulatorServer
 
@@ -66,7 +66,7 @@ SIMPLE_AUTH_MANAGER = "airflow.api_fastapi.auth.managers.simple.simple_auth_mana
 class RealAirflow:
     home: AirflowHome
     api_url: str
-    #: ``KIRIN_EXAMPLE_DESTINATION`` of the keep-video example (a local directory).
+    #: The keep-video example's ``kirin_video_destination`` Variable (a local directory).
     destination: Path
 
     def diagnostics(self) -> str:
@@ -162,9 +162,8 @@ def airflow_components(
             "AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL": "1",
             "AIRFLOW__DAG_PROCESSOR__PARSING_PROCESSES": "1",
             "AIRFLOW_CONN_KIRIN_DEFAULT": kirin_emulator_session.airflow_conn_json(),
-            "KIRIN_EXAMPLE_FIRST_POLL_DELAY": "0.5",
-            "KIRIN_EXAMPLE_POLL_INTERVAL": "0.5",
-            "KIRIN_EXAMPLE_DESTINATION": destination.as_uri(),
+            **FAST_WAITS,
+            "AIRFLOW_VAR_KIRIN_VIDEO_DESTINATION": destination.as_uri(),
         },
     )
     airflow = RealAirflow(home=home, api_url=api_url, destination=destination)

@@ -25,16 +25,8 @@ def home(tmp_path_factory: pytest.TempPathFactory, airflow_template_db: Path) ->
 
 def dags_test(home: AirflowHome, server: EmulatorServer, dag_id: str) -> tuple[str, str, str]:
     """Run one ``airflow dags test``; return ``(run_id, run state, output)``."""
-    result = home.cli(
-        "dags",
-        "test",
-        dag_id,
-        extra_env={"AIRFLOW_CONN_KIRIN_DEFAULT": server.airflow_conn_json()},
-        timeout=180,
-    )
-    latest = home.latest_run(dag_id)
-    assert latest is not None, result.stdout + result.stderr
-    return latest[0], latest[1], result.stdout + result.stderr
+    _, run_id, output = home.dags_test(dag_id, {"AIRFLOW_CONN_KIRIN_DEFAULT": server.airflow_conn_json()})
+    return run_id, str(home.run_state(dag_id, run_id)), output
 
 
 @pytest.mark.timeout(240)

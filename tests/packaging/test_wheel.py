@@ -42,7 +42,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from airflow_helpers import REPO_ROOT, decode_xcom, fernet_key, free_port, json_output, run_in_group
+from airflow_helpers import (
+    FAST_WAITS,
+    REPO_ROOT,
+    decode_xcom,
+    fernet_key,
+    free_port,
+    json_output,
+    prepare_home,
+    run_in_group,
+)
 
 pytestmark = [pytest.mark.timeout(900), pytest.mark.airflow]  # builds, installs, runs Airflow
 
@@ -307,8 +316,7 @@ def packaged(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Packaged]:
 
         # 3. Airflow from the fresh venv on a temporary home, with an explicit environment.
         home = tmp / "airflow-home"
-        (home / "logs").mkdir(parents=True)
-        (home / "airflow.cfg").write_text("# settings come from AIRFLOW__* environment variables\n")
+        prepare_home(home)
         dags = tmp / "dags"
         shutil.copytree(src / "example_dags", dags, ignore=shutil.ignore_patterns("__pycache__"))
         airflow_env = base_env(
@@ -386,8 +394,7 @@ def packaged(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Packaged]:
                 DAG_ID,
                 extra={
                     "AIRFLOW_CONN_KIRIN_DEFAULT": json.dumps(conn),
-                    "KIRIN_EXAMPLE_FIRST_POLL_DELAY": "0.5",
-                    "KIRIN_EXAMPLE_POLL_INTERVAL": "0.5",
+                    **FAST_WAITS,
                 },
                 timeout=240,
             )

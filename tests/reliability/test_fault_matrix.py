@@ -23,15 +23,15 @@ import json
 import logging
 import os
 import re
-import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from airflow_helpers import free_port
+from kirin_fakes import FakeTaskInstance, fault
 
 from airflow_provider_kirin.emulator import EmulatorServer
 from airflow_provider_kirin.emulator.app import load_sample_video
@@ -70,10 +70,6 @@ SURFACES = (
     "trigger",
 )
 CREATE_SURFACES = ("sync-create", "sync-create-no-id", "idempotent")
-
-
-def fault(endpoint: str, kind: str, **params: Any) -> dict[str, Any]:
-    return {"endpoint": endpoint, "kind": kind, **params}
 
 
 @dataclass(frozen=True)
@@ -589,7 +585,7 @@ async def test_fault_matrix(
         use_conn(emulator, **case.conn)
     if case.refused:  # the same connection, on a port nothing listens on
         conn = json.loads(os.environ["AIRFLOW_CONN_KIRIN_DEFAULT"])
-        conn["host"] = f"http://127.0.0.1:{unused_port()}"
+        conn["host"] = f"http://127.0.0.1:{free_port()}"
         monkeypatch.setenv("AIRFLOW_CONN_KIRIN_DEFAULT", json.dumps(conn))
     external_id = "fm-" + re.sub(r"[^A-Za-z0-9]+", "-", request.node.callspec.id).strip("-")
     destination = tmp_path / "video.mp4"
@@ -619,13 +615,6 @@ async def test_fault_matrix(
         assert waits, "no retry was logged"
         low, high = case.waits
         assert all(low <= wait <= high for wait in waits), waits
-
-
-def unused_port() -> int:
-    """A loopback port nothing listens on (bound, then released)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def assert_empty(directory: Path) -> None:
@@ -705,13 +694,6 @@ def test_retry_after_an_unfinished_or_completed_task_reuses_it(emulator: Emulato
     assert (again.task_id, again.status, reused) == (first.task_id, status, True)
     stats = emulator.stats()
     assert (stats["creates"], stats["create_requests"], stats["conflicts"]) == (1, 1, 0)
-
-
-class FakeTaskInstance(SimpleNamespace):
-    """What the operator reads from ``context["ti"]``: its identity, and ``xcom_push``."""
-
-    def xcom_push(self, key: str, value: Any) -> None:
-        self.pushed[key] = value
 
 
 @pytest.mark.kirin_emulator(**FAST_TASKS)

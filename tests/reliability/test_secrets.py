@@ -17,12 +17,12 @@ import pickle
 import time
 from collections.abc import Callable
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
 import requests
 from airflow.sdk.exceptions import TaskDeferred
+from kirin_fakes import FakeTaskInstance, fault
 
 from airflow_provider_kirin.emulator import EmulatorConfig, EmulatorServer
 from airflow_provider_kirin.exceptions import (
@@ -75,17 +75,6 @@ class Evidence:
     @property
     def text(self) -> str:
         return "\n".join(text for _, text in self.items)
-
-
-class FakeTaskInstance(SimpleNamespace):
-    """What the operator reads from ``context["ti"]``: its identity, and ``xcom_push``."""
-
-    def xcom_push(self, key: str, value: Any) -> None:
-        self.pushed[key] = value
-
-
-def fault(endpoint: str, kind: str, **params: Any) -> dict[str, Any]:
-    return {"endpoint": endpoint, "kind": kind, **params}
 
 
 @pytest.fixture
