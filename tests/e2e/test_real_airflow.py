@@ -20,15 +20,22 @@ from __future__ import annotations
 
 import shutil
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
-from airflow_helpers import EXAMPLE_DAGS, FAST_WAITS, AirflowHome, decode_xcom, free_port, wait_until
+from airflow_helpers import (
+    EXAMPLE_DAGS,
+    FAST_WAITS,
+    AirflowHome,
+    api_server_settings,
+    decode_xcom,
+    free_port,
+    http_ok,
+    wait_until,
+)
 
 from airflow_provider_kirin.emulator import EmulatorServer
 
@@ -59,7 +66,6 @@ POOL_BUDGET_SECONDS = 150.0
 ASSET_BUDGET_SECONDS = 90.0
 #: Start-up of the four components (api-server health and every DAG parsed).
 STARTUP_SECONDS = 90.0
-SIMPLE_AUTH_MANAGER = "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
 
 
 @dataclass
@@ -112,14 +118,6 @@ class Budget:
         return max(1.0, self.deadline - time.monotonic())
 
 
-def _http_ok(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return bool(response.status == 200)
-    except (urllib.error.URLError, OSError):
-        return False
-
-
 @pytest.fixture(scope="module")
 def airflow_components(
     tmp_path_factory: pytest.TempPathFactory,
@@ -144,15 +142,7 @@ def airflow_components(
             "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
             # Above the pool test's 5 mapped tasks: the pool, not the executor, is the limit.
             "AIRFLOW__CORE__PARALLELISM": "8",
-            "AIRFLOW__CORE__AUTH_MANAGER": SIMPLE_AUTH_MANAGER,
-            # A [core] option in Airflow 3.3 (not a [simple_auth_manager] section).
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
-            # Workers (task supervisors) report to the api-server's execution API.
-            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{api_url}/execution/",
-            "AIRFLOW__API__HOST": "127.0.0.1",
-            "AIRFLOW__API__PORT": str(port),
-            "AIRFLOW__API__BASE_URL": api_url,
-            "AIRFLOW__API__WORKERS": "1",
+            **api_server_settings(port),
             "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "1",
             # A task supervisor notices its task process's exit within this many seconds (default 5).
             # Airflow 3.3.2 fails a resumed deferred task whose trigger fired and got it re-queued
@@ -177,7 +167,7 @@ def airflow_components(
 
         def api_healthy() -> bool:
             airflow.assert_components_alive()
-            return _http_ok(f"{api_url}/api/v2/monitor/health")
+            return http_ok(f"{api_url}/api/v2/monitor/health")
 
         def dags_stored() -> bool:
             airflow.assert_components_alive()
@@ -231,7 +221,7 @@ def test_deferrable_operator_defers_to_the_triggerer_and_succeeds(
 
     # 1. The api-server answers and the dag-processor has stored the DAG.
     wait_until(
-        lambda: _http_ok(f"{real_airflow.api_url}/api/v2/monitor/health"),
+        lambda: http_ok(f"{real_airflow.api_url}/api/v2/monitor/health"),
         timeout=budget.remaining(),
         what="the api-server's health endpoint",
         diagnostics=diagnostics,
