@@ -6,7 +6,9 @@ The connection (UI, ``AIRFLOW_CONN_KIRIN_DEFAULT`` as URI or JSON, or a secrets 
   field names it (``http``/``https``) and ``https`` is assumed otherwise. ``port`` is added if set.
 - ``password``: the API key.
 - extras (all optional): ``create_path``, ``task_path`` (with ``{task_id}``), ``lookup_path``,
-  ``timeout`` (read timeout, s), ``connect_timeout`` (s), ``verify_ssl``, ``max_retries``,
+  ``timeout`` (read timeout, s), ``connect_timeout`` (s), ``request_timeout`` (s, one API request
+  in all: connect + headers + body), ``download_timeout`` (s, one video download in all),
+  ``verify_ssl``, ``max_retries``,
   ``retry_max_wait`` (s, one backoff step at most), ``max_retry_after`` (s, cap on a server's
   ``Retry-After``), ``retry_total_seconds`` (s, all retries of one call at most),
   ``max_response_bytes``.
@@ -51,6 +53,10 @@ class KirinConnectionConfig(BaseModel):
     lookup_path: str = "/v1/tasks"
     timeout: float = Field(default=30.0, gt=0, description="read timeout in seconds")
     connect_timeout: float = Field(default=10.0, gt=0)
+    #: One API request in all (connect + headers + body): a server dripping bytes cannot hold it longer.
+    request_timeout: float = Field(default=60.0, gt=0)
+    #: One video download in all; a generated clip is tens of MB.
+    download_timeout: float = Field(default=900.0, gt=0)
     verify_ssl: bool = True
     max_retries: int = Field(default=5, ge=0, le=20)
     retry_max_wait: float = Field(default=30.0, gt=0)

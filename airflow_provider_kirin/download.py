@@ -8,6 +8,13 @@
   video (Content-Type), one over ``max_bytes``, or any error leaves nothing behind.
 - A destination that is a directory gets a file name from the URL only if it is a plain, safe
   ``*.mp4`` name; otherwise ``video.mp4``. Nothing from the URL can point outside the directory.
+- Every file name the provider writes (here, in ``KirinDownloadVideoOperator``, in a batch
+  manifest) comes from :func:`safe_name`, the one place that knows what a safe name is.
+- The whole download (connect + headers + body) has a total deadline (``download_timeout``),
+  so a host that drips bytes cannot hold it; ``identity`` encoding is asked for, and a body sent
+  compressed anyway is decoded, its length checked on the wire bytes.
+- The response must say it is a video (``Content-Type`` ``video/*`` or octet-stream); a host
+  that sends no type is refused unless the caller opts out with ``require_video_type=False``.
 """
 
 from __future__ import annotations
@@ -16,13 +23,16 @@ import contextlib
 import hashlib
 import os
 import re
+import unicodedata
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
-from airflow_provider_kirin.exceptions import KirinResultParsingError, KirinValidationError, redact
+from airflow_provider_kirin.deadline import DeadlineExceeded, request_deadline
+from airflow_provider_kirin.exceptions import KirinStorageError, KirinValidationError, clean_text
+from airflow_provider_kirin.models import is_http_url
 
 if TYPE_CHECKING:
     import requests
@@ -32,7 +42,12 @@ CHUNK_BYTES = 64 * 1024
 #: A generated clip is tens of MB; anything past this is not a video we asked for.
 DEFAULT_MAX_BYTES = 2 * 1024**3
 VIDEO_CONTENT_TYPES = ("video/", "application/octet-stream", "binary/octet-stream")
-_SAFE_FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+#: Content encodings ``requests`` decodes; anything else is refused (identity is asked for).
+DECODED_ENCODINGS = ("gzip", "x-gzip", "deflate")
+#: Longest stem :func:`safe_name` keeps: with a suffix, far below every file system's 255 bytes.
+MAX_STEM_CHARS = 100
+_UNSAFE_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
+_SUFFIX = re.compile(r"(\.[A-Za-z0-9]{1,10}){1,3}")
 
 
 @dataclass(frozen=True)
@@ -45,19 +60,64 @@ class StoredVideo:
     content_type: str | None
 
 
+def safe_name(stem: object, suffix: str = ".mp4", *, fallback: str = "video") -> str:
+    """The one function that derives a file name the provider writes: ``<stem><suffix>``, a single
+    plain path component that cannot leave the directory it is joined to.
+
+    ``stem`` may come from anywhere (a Kirin task id, a URL, a batch item's key): it is
+    NFKC-normalised, every run of characters other than ASCII letters, digits, ``.``, ``_`` and
+    ``-`` (separators, NUL, control and other unicode characters) becomes ``_``, runs of dots
+    (``..``) become ``_``, leading and trailing dots, ``_`` and ``-`` are dropped (no hidden file,
+    no option-like name), and it is cut to :data:`MAX_STEM_CHARS`. Whenever the stem had to be
+    changed, 8 hex digits of its SHA-256 are appended, so two different stems never share a name
+    (``a/b`` and ``a_b`` stay apart). An empty result uses ``fallback``. ``suffix`` is the
+    caller's own (``.mp4``, ``.mp4.json``, ``.jsonl``), never server data, and is checked too.
+
+    Use it for every file you add next to the videos, e.g. a batch manifest::
+
+        from airflow_provider_kirin.download import safe_name
+
+        (directory / safe_name(batch_key, ".manifest.json")).write_text(...)
+    """
+    if not _SUFFIX.fullmatch(suffix):
+        raise KirinValidationError(f"suffix={suffix!r} is invalid; allowed: '.ext', up to 3 parts")
+    original = str(stem)
+    text = unicodedata.normalize("NFKC", original)
+    text = _UNSAFE_CHARS.sub("_", text)
+    text = re.sub(r"\.{2,}", "_", text).strip("._-")[:MAX_STEM_CHARS].rstrip("._-")
+    if text != original:
+        digest = hashlib.sha256(original.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+        text = f"{text}-{digest}" if text else f"{fallback}-{digest}"
+    return f"{text or fallback}{suffix}"
+
+
 def safe_file_name(url: str) -> str:
     """The URL's last path segment if it is a plain ``*.mp4`` name, else ``video.mp4``."""
     name = unquote(urlsplit(url).path.rsplit("/", 1)[-1])
-    if _SAFE_FILE_NAME.match(name) and name.lower().endswith(".mp4") and ".." not in name:
-        return name
+    if name.lower().endswith(".mp4"):
+        candidate = safe_name(name[:-4], ".mp4")
+        if candidate == name:  # kept only when nothing had to be changed
+            return name
     return "video.mp4"
+
+
+def describe_url(url: str) -> str:
+    """A URL fit for an error message: no credentials, query or fragment, redacted and capped."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        return clean_text(url.split("?", 1)[0].split("@")[-1], 100)
+    where = f"{parts.scheme}://{host}{port}{parts.path}" if parts.scheme else parts.path
+    return clean_text(where, 100)
 
 
 def check_url(url: str) -> str:
     """The URL's origin (``scheme://host[:port]``); a non-http(s) URL is a validation error."""
+    if not is_http_url(url):
+        raise KirinValidationError(f"url={describe_url(str(url))!r} is invalid; allowed: an http(s) URL")
     parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise KirinValidationError(f"url={redact(url)[:200]!r} is invalid; allowed: an http(s) URL")
     return f"{parts.scheme}://{parts.netloc}".lower()
 
 
@@ -81,11 +141,15 @@ def store_video(
     *,
     headers: dict[str, str],
     timeout: tuple[float, float],
+    deadline: float,
     max_bytes: int = DEFAULT_MAX_BYTES,
     checksum: bool = False,
+    require_video_type: bool = True,
 ) -> StoredVideo:
-    """Stream ``url`` to ``destination`` (see the module docstring for the guarantees); with
-    ``checksum``, also compute the SHA-256 of what was stored."""
+    """Stream ``url`` to ``destination`` (see the module docstring for the guarantees), in all
+    within ``deadline`` seconds; with ``checksum``, also compute the SHA-256 of what was stored.
+    ``require_video_type=False`` accepts a response without a ``Content-Type`` (a host that
+    sends a wrong one is refused all the same)."""
     import requests
 
     host = urlsplit(url).hostname
@@ -94,45 +158,81 @@ def store_video(
     part = destination.parent / f".{destination.name}.{uuid.uuid4().hex[:12]}.part"
     digest = hashlib.sha256() if checksum else None
     written = 0
+    content_type: str | None = None
     try:
-        with session.get(url, headers=headers, stream=True, timeout=timeout) as response:
+        with (
+            request_deadline(deadline, "video download"),
+            session.get(
+                url, headers={**headers, "Accept-Encoding": "identity"}, stream=True, timeout=timeout
+            ) as response,
+        ):
             if response.status_code != 200:
-                raise KirinResultParsingError(
-                    f"Downloading the video failed: HTTP {response.status_code} from {host}."
-                )
-            content_type = response.headers.get("Content-Type")
-            if content_type and not content_type.lower().startswith(VIDEO_CONTENT_TYPES):
-                raise KirinResultParsingError(
-                    f"Downloading the video failed: {host} sent Content-Type {content_type!r}, not a video."
-                )
-            expected = response.headers.get("Content-Length")
-            if expected is not None and int(expected) > max_bytes:
-                raise KirinResultParsingError(f"The video is {expected} bytes, over max_bytes={max_bytes}.")
+                raise _failed(f"HTTP {response.status_code} from {host}")
+            content_type = _video_type(response.headers.get("Content-Type"), host, require_video_type)
+            encoding = _encoding(response.headers.get("Content-Encoding"), host)
+            expected = _content_length(response.headers.get("Content-Length"), host)
+            if expected is not None and encoding is None and expected > max_bytes:
+                raise KirinStorageError(f"The video is {expected} bytes, over max_bytes={max_bytes}.")
             with part.open("wb") as out:
                 for chunk in response.iter_content(CHUNK_BYTES):
                     written += len(chunk)
                     if written > max_bytes:
-                        raise KirinResultParsingError(f"The video is over max_bytes={max_bytes}.")
+                        raise KirinStorageError(f"The video is over max_bytes={max_bytes}.")
                     if digest is not None:
                         digest.update(chunk)
                     out.write(chunk)
-        if expected is not None and written != int(expected):
-            raise KirinResultParsingError(
-                f"Downloading the video was cut short: {written} of {expected} bytes from {host}."
+            # Content-Length counts the bytes on the wire: compressed ones, if compressed.
+            received = response.raw.tell() if encoding is not None else written
+        if expected is not None and received != expected:
+            raise KirinStorageError(
+                f"Downloading the video was cut short: {received} of {expected} bytes from {host}."
             )
         if written == 0:
-            raise KirinResultParsingError(f"Downloading the video failed: {host} sent an empty body.")
+            raise _failed(f"{host} sent an empty body")
         part.replace(destination)
     except requests.RequestException as err:
         _remove(part)
-        raise KirinResultParsingError(
-            f"Downloading the video from {host} failed: {type(err).__name__}."
-        ) from None
+        # The error's own text may quote the signed URL: only the deadline's message is shown.
+        detail = f": {err}" if isinstance(err, DeadlineExceeded) else ""
+        raise _failed(f"{type(err).__name__} from {host}{detail}") from None
     except BaseException:
         _remove(part)
         raise
     sha256 = digest.hexdigest() if digest is not None else None
     return StoredVideo(path=destination, size=written, sha256=sha256, content_type=content_type)
+
+
+def _failed(reason: str) -> KirinStorageError:
+    return KirinStorageError(f"Downloading the video failed: {reason}.")
+
+
+def _video_type(value: str | None, host: str | None, required: bool) -> str | None:
+    if value is None:
+        if required:
+            raise _failed(f"{host} sent no Content-Type (pass require_video_type=False to accept that)")
+        return None
+    if not value.strip().lower().startswith(VIDEO_CONTENT_TYPES):
+        raise _failed(f"{host} sent Content-Type {clean_text(value, 80)!r}, not a video")
+    return value
+
+
+def _encoding(value: str | None, host: str | None) -> str | None:
+    """``None`` for an uncompressed body, else the one encoding ``requests`` decodes."""
+    encoding = (value or "").strip().lower()
+    if encoding in ("", "identity"):
+        return None
+    if encoding not in DECODED_ENCODINGS:
+        raise _failed(f"{host} sent Content-Encoding {clean_text(value, 80)!r}, which is not supported")
+    return encoding
+
+
+def _content_length(value: str | None, host: str | None) -> int | None:
+    if value is None:
+        return None
+    text = value.strip()
+    if not text.isascii() or not text.isdigit() or len(text) > 19:
+        raise _failed(f"{host} sent a malformed Content-Length {clean_text(value, 40)!r}")
+    return int(text)
 
 
 def _remove(path: Any) -> None:

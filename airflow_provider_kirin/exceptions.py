@@ -6,25 +6,34 @@ Catch what you care about in a DAG::
 
     try:
         hook.wait_for_task(task_id, poll_interval=10, timeout=1800)
-    except KirinTaskFailedError as err:  # every generation that ended ``failed``
+    except KirinTaskFailedError as err:  # the generation failed: exactly that, nothing else
         print(err.code, err.task_id, err.message)
+    except KirinServiceError as err:  # we could not talk to Kirin (network, 5xx, unreadable answers)
+        print(err.may_have_created)
 
-The hierarchy::
+Three families a DAG author can tell apart, and the specific answers beside them::
 
     KirinError (AirflowException)
+    ├── KirinTaskFailedError      the generation failed: Kirin reported ``failed`` (unknown or
+    │   │                         missing code), or answered with one of the five seed codes
+    │   ├── KirinGenerationError     002011095
+    │   ├── KirinResultParsingError  002011096 (also: completed, but no video to keep)
+    │   ├── KirinHTTPResponseError   002011097
+    │   ├── KirinStatusCheckError    002011098
+    │   └── KirinTaskCreationError   002011099
+    ├── KirinServiceError         we could not talk to Kirin (``may_have_created`` says whether a
+    │   │                         create may have reached it)
+    │   ├── KirinUnreachableError    connection refused or reset, timeouts, deadlines
+    │   └── KirinBadResponseError    5xx or an unexpected status without a code, unreadable bodies
+    ├── KirinStorageError         keeping the video failed (download, checks, storage)
     ├── KirinValidationError      bad input, raised before any request is sent
-    │   └── KirinConnectionError  the Airflow connection is incomplete or invalid
+    │   ├── KirinConnectionError  the Airflow connection is incomplete or invalid
+    │   └── KirinRequestRejectedError  400/422: Kirin refused the request as invalid
     ├── KirinAuthError            401/403
     ├── KirinNotFoundError        404
-    ├── KirinConflictError        409, external_task_id already used
+    ├── KirinConflictError        409, external_task_id already used (and no lookup finds it)
     ├── KirinRateLimitError       429 after retries
-    ├── KirinTaskTimeoutError     waiting passed its deadline (also an AirflowSensorTimeout)
-    └── KirinTaskFailedError      the generation failed (unknown or missing code)
-        ├── KirinGenerationError     002011095
-        ├── KirinResultParsingError  002011096
-        ├── KirinHTTPResponseError   002011097
-        ├── KirinStatusCheckError    002011098
-        └── KirinTaskCreationError   002011099
+    └── KirinTaskTimeoutError     waiting passed its deadline (also an AirflowSensorTimeout)
 
 No message ever holds the API key: every message is passed through :func:`redact` before it is stored.
 """
@@ -39,6 +48,7 @@ from airflow.sdk.exceptions import AirflowException, AirflowSensorTimeout
 __all__ = [
     "SEED_ERROR_CODES",
     "KirinAuthError",
+    "KirinBadResponseError",
     "KirinConflictError",
     "KirinConnectionError",
     "KirinError",
@@ -46,12 +56,17 @@ __all__ = [
     "KirinHTTPResponseError",
     "KirinNotFoundError",
     "KirinRateLimitError",
+    "KirinRequestRejectedError",
     "KirinResultParsingError",
+    "KirinServiceError",
     "KirinStatusCheckError",
+    "KirinStorageError",
     "KirinTaskCreationError",
     "KirinTaskFailedError",
     "KirinTaskTimeoutError",
+    "KirinUnreachableError",
     "KirinValidationError",
+    "clean_text",
     "error_from_event",
     "exception_class_for",
     "normalize_code",
@@ -60,22 +75,54 @@ __all__ = [
     "register_secret",
 ]
 
-_SECRETS: set[str] = set()
+_SECRETS: dict[str, re.Pattern[str]] = {}
 _BEARER = re.compile(r"(?i)(bearer\s+)[^\s\"',;]+")
+#: Longest server text (error messages, codes) an exception or log line quotes.
+MAX_TEXT_CHARS = 500
+
+
+def _secret_pattern(secret: str) -> re.Pattern[str]:
+    """``secret`` as written, or with any of its characters escaped the way JSON (``\\u002d``,
+    ``\\/``) or a URL (``%2D``) may write it: a server that echoes the key in an escaped form
+    must not get it past :func:`redact`."""
+    parts = []
+    for char in secret:
+        code = ord(char)
+        forms = [re.escape(char)]
+        if code < 0x10000:
+            forms.append(rf"\\u{code:04x}")
+        if code < 0x80:
+            forms.append(f"%{code:02x}")
+        if char == "/":
+            forms.append(r"\\/")
+        parts.append(f"(?:{'|'.join(forms)})")
+    return re.compile("".join(parts), re.IGNORECASE if secret.isascii() else 0)
 
 
 def register_secret(secret: str | None) -> None:
     """Remember a secret (the API key) so that :func:`redact` removes it from any text we produce."""
-    if secret and len(secret) >= 4:
-        _SECRETS.add(secret)
+    if secret and len(secret) >= 4 and secret not in _SECRETS:
+        _SECRETS[secret] = _secret_pattern(secret)
 
 
 def redact(text: str) -> str:
-    """Return ``text`` with every registered secret and every bearer token replaced by ``***``."""
-    for secret in _SECRETS:
+    """Return ``text`` with every registered secret (also JSON- or URL-escaped) and every bearer
+    token replaced by ``***``."""
+    for secret, pattern in _SECRETS.items():
         if secret in text:
             text = text.replace(secret, "***")
+        if "\\" in text or "%" in text:
+            text = pattern.sub("***", text)
     return _BEARER.sub(r"\1***", text)
+
+
+def clean_text(value: object, limit: int = MAX_TEXT_CHARS) -> str:
+    """Server text made safe to quote: redacted first, then cut to ``limit`` characters (cutting
+    first could leave the head of a key that straddles the cut)."""
+    text = redact(str(value))
+    if len(text) > limit:
+        text = f"{text[:limit]}... ({len(text)} characters in all)"
+    return text
 
 
 def redact_json(value: Any) -> Any:
@@ -112,6 +159,8 @@ class KirinError(AirflowException):
     :param code: The API's error code, normalised to its nine-digit string form.
     :param task_id: The Kirin task id the error belongs to, when known.
     :param http_status: The HTTP status of the response that caused the error, when known.
+    :param may_have_created: For a create that failed: whether it may have reached Kirin and made
+        a task (``None`` when it does not apply).
     """
 
     #: What a DAG author should do about this error; appended to the message.
@@ -124,11 +173,14 @@ class KirinError(AirflowException):
         code: object = None,
         task_id: str | None = None,
         http_status: int | None = None,
+        may_have_created: bool | None = None,
     ) -> None:
         self.message = redact(str(message))
+        self.may_have_created = may_have_created
         normalized = normalize_code(code)
-        self.code = redact(normalized) if normalized else None  # a hostile server may echo the key
-        self.task_id = task_id
+        # A hostile server may echo the key in a code, or send megabytes of one.
+        self.code = clean_text(normalized, 64) if normalized else None
+        self.task_id = clean_text(task_id, 256) if task_id is not None else None
         self.http_status = http_status
         super().__init__(self._render())
 
@@ -153,11 +205,18 @@ class KirinError(AirflowException):
             "code": self.code,
             "task_id": self.task_id,
             "http_status": self.http_status,
+            "may_have_created": self.may_have_created,
         }
 
 
 def _rebuild(cls: type[KirinError], data: dict[str, Any]) -> KirinError:
-    return cls(data["message"], code=data["code"], task_id=data["task_id"], http_status=data["http_status"])
+    return cls(
+        data["message"],
+        code=data["code"],
+        task_id=data["task_id"],
+        http_status=data["http_status"],
+        may_have_created=data.get("may_have_created"),
+    )
 
 
 class KirinValidationError(KirinError, ValueError):
@@ -170,6 +229,44 @@ class KirinConnectionError(KirinValidationError):
     """The Airflow connection of type ``kirin`` is missing a field or has a bad one."""
 
     hint = "Fix the Airflow connection (host = base URL, password = API key, extras); nothing was sent."
+
+
+class KirinRequestRejectedError(KirinValidationError):
+    """Kirin refused the request as invalid (HTTP 400 or 422) without a more specific code."""
+
+    hint = "Kirin refused a field of the request; check the values against docs/api-contract.md."
+
+
+class KirinServiceError(KirinError):
+    """We could not talk to Kirin: the parent of transport failures and unreadable answers.
+
+    Not a failed generation: the generation may be fine (or may not exist yet, see
+    ``may_have_created``); retrying the Airflow task is safe, it reuses what exists.
+    """
+
+    hint = "Could not talk to Kirin; check the network and the connection's base URL, then retry."
+
+
+class KirinUnreachableError(KirinServiceError):
+    """The request did not complete: connection refused or reset, a timeout, or its total deadline."""
+
+    hint = "Kirin could not be reached in time; check the network and the base URL, then retry."
+
+
+class KirinBadResponseError(KirinServiceError):
+    """Kirin answered, but not usefully: a 5xx or unexpected status without an error code, or a
+    body that could not be read as the API's JSON, after every retry."""
+
+    hint = "Kirin answered with an error or an unreadable body; retry later."
+
+
+class KirinStorageError(KirinError):
+    """Keeping the video failed: the download, its checks (type, size, length) or the storage."""
+
+    hint = (
+        "The generation itself is done and paid for: retrying the task downloads it again without "
+        "a new generation (signed URLs expire, so do it soon)."
+    )
 
 
 class KirinAuthError(KirinError):
@@ -222,27 +319,27 @@ class KirinGenerationError(KirinTaskFailedError):
 
 
 class KirinResultParsingError(KirinTaskFailedError):
-    """002011096: result parsing error, or a response body we could not parse after retries."""
+    """002011096: result parsing error; also a task reported completed with no video to keep."""
 
-    hint = "The result could not be parsed; retry, and report it to Kirin if it persists."
+    hint = "Kirin could not produce a usable result; retry, and report it to Kirin if it persists."
 
 
 class KirinHTTPResponseError(KirinTaskFailedError):
-    """002011097: HTTP error response; also a 4xx/5xx we could not map to anything narrower."""
+    """002011097: HTTP error response (the code, as Kirin sent it)."""
 
-    hint = "Kirin answered with an HTTP error; retry later, or check the request if it was a 4xx."
+    hint = "Kirin reported an HTTP error response; retry later."
 
 
 class KirinStatusCheckError(KirinTaskFailedError):
-    """002011098: status check error; also reads that kept failing at the transport level."""
+    """002011098: status check error (the code, as Kirin sent it)."""
 
-    hint = "The task's status could not be checked; check the network and the base URL, then retry."
+    hint = "Kirin reported a status check error; retry later."
 
 
 class KirinTaskCreationError(KirinTaskFailedError):
-    """002011099: task creation error; also a create that failed at the transport level."""
+    """002011099: task creation error (the code, as Kirin sent it)."""
 
-    hint = "The task could not be created; check the network and the base URL, then retry."
+    hint = "Kirin could not create the task; retry later."
 
 
 SEED_ERROR_CODES: dict[str, type[KirinTaskFailedError]] = {
@@ -254,6 +351,8 @@ SEED_ERROR_CODES: dict[str, type[KirinTaskFailedError]] = {
 }
 
 _BY_HTTP_STATUS: dict[int, type[KirinError]] = {
+    400: KirinRequestRejectedError,
+    422: KirinRequestRejectedError,
     401: KirinAuthError,
     403: KirinAuthError,
     404: KirinNotFoundError,
@@ -265,9 +364,10 @@ _BY_HTTP_STATUS: dict[int, type[KirinError]] = {
 def exception_class_for(code: object = None, http_status: int | None = None) -> type[KirinError]:
     """The one map from an API error code or HTTP status to its exception class.
 
-    A known seed code wins; otherwise the HTTP status decides (401/403, 404, 409, 429, any other
-    4xx or 5xx is a :class:`KirinHTTPResponseError`); with neither, the task failed for a reason
-    we do not know: :class:`KirinTaskFailedError`.
+    A known seed code wins (the generation failed, whatever the status); otherwise the HTTP status
+    decides (400/422, 401/403, 404, 409, 429; any other error status is a
+    :class:`KirinBadResponseError`); with neither, the task failed for a reason we do not know:
+    :class:`KirinTaskFailedError`.
     """
     normalized = normalize_code(code)
     if normalized in SEED_ERROR_CODES:
@@ -276,7 +376,7 @@ def exception_class_for(code: object = None, http_status: int | None = None) -> 
         if http_status in _BY_HTTP_STATUS:
             return _BY_HTTP_STATUS[http_status]
         if http_status >= 400:
-            return KirinHTTPResponseError
+            return KirinBadResponseError
     return KirinTaskFailedError
 
 
@@ -291,6 +391,11 @@ _ALL_ERRORS: tuple[type[KirinError], ...] = (
     KirinTaskTimeoutError,
     KirinTaskFailedError,
     *SEED_ERROR_CODES.values(),
+    KirinRequestRejectedError,
+    KirinServiceError,
+    KirinUnreachableError,
+    KirinBadResponseError,
+    KirinStorageError,
 )
 _BY_NAME: dict[str, type[KirinError]] = {cls.__name__: cls for cls in _ALL_ERRORS}
 
@@ -298,9 +403,11 @@ _BY_NAME: dict[str, type[KirinError]] = {cls.__name__: cls for cls in _ALL_ERROR
 def error_from_event(data: dict[str, Any]) -> KirinError:
     """Rebuild the exception that :meth:`KirinError.to_dict` described (e.g. in a trigger event)."""
     cls = _BY_NAME.get(str(data.get("error_type")), KirinError)
+    created = data.get("may_have_created")
     return cls(
         str(data.get("message") or "Kirin reported an error without a message."),
         code=data.get("code"),
         task_id=data.get("task_id"),
         http_status=data.get("http_status"),
+        may_have_created=created if isinstance(created, bool) else None,
     )

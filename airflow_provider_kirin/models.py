@@ -18,6 +18,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+import re
+from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any, Final, Literal
 from urllib.parse import urlsplit
 
@@ -31,13 +34,28 @@ from pydantic import (
     StrictStr,
     ValidationError,
     field_validator,
+    model_validator,
 )
 
-from airflow_provider_kirin.exceptions import KirinValidationError, normalize_code
+from airflow_provider_kirin.exceptions import (
+    MAX_TEXT_CHARS,
+    KirinValidationError,
+    clean_text,
+    normalize_code,
+    redact_json,
+)
 
 MODEL_ID: Final = "kirin_v2_5_turbo_t2v"
 MAX_PROMPT_CHARS: Final = 2500
 TERMINAL_STATUSES: Final = frozenset({"completed", "failed"})
+#: A task id the provider accepts, from the server or a DAG: a plain identifier, never ``.``/``..``,
+#: never a path, so it is safe in a URL path segment, a log line and a file name.
+TASK_ID_PATTERN: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
+TASK_ID_ALLOWED: Final = "1 to 128 letters, digits, '.', '_', ':' or '-', starting with a letter or digit"
+#: A cost the provider passes on: a plain, finite, non-negative decimal (``0.35``).
+_COST = re.compile(r"\d{1,12}(\.\d{1,12})?")
+#: Longest video URL kept (signed URLs are long, but not this long).
+MAX_URL_CHARS: Final = 8192
 
 #: What each request field allows, as said in validation errors.
 ALLOWED: Final[dict[str, str]] = {
@@ -156,6 +174,25 @@ class KirinVideoRequest(BaseModel):
 NOT_SHAPING_FIELDS: Final = ("callback_url", "external_task_id")
 
 
+def is_http_url(url: object) -> bool:
+    """Whether ``url`` is an ``http``/``https`` URL with a host: the only kind the provider links to
+    or downloads (never ``javascript:``, ``file:``, ``data:``...)."""
+    if not isinstance(url, str) or len(url) > MAX_URL_CHARS:
+        return False
+    try:
+        parts = urlsplit(url)
+        return parts.scheme.lower() in ("http", "https") and bool(parts.hostname)
+    except ValueError:  # e.g. an invalid port or IPv6 literal
+        return False
+
+
+def plain_task_id(value: object) -> str | None:
+    """``value`` if it is a plain task id (see :data:`TASK_ID_PATTERN`), else ``None``."""
+    if isinstance(value, str) and TASK_ID_PATTERN.fullmatch(value):
+        return value
+    return None
+
+
 def _describe(value: object) -> str:
     try:
         text = repr(value)
@@ -196,6 +233,13 @@ class KirinVideo(BaseModel):
     url: str | None = None
     size: str | None = None
 
+    @field_validator("url", mode="before")
+    @classmethod
+    def _http_only(cls, value: object) -> object:
+        # Anything but an http(s) URL (``javascript:``, ``file:``...) is no video: dropped here, so
+        # no link, XCom or download ever carries it.
+        return value if value is None or is_http_url(value) else None
+
 
 class KirinOutput(BaseModel):
     """One element of ``output``."""
@@ -217,8 +261,18 @@ class KirinUsage(BaseModel):
     @classmethod
     def _cost_as_text(cls, value: object) -> object:
         # The contract says a decimal string; a JSON number is tolerated and kept exact as text.
+        # Only a plain, finite, non-negative decimal passes: not 1e400, NaN, -3.5 or "lots".
+        if value is None:
+            return None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return str(value)
+            if not math.isfinite(value):
+                raise ValueError("the cost is not a finite number")
+            try:
+                value = format(Decimal(str(value)), "f")
+            except InvalidOperation:  # pragma: no cover - str() of a finite number is a decimal
+                raise ValueError("the cost is not a decimal") from None
+        if not isinstance(value, str) or not _COST.fullmatch(value):
+            raise ValueError("the cost is not a plain non-negative decimal such as '0.35'")
         return value
 
 
@@ -233,13 +287,26 @@ class KirinTaskError(BaseModel):
     @field_validator("code", mode="before")
     @classmethod
     def _normalize(cls, value: object) -> str | None:
-        return normalize_code(value)
+        code = normalize_code(value)
+        return clean_text(code, 64) if code is not None else None
+
+    @field_validator("error_message", mode="before")
+    @classmethod
+    def _capped(cls, value: object) -> object:
+        # A server's text is quoted in exceptions and logs: never megabytes of it.
+        return clean_text(value, MAX_TEXT_CHARS) if isinstance(value, str) else value
 
 
 class KirinTask(BaseModel):
     """A Kirin task as the API reports it. Unknown fields are kept, unknown statuses mean "not yet".
 
-    Every hook method that returns a task returns this model.
+    Every hook method that returns a task returns this model. Nothing the server sent reaches
+    it unchecked: every string (task id, URLs, timestamps, error text, unknown fields) has the
+    API key removed as it is read (:func:`~airflow_provider_kirin.exceptions.redact`, which also
+    knows its JSON- and URL-escaped forms), the task id must be a plain identifier, video URLs
+    must be http(s), the cost a plain decimal and error text is capped. So every XCom, event,
+    log line, link, sidecar and file name built from a task is clean, on the sync and async
+    paths alike.
     """
 
     model_config = ConfigDict(extra="allow", populate_by_name=True)
@@ -255,15 +322,25 @@ class KirinTask(BaseModel):
     error: KirinTaskError | None = None
     metadata: dict[str, Any] | None = None
 
+    @model_validator(mode="before")
+    @classmethod
+    def _redacted(cls, data: object) -> object:
+        # Redaction where values enter: every string of the envelope, before anything reads it.
+        return redact_json(data) if isinstance(data, dict) else data
+
     @field_validator("task_id", mode="before")
     @classmethod
     def _id_as_text(cls, value: object) -> object:
-        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+        if isinstance(value, int) and not isinstance(value, bool):
+            value = str(value)
+        if isinstance(value, str) and plain_task_id(value) is None:
+            raise ValueError(f"the task id is not a plain identifier ({TASK_ID_ALLOWED})")
+        return value
 
     @field_validator("status", mode="before")
     @classmethod
     def _status_lower(cls, value: object) -> object:
-        return value.strip().lower() if isinstance(value, str) else value
+        return clean_text(value.strip().lower(), 64) if isinstance(value, str) else value
 
     @property
     def is_terminal(self) -> bool:

@@ -21,7 +21,6 @@ from typing import TYPE_CHECKING, Any
 from airflow_provider_kirin.defaults import MAX_CONSECUTIVE_POLL_ERRORS, POLL_INTERVAL
 from airflow_provider_kirin.exceptions import (
     KirinResultParsingError,
-    KirinStatusCheckError,
     KirinTaskTimeoutError,
     exception_class_for,
 )
@@ -35,6 +34,9 @@ log = logging.getLogger(__name__)
 POLL_JITTER = 0.1
 #: While a generation is due, checks come this much closer together (budget permitting).
 DUE_FACTOR = 0.5
+#: The least time a status check gets, even the last one at the deadline: a wait may end this
+#: much after its deadline, never more (a request is otherwise cut to what is left of the wait).
+MIN_CHECK_SECONDS = 1.0
 
 
 def raise_for_outcome(task: KirinTask) -> KirinTask | None:
@@ -46,7 +48,7 @@ def raise_for_outcome(task: KirinTask) -> KirinTask | None:
     if task.is_completed:
         if not task.video_urls:
             raise KirinResultParsingError(
-                "Kirin reports the task completed but its output holds no video URL.",
+                "Kirin reports the task completed but its output holds no video URL (http or https).",
                 task_id=task.task_id,
             )
         return task
@@ -106,17 +108,21 @@ class PollState:
         return raise_for_outcome(task)
 
     def observe_error(self, error: TransientKirinError) -> float | None:
-        """Record a failed check as "not yet"; raise :class:`KirinStatusCheckError` after too many in a row.
+        """Record a failed check as "not yet"; after too many in a row, raise the last check's own
+        typed error (e.g. :class:`KirinUnreachableError`, :class:`KirinBadResponseError`,
+        :class:`KirinRateLimitError`), saying how many checks failed.
 
         Returns the server's ``Retry-After`` (seconds), if it sent one, for the next delay.
         """
         self.polls += 1
         self.consecutive_errors += 1
         if self.consecutive_errors >= self.max_consecutive_errors:
-            raise KirinStatusCheckError(
-                f"{self.consecutive_errors} status checks in a row failed; last: {error.final.message}",
+            last = error.final
+            raise type(last)(
+                f"{self.consecutive_errors} status checks in a row failed; last: {last.message}",
+                code=last.code,
                 task_id=self.task_id,
-                http_status=error.final.http_status,
+                http_status=last.http_status,
             )
         self.logger.warning(
             "Kirin status check %d of %d allowed failures for task %s: %s",
@@ -126,6 +132,13 @@ class PollState:
             error.final.message,
         )
         return error.retry_after
+
+    def request_budget(self, request_timeout: float, now: float | None = None) -> float:
+        """Seconds one status check may take in all: the connection's ``request_timeout``, cut to
+        what is left of the wait (at least :data:`MIN_CHECK_SECONDS`), so a server that drips bytes
+        cannot hold a wait past its deadline."""
+        remaining = self.deadline - (time.time() if now is None else now)
+        return min(request_timeout, max(remaining, MIN_CHECK_SECONDS))
 
     def expired(self, now: float | None = None) -> bool:
         return (time.time() if now is None else now) >= self.deadline

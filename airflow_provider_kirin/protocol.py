@@ -19,15 +19,14 @@ from pydantic import ValidationError
 
 from airflow_provider_kirin.config import KirinConnectionConfig
 from airflow_provider_kirin.exceptions import (
+    KirinBadResponseError,
     KirinError,
-    KirinResultParsingError,
-    KirinStatusCheckError,
-    KirinTaskCreationError,
+    KirinUnreachableError,
     KirinValidationError,
+    clean_text,
     exception_class_for,
-    redact,
 )
-from airflow_provider_kirin.models import KirinTask, KirinVideoRequest
+from airflow_provider_kirin.models import TASK_ID_ALLOWED, KirinTask, KirinVideoRequest, plain_task_id
 from airflow_provider_kirin.retry import TransientKirinError, parse_retry_after
 
 Operation = Literal["create", "get", "lookup"]
@@ -57,10 +56,7 @@ class ApiCall:
 def snippet(body: bytes | str, limit: int = SNIPPET_CHARS) -> str:
     """A short, secret-free quote of a response body for error messages."""
     text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
-    text = " ".join(text.split())
-    if len(text) > limit:
-        text = f"{text[:limit]}... ({len(body)} bytes in all)"
-    return redact(text)
+    return clean_text(" ".join(text.split()), limit)  # redacted before it is cut
 
 
 class KirinProtocol:
@@ -93,6 +89,10 @@ class KirinProtocol:
 
     def get(self, task_id: str) -> ApiCall:
         task_id = _require_id("task_id", task_id)
+        if plain_task_id(task_id) is None:  # never ``.``/``..`` or a path in the URL
+            raise KirinValidationError(
+                f"task_id={clean_text(task_id, 80)!r} is invalid; allowed: {TASK_ID_ALLOWED}"
+            )
         path = self.config.task_path.replace("{task_id}", quote(task_id, safe=""))
         return ApiCall("get", "GET", self.config.base_url + path, task_id=task_id, label=f"get {task_id}")
 
@@ -118,11 +118,13 @@ class KirinProtocol:
                     limit = self.config.max_response_bytes
                     reason = f"the body is larger than max_response_bytes={limit}"
                     raise TransientKirinError(
-                        self._error(KirinResultParsingError, call, reason, http_status=status)
+                        self._error(KirinBadResponseError, call, reason, http_status=status)
                     )
                 return self.parse_task(call, body, http_status=status)
             except TransientKirinError as err:
                 # A create answered 2xx: the task exists even though its envelope is unreadable.
+                if call.is_create:
+                    err.final.may_have_created = True
                 raise self._retry(call, err.final, may_have_created=call.is_create) from None
         if status == 404 and call.operation == "lookup":
             return None
@@ -132,9 +134,10 @@ class KirinProtocol:
         error = self._error(error_cls, call, f"HTTP {status}: {reason}", code=code, http_status=status)
         if status == 429 or status >= 500:
             retry_after = parse_retry_after(headers.get("Retry-After"), cap=self.config.max_retry_after)
-            raise self._retry(
-                call, error, retry_after=retry_after, may_have_created=call.is_create and status >= 500
-            )
+            may_have_created = call.is_create and status >= 500
+            if call.is_create:
+                error.may_have_created = may_have_created
+            raise self._retry(call, error, retry_after=retry_after, may_have_created=may_have_created)
         raise error
 
     def parse_task(
@@ -148,7 +151,7 @@ class KirinProtocol:
                 f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in err.errors()[:3]
             )
             reason = f"the response is not a task envelope ({problems}); body: {snippet(body)}"
-        raise TransientKirinError(self._error(KirinResultParsingError, call, reason, http_status=http_status))
+        raise TransientKirinError(self._error(KirinBadResponseError, call, reason, http_status=http_status))
 
     def transport_failure(self, call: ApiCall, error: BaseException, *, reached_server: bool) -> Exception:
         """What a connection error, timeout or reset means: something to retry, or to raise now.
@@ -156,10 +159,15 @@ class KirinProtocol:
         A create that may have reached the server is retried only when its ``external_task_id``
         lets the next try look the task up first; without one it is not retried at all.
         """
-        error_cls = KirinTaskCreationError if call.is_create else KirinStatusCheckError
         what = "may have reached Kirin" if reached_server else "did not reach Kirin"
-        final = self._error(error_cls, call, f"the request {what}: {type(error).__name__}: {error}")
-        return self._retry(call, final, may_have_created=call.is_create and reached_server)
+        may_have_created = call.is_create and reached_server
+        final = self._error(
+            KirinUnreachableError,
+            call,
+            f"the request {what}: {type(error).__name__}: {error}",
+            may_have_created=may_have_created if call.is_create else None,
+        )
+        return self._retry(call, final, may_have_created=may_have_created)
 
     def _retry(
         self,
@@ -178,6 +186,7 @@ class KirinProtocol:
                 code=error.code,
                 task_id=error.task_id,
                 http_status=error.http_status,
+                may_have_created=True,
             )
         return TransientKirinError(error, retry_after=retry_after, may_have_created=may_have_created)
 
@@ -189,10 +198,43 @@ class KirinProtocol:
         *,
         code: str | None = None,
         http_status: int | None = None,
+        may_have_created: bool | None = None,
     ) -> KirinError:
         label = f"Kirin {call.label}" if call is not None else "Kirin response"
         task_id = call.task_id if call is not None else None
-        return cls(f"{label} failed: {reason}", code=code, task_id=task_id, http_status=http_status)
+        return cls(
+            f"{label} failed: {reason}",
+            code=code,
+            task_id=task_id,
+            http_status=http_status,
+            may_have_created=may_have_created,
+        )
+
+
+#: Markers of a transport error's text, and what they mean in plain words (first match wins).
+_PLAIN_REASONS = (
+    (("Connection refused", "ConnectionRefusedError", "Errno 111"), "connection refused"),
+    (
+        ("Name or service not known", "NameResolution", "nodename nor servname", "getaddrinfo"),
+        "host not found",
+    ),
+    (("DeadlineExceeded", "total deadline"), "no complete answer within the request deadline"),
+    (("ConnectTimeout", "timed out", "TimeoutError", "ReadTimeout"), "timed out"),
+    (
+        ("reset by peer", "Connection aborted", "RemoteDisconnected", "ConnectionResetError"),
+        "connection reset",
+    ),
+    (("SSLError", "CERTIFICATE_VERIFY_FAILED", "certificate"), "TLS error (certificate?)"),
+)
+
+
+def plain_reason(detail: str) -> str:
+    """What a transport error's text means, in a few plain words (for people, e.g. the connection
+    test in the UI); the full detail belongs in the log."""
+    for markers, words in _PLAIN_REASONS:
+        if any(marker in detail for marker in markers):
+            return words
+    return "the request failed"
 
 
 def _require_id(name: str, value: object) -> str:
@@ -210,7 +252,9 @@ def _error_body(body: bytes) -> tuple[str | None, str | None]:
     error = data.get("error") if isinstance(data, dict) else None
     if isinstance(error, dict):
         message = error.get("error_message") or error.get("message")
-        return error.get("code"), snippet(str(message)) if message else None
+        code = error.get("code")
+        code = clean_text(code, 64) if isinstance(code, str) else code
+        return code, snippet(str(message)) if message else None
     if isinstance(error, str):
         return None, snippet(error)
     return None, None

@@ -15,13 +15,14 @@ A create (``POST``) is retried only when that cannot buy a second generation: wh
 never reached the server, or when it carries an ``external_task_id``, in which case every retry
 first looks the id up and returns the task it finds (see ``hooks/kirin.py``). When retries run out
 the error's typed form is raised: :class:`~airflow_provider_kirin.exceptions.KirinRateLimitError`
-for 429, :class:`~airflow_provider_kirin.exceptions.KirinHTTPResponseError` for 5xx,
-:class:`~airflow_provider_kirin.exceptions.KirinResultParsingError` for unparseable bodies,
-:class:`~airflow_provider_kirin.exceptions.KirinTaskCreationError` or
-:class:`~airflow_provider_kirin.exceptions.KirinStatusCheckError` for transport failures.
+for 429; for a 5xx the class of its seed code if it carries one, else
+:class:`~airflow_provider_kirin.exceptions.KirinBadResponseError` (also for unparseable bodies);
+:class:`~airflow_provider_kirin.exceptions.KirinUnreachableError` for transport failures. The
+last two are the "could not talk to Kirin" family, ``KirinServiceError``, never a failed
+generation.
 
 Polling is different: one failed status check is "not yet"; ``max_consecutive_poll_errors`` in a
-row (see ``polling.py``) raise :class:`~airflow_provider_kirin.exceptions.KirinStatusCheckError`.
+row (see ``polling.py``) raise the last check's typed error.
 """
 
 from __future__ import annotations

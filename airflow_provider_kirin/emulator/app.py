@@ -56,7 +56,6 @@ def create_app(config: EmulatorConfig | None = None, *, state: EmulatorState | N
     """
     state = state or EmulatorState(config)
     sender = CallbackSender(state)
-    video = load_sample_video()
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -79,41 +78,30 @@ def create_app(config: EmulatorConfig | None = None, *, state: EmulatorState | N
         code = "not_found" if exc.status_code == 404 else "http_error"
         return json_error(state, exc.status_code, code, f"path: {exc.detail}")
 
-    def authorized(request: Request) -> bool:
-        header = request.headers.get("authorization")
-        if not header:
-            return False
-        scheme, _, key = header.partition(" ")
-        return scheme.lower() == "bearer" and key.strip() == state.config.api_key
+    KirinApiRoutes(state, sender, load_sample_video()).register(app)
+    controls.register(app, state)
+    return app
 
-    def unauthorized() -> Response:
-        state.counters["unauthorized"] += 1
-        return json_error(
-            state,
-            401,
-            "unauthorized",
-            "authorization: missing or invalid bearer token",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
 
-    def conflict(existing: Task) -> Response:
-        state.counters["conflicts"] += 1
-        message = (
-            f"external_task_id: {existing.external_task_id!r} is already used by task {existing.task_id}"
-        )
-        return json_error(state, 409, "duplicate_external_task_id", message)
+class KirinApiRoutes:
+    """The Kirin API's routes (``docs/api-contract.md``), each a method: auth, faults, the
+    counters ``/_emulator/stats`` reports, then the answer the contract gives."""
 
-    def origin(request: Request) -> str:
-        scope = request.scope
-        server = scope.get("server") or ("127.0.0.1", 0)
-        base = state.config.download_base_url
-        if base:
-            return base.replace("{port}", str(server[1]))
-        host = request.headers.get("host") or f"{server[0]}:{server[1]}"
-        return f"{scope.get('scheme', 'http')}://{host}"
+    def __init__(self, state: EmulatorState, sender: CallbackSender, video: bytes) -> None:
+        self.state = state
+        self.sender = sender
+        self.video = video
 
-    @app.post("/v1/videos/generations")
-    async def create_task(request: Request) -> Response:
+    def register(self, app: FastAPI) -> None:
+        app.add_api_route("/v1/videos/generations", self.create_task, methods=["POST"])
+        app.add_api_route("/v1/tasks/{task_id}", self.get_task, methods=["GET"])
+        app.add_api_route("/v1/tasks", self.lookup_task, methods=["GET"])
+        app.add_api_route("/v1/files/blob", self.download_blob, methods=["GET", "HEAD"])
+        app.add_api_route("/v1/files/{task_id}/video.mp4", self.download_video, methods=["GET", "HEAD"])
+
+    # -- the API -----------------------------------------------------------------------------------
+    async def create_task(self, request: Request) -> Response:
+        state = self.state
         state.counters["create_requests"] += 1
         fault = state.faults.take("create") if state.faults else None
         if fault is not None:
@@ -121,13 +109,36 @@ def create_app(config: EmulatorConfig | None = None, *, state: EmulatorState | N
             if early is not None:
                 return early
         task = None
-        if not authorized(request):
-            response = unauthorized()
+        if not self._authorized(request):
+            response = self._unauthorized()
         else:
-            response, task = await _create(request)
+            response, task = await self._create(request)
         return await finish(state, request, fault, response, task)
 
-    async def _create(request: Request) -> tuple[Response, Any]:
+    async def get_task(self, request: Request) -> Response:
+        self.state.counters["gets"] += 1
+        task_id = request.path_params["task_id"]
+        self.state.count_status_check(task_id)  # before any fault: a check refused with 503 still counts
+        return await self._read_task(request, "get", task_id, None)
+
+    async def lookup_task(self, request: Request) -> Response:
+        self.state.counters["lookups"] += 1
+        external = request.query_params.get("external_task_id")
+        return await self._read_task(request, "lookup", None, external)
+
+    async def download_blob(self, request: Request) -> Response:
+        counters = self.state.counters
+        counters["blob_downloads"] += 1
+        if "authorization" in request.headers:
+            counters["blob_auth_headers"] += 1
+        return await blob_response(self.state, request)
+
+    async def download_video(self, request: Request) -> Response:
+        return await file_response(self.state, request, self.video, request.path_params["task_id"])
+
+    # -- the steps they share ---------------------------------------------------------------------
+    async def _create(self, request: Request) -> tuple[Response, Task | None]:
+        state = self.state
         try:
             body = json.loads(await request.body())
         except ValueError:
@@ -142,45 +153,33 @@ def create_app(config: EmulatorConfig | None = None, *, state: EmulatorState | N
         external = params["external_task_id"]
         existing = state.lookup(external) if external is not None else None
         if existing is not None:  # checked first so that a 409 does not use up a fail_task rule
-            return conflict(existing), None
+            return self._conflict(existing), None
         fail = state.faults.take("create", task_rules=True) if state.faults else None
         try:
             task = state.create_task(
                 params,
-                origin(request),
+                self._origin(request),
                 fail_code=(fail.code or DEFAULT_FAIL_CODE) if fail else None,
                 fail_message=fail.error_message if fail else None,
             )
         except DuplicateExternalIdError as exc:  # pragma: no cover - raced by another thread
-            return conflict(exc.existing), None
+            return self._conflict(exc.existing), None
         if task.callback_url:
-            sender.schedule(task)
+            self.sender.schedule(task)
         return json_response(state, task.envelope_bytes(), cfg.create_status_code), task
 
-    @app.get("/v1/tasks/{task_id}")
-    async def get_task(request: Request) -> Response:
-        state.counters["gets"] += 1
-        task_id = request.path_params["task_id"]
-        state.count_status_check(task_id)  # before any fault: a check refused with 503 still counts
-        return await _read_task(request, "get", task_id, None)
-
-    @app.get("/v1/tasks")
-    async def lookup_task(request: Request) -> Response:
-        state.counters["lookups"] += 1
-        external = request.query_params.get("external_task_id")
-        return await _read_task(request, "lookup", None, external)
-
     async def _read_task(
-        request: Request, endpoint: str, task_id: str | None, external: str | None
+        self, request: Request, endpoint: str, task_id: str | None, external: str | None
     ) -> Response:
+        state = self.state
         fault = state.faults.take(endpoint) if state.faults else None
         if fault is not None:
             early = await pre_fault(state, request, fault, endpoint)
             if early is not None:
                 return early
         task = None
-        if not authorized(request):
-            response = unauthorized()
+        if not self._authorized(request):
+            response = self._unauthorized()
         elif endpoint == "lookup" and not external:
             state.counters["invalid_requests"] += 1
             response = json_error(state, 422, "invalid_request", "external_task_id: query parameter required")
@@ -194,20 +193,39 @@ def create_app(config: EmulatorConfig | None = None, *, state: EmulatorState | N
                 response = json_response(state, task.envelope_bytes())
         return await finish(state, request, fault, response, task)
 
-    @app.api_route("/v1/files/blob", methods=["GET", "HEAD"])
-    async def download_blob(request: Request) -> Response:
-        counters = state.counters
-        counters["blob_downloads"] += 1
-        if "authorization" in request.headers:
-            counters["blob_auth_headers"] += 1
-        return await blob_response(state, request)
+    def _authorized(self, request: Request) -> bool:
+        header = request.headers.get("authorization")
+        if not header:
+            return False
+        scheme, _, key = header.partition(" ")
+        return scheme.lower() == "bearer" and key.strip() == self.state.config.api_key
 
-    @app.api_route("/v1/files/{task_id}/video.mp4", methods=["GET", "HEAD"])
-    async def download_video(request: Request) -> Response:
-        return await file_response(state, request, video, request.path_params["task_id"])
+    def _unauthorized(self) -> Response:
+        self.state.counters["unauthorized"] += 1
+        return json_error(
+            self.state,
+            401,
+            "unauthorized",
+            "authorization: missing or invalid bearer token",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
 
-    controls.register(app, state)
-    return app
+    def _conflict(self, existing: Task) -> Response:
+        self.state.counters["conflicts"] += 1
+        message = (
+            f"external_task_id: {existing.external_task_id!r} is already used by task {existing.task_id}"
+        )
+        return json_error(self.state, 409, "duplicate_external_task_id", message)
+
+    def _origin(self, request: Request) -> str:
+        """Where this client reached us: the origin of the video URLs it is given."""
+        scope = request.scope
+        server = scope.get("server") or ("127.0.0.1", 0)
+        base = self.state.config.download_base_url
+        if base:
+            return base.replace("{port}", str(server[1]))
+        host = request.headers.get("host") or f"{server[0]}:{server[1]}"
+        return f"{scope.get('scheme', 'http')}://{host}"
 
 
 class PrefixMiddleware:

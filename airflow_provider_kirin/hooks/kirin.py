@@ -35,6 +35,7 @@ from airflow.sdk import BaseHook
 from tenacity import AsyncRetrying, Retrying
 
 from airflow_provider_kirin.config import CONN_TYPE, DEFAULT_CONN_ID, KirinConnectionConfig
+from airflow_provider_kirin.deadline import deadline_session, request_deadline
 from airflow_provider_kirin.defaults import MAX_CONSECUTIVE_POLL_ERRORS
 from airflow_provider_kirin.download import (
     DEFAULT_MAX_BYTES,
@@ -44,14 +45,17 @@ from airflow_provider_kirin.download import (
     store_video,
 )
 from airflow_provider_kirin.exceptions import (
+    KirinAuthError,
+    KirinBadResponseError,
     KirinConflictError,
     KirinError,
-    KirinResultParsingError,
+    KirinServiceError,
+    KirinUnreachableError,
     KirinValidationError,
 )
 from airflow_provider_kirin.models import KirinTask, KirinVideoRequest, validate_model
 from airflow_provider_kirin.polling import PollState
-from airflow_provider_kirin.protocol import ApiCall, KirinProtocol
+from airflow_provider_kirin.protocol import ApiCall, KirinProtocol, plain_reason
 from airflow_provider_kirin.retry import TransientKirinError, retry_kwargs
 
 if TYPE_CHECKING:
@@ -105,7 +109,7 @@ class KirinHook(_KirinHookBase):
 
     @cached_property
     def session(self) -> requests.Session:
-        session = requests.Session()
+        session = deadline_session()
         session.verify = self.config.verify_ssl
         return session
 
@@ -114,20 +118,23 @@ class KirinHook(_KirinHookBase):
         return self.session
 
     # -- transport -----------------------------------------------------------------------------
-    def _send_once(self, call: ApiCall) -> KirinTask | None:
+    def _send_once(self, call: ApiCall, budget: float | None = None) -> KirinTask | None:
+        """One request, in all at most ``request_timeout`` seconds (or ``budget``, if less)."""
         config = self.config
+        seconds = config.request_timeout if budget is None else min(budget, config.request_timeout)
         try:
-            response = self.session.request(
-                call.method,
-                call.url,
-                params=call.params,
-                json=call.body,
-                headers=self.protocol.headers(),
-                timeout=(config.connect_timeout, config.timeout),
-                stream=True,
-            )
-            with response:
-                body, truncated = _read_capped(response.iter_content(65536), config.max_response_bytes)
+            with request_deadline(seconds, f"Kirin {call.label}"):
+                response = self.session.request(
+                    call.method,
+                    call.url,
+                    params=call.params,
+                    json=call.body,
+                    headers=self.protocol.headers(),
+                    timeout=(min(config.connect_timeout, seconds), config.timeout),
+                    stream=True,
+                )
+                with response:
+                    body, truncated = _read_capped(response.iter_content(65536), config.max_response_bytes)
         except requests.RequestException as err:
             raise self.protocol.transport_failure(call, err, reached_server=_requests_reached(err)) from None
         return self.protocol.interpret(
@@ -205,7 +212,7 @@ class KirinHook(_KirinHookBase):
                         raise
                     return self._reuse_after_conflict(call.external_task_id), True
                 if created is None:  # pragma: no cover - a create never answers "not found" as None
-                    raise KirinResultParsingError("Kirin create returned no task.")
+                    raise KirinBadResponseError("Kirin create returned no task.")
                 return created, False
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -284,7 +291,7 @@ class KirinHook(_KirinHookBase):
         Checks after ``first_poll_delay`` seconds (plus a random phase of up to 10 % of the
         interval), then every ``poll_interval``, and once more at the deadline ``timeout``
         seconds from now. Raises the typed error of a ``failed`` task,
-        :class:`KirinTaskTimeoutError` at the deadline, and :class:`KirinStatusCheckError`
+        :class:`KirinTaskTimeoutError` at the deadline, and the last check's own error
         after ``max_consecutive_errors`` failed checks in a row. With ``expected_seconds``,
         checks come twice as often around then, within the same request budget (see
         ``PollState.is_due``).
@@ -303,7 +310,7 @@ class KirinHook(_KirinHookBase):
         while True:
             retry_after = None
             try:
-                task = self._send_once(call)
+                task = self._send_once(call, state.request_budget(self.config.request_timeout))
             except TransientKirinError as err:
                 retry_after = state.observe_error(err)
             else:
@@ -314,15 +321,23 @@ class KirinHook(_KirinHookBase):
                 raise state.timeout_error()
             time.sleep(state.next_delay(retry_after))
 
-    def download_video(self, url: str, path: str | os.PathLike[str] | ObjectStoragePath) -> Any:
+    def download_video(
+        self,
+        url: str,
+        path: str | os.PathLike[str] | ObjectStoragePath,
+        *,
+        require_video_type: bool = True,
+    ) -> Any:
         """Stream a video to ``path`` in 64 KiB chunks (constant memory); return where it landed.
 
         ``path`` is a local file or directory, or an ``ObjectStoragePath``/``scheme://`` URL
         (``s3://``, ``gs://``... through Airflow's object storage). Completed only when every byte
-        arrived; otherwise nothing is left behind (see ``download.py``). The API key is sent only
+        arrived, within the connection's ``download_timeout``; otherwise nothing is left behind
+        (see ``download.py``). The response must say it is a video (``Content-Type``);
+        ``require_video_type=False`` accepts one that sends no type. The API key is sent only
         when the URL is on the API's own origin, never to a file host.
         """
-        return self.store_video(url, path).path
+        return self.store_video(url, path, require_video_type=require_video_type).path
 
     def store_video(
         self,
@@ -331,8 +346,11 @@ class KirinHook(_KirinHookBase):
         *,
         max_bytes: int = DEFAULT_MAX_BYTES,
         checksum: bool = False,
+        require_video_type: bool = True,
+        deadline: float | None = None,
     ) -> StoredVideo:
-        """:meth:`download_video`, returning the stored path with its byte size, SHA-256 and type."""
+        """:meth:`download_video`, returning the stored path with its byte size, SHA-256 and type;
+        ``deadline`` (seconds) overrides the connection's ``download_timeout``."""
         origin = check_url(url)
         destination = as_destination(path, url)
         headers = self.protocol.headers() if origin == self.config.origin else {"Accept": "*/*"}
@@ -342,22 +360,32 @@ class KirinHook(_KirinHookBase):
             destination,
             headers=headers,
             timeout=(self.config.connect_timeout, self.config.timeout),
+            deadline=self.config.download_timeout if deadline is None else deadline,
             max_bytes=max_bytes,
             checksum=checksum,
+            require_video_type=require_video_type,
         )
         self.log.info("Stored %d bytes of video at %s", stored.size, stored.path)
         return stored
 
     def test_connection(self) -> tuple[bool, str]:
-        """One cheap authenticated request (a lookup of an id that does not exist)."""
+        """One cheap authenticated request (a lookup of an id that does not exist). The answer is
+        for a person in the UI: what failed, in plain words; the detail goes to the log."""
+        base_url = self.config.base_url
         try:
             probe = f"airflow-connection-test-{uuid.uuid4().hex}"
             self._send_once(self.protocol.lookup(probe))
-        except TransientKirinError as err:
-            return False, err.final.message
-        except KirinError as err:
+        except (TransientKirinError, KirinError) as caught:
+            err = caught.final if isinstance(caught, TransientKirinError) else caught
+            self.log.warning("Kirin connection test against %s failed: %s", base_url, err.message)
+            if isinstance(err, KirinUnreachableError):
+                return False, f"Could not connect to {base_url}: {plain_reason(err.message)}."
+            if isinstance(err, KirinAuthError):
+                return False, f"Kirin at {base_url} refused the API key (HTTP {err.http_status})."
+            if isinstance(err, KirinServiceError):
+                return False, f"Kirin at {base_url} answered, but not as the Kirin API: {err.message}"
             return False, str(err)
-        return True, f"Connected to Kirin at {self.config.base_url}; the API key was accepted."
+        return True, f"Connected to Kirin at {base_url}; the API key was accepted."
 
 
 @dataclass
@@ -445,20 +473,42 @@ class KirinAsyncHook(_KirinHookBase):
             _SESSIONS[loop].pop(key, None)
             await shared.session.close()
 
-    async def _send_once(self, call: ApiCall) -> KirinTask | None:
+    async def _send_once(self, call: ApiCall, budget: float | None = None) -> KirinTask | None:
+        """One request, in all at most ``request_timeout`` seconds (or ``budget``, if less)."""
         import aiohttp
 
         session = await self._session()
         assert self._protocol is not None
         assert self._config is not None
+        limit = self._config.request_timeout
+        seconds = limit if budget is None else min(budget, limit)
+        # aiohttp's ``total`` covers connect + headers + body: a server dripping bytes is cut off.
+        timeout = aiohttp.ClientTimeout(
+            total=seconds,
+            sock_connect=min(self._config.connect_timeout, seconds),
+            sock_read=self._config.timeout,
+        )
+        started = time.monotonic()
         try:
             async with session.request(
-                call.method, call.url, params=call.params, json=call.body, headers=self._protocol.headers()
+                call.method,
+                call.url,
+                params=call.params,
+                json=call.body,
+                headers=self._protocol.headers(),
+                timeout=timeout,
             ) as response:
                 body, truncated = await _aread_capped(response, self._config.max_response_bytes)
                 status, headers = response.status, response.headers
         except (aiohttp.ClientError, asyncio.TimeoutError) as err:
-            raise self._protocol.transport_failure(call, err, reached_server=_aiohttp_reached(err)) from None
+            error: BaseException = err
+            if time.monotonic() - started >= seconds:
+                error = asyncio.TimeoutError(
+                    f"the Kirin {call.label} passed its total deadline of {seconds:.1f} s"
+                )
+            raise self._protocol.transport_failure(
+                call, error, reached_server=_aiohttp_reached(error)
+            ) from None
         return self._protocol.interpret(call, status, headers, body, truncated=truncated)
 
     async def _send(self, call: ApiCall) -> KirinTask | None:
@@ -483,10 +533,11 @@ class KirinAsyncHook(_KirinHookBase):
         """The task created with this ``external_task_id``, or ``None`` if there is none (404)."""
         return await self._send((await self.protocol()).lookup(external_task_id))
 
-    async def poll_once(self, task_id: str) -> KirinTask:
-        """One status check, not retried: a transient failure raises ``TransientKirinError`` so the
-        caller's poll loop can count it as "not yet"."""
-        task = await self._send_once((await self.protocol()).get(task_id))
+    async def poll_once(self, task_id: str, budget: float | None = None) -> KirinTask:
+        """One status check, not retried, within ``budget`` seconds if given (else the connection's
+        ``request_timeout``): a transient failure raises ``TransientKirinError`` so the caller's
+        poll loop can count it as "not yet"."""
+        task = await self._send_once((await self.protocol()).get(task_id), budget)
         assert task is not None
         return task
 

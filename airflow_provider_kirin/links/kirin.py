@@ -5,7 +5,8 @@ It is attached to :class:`~airflow_provider_kirin.operators.kirin.KirinTextToVid
 worker when the task finishes and stores them in XCom for the UI, so the link reads the first
 video URL that the operator or sensor recorded on itself (``kirin_video_url``) when the generation
 completed; a task that deferred, failed or did not wait has no link. Generated URLs expire, so
-keep the video (``KirinDownloadVideoOperator``) if you need it later.
+keep the video (``KirinDownloadVideoOperator``) if you need it later. Only an http(s) URL ever
+becomes a link.
 """
 
 from __future__ import annotations
@@ -25,4 +26,7 @@ class KirinVideoLink(BaseOperatorLink):
     name = "Kirin video"
 
     def get_link(self, operator: BaseOperator, *, ti_key: TaskInstanceKey) -> str:
-        return str(getattr(operator, "kirin_video_url", None) or "")
+        from airflow_provider_kirin.models import is_http_url
+
+        url = getattr(operator, "kirin_video_url", None)
+        return str(url) if is_http_url(url) else ""  # never a javascript: or file: href

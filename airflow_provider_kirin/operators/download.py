@@ -17,9 +17,10 @@
     )
 
 For each video it stores ``<task id>.mp4`` (``-2``, ``-3``... for more than one) and a sidecar
-``<task id>.mp4.json`` holding every request field, the Kirin task id, external id, cost,
-timestamps, byte size and SHA-256. It returns the stored paths. Each outlet asset gets an event
-whose extras carry ``paths``, ``kirin_task_id`` and ``cost``.
+``<task id>.mp4.json``, both named by :func:`~airflow_provider_kirin.download.safe_name`, so no task
+id a server sends can place a file outside ``destination``. The sidecar holds every request
+field, the Kirin task id, external id, cost, timestamps, byte size and SHA-256. It returns the
+stored paths. Each outlet asset gets an event whose extras carry ``paths``, ``kirin_task_id`` and ``cost``.
 
 The task is read again when this runs, so the URLs are freshly signed even if the generation
 finished a while ago.
@@ -69,6 +70,8 @@ class KirinDownloadVideoOperator(BaseOperator):
         ``XComArg(generate, key="kirin_request")``.
     :param kirin_conn_id: The ``kirin`` connection.
     :param max_bytes: Refuse a video larger than this.
+    :param require_video_type: Refuse a download whose response has no ``Content-Type`` (the
+        default); ``False`` accepts such a host (a wrong type is refused all the same).
     """
 
     template_fields: Sequence[str] = ("kirin_task_id", "destination", "request")
@@ -82,6 +85,7 @@ class KirinDownloadVideoOperator(BaseOperator):
         request: dict[str, Any] | None = None,
         kirin_conn_id: str = defaults.DEFAULT_CONN_ID,
         max_bytes: int = 2 * 1024**3,
+        require_video_type: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -90,6 +94,7 @@ class KirinDownloadVideoOperator(BaseOperator):
         self.request = request
         self.kirin_conn_id = kirin_conn_id
         self.max_bytes = max_bytes
+        self.require_video_type = require_video_type
 
     @cached_property
     def hook(self) -> KirinHook:
@@ -98,6 +103,7 @@ class KirinDownloadVideoOperator(BaseOperator):
         return KirinHook(kirin_conn_id=self.kirin_conn_id)
 
     def execute(self, context: Context) -> list[str]:
+        from airflow_provider_kirin.download import safe_name
         from airflow_provider_kirin.exceptions import KirinError
         from airflow_provider_kirin.polling import raise_for_outcome
 
@@ -110,12 +116,18 @@ class KirinDownloadVideoOperator(BaseOperator):
         directory = destination_dir(self.destination)
         stored_paths: list[Any] = []
         for index, video in enumerate(task.videos, start=1):
-            name = f"{task.task_id}.mp4" if index == 1 else f"{task.task_id}-{index}.mp4"
+            stem = task.task_id if index == 1 else f"{task.task_id}-{index}"
             stored = self.hook.store_video(
-                str(video.url), directory / name, max_bytes=self.max_bytes, checksum=True
+                str(video.url),
+                directory / safe_name(stem, ".mp4"),
+                max_bytes=self.max_bytes,
+                checksum=True,
+                require_video_type=self.require_video_type,
             )
             sidecar = self._sidecar(task, video.size, stored)
-            (directory / f"{name}.json").write_text(json.dumps(sidecar, indent=2, sort_keys=True))
+            (directory / safe_name(stem, ".mp4.json")).write_text(
+                json.dumps(sidecar, indent=2, sort_keys=True)
+            )
             stored_paths.append(str(stored.path))
             self.log.info(
                 "Kept %s (%d bytes, sha256 %s) with its sidecar", stored.path, stored.size, stored.sha256

@@ -24,8 +24,8 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_provider_kirin.defaults import DEFAULT_CONN_ID, MAX_CONSECUTIVE_POLL_ERRORS, POLL_INTERVAL
 from airflow_provider_kirin.exceptions import (
+    KirinBadResponseError,
     KirinError,
-    KirinResultParsingError,
     error_from_event,
     redact,
     redact_json,
@@ -117,13 +117,15 @@ class KirinTaskTrigger(BaseTrigger):
             logger=self.log,
         )
         try:
-            await hook.get_config()
+            config = await hook.get_config()
             first = self.first_poll_at - time.time() if self.first_poll_at is not None else 0.0
             await asyncio.sleep(state.first_delay(first))
             while True:
                 retry_after = None
                 try:
-                    task = await hook.poll_once(self.kirin_task_id)
+                    task = await hook.poll_once(
+                        self.kirin_task_id, state.request_budget(config.request_timeout)
+                    )
                 except TransientKirinError as err:
                     retry_after = state.observe_error(err)
                 else:
@@ -189,7 +191,7 @@ def task_from_event(event: dict[str, Any] | None) -> Any:
         try:
             return KirinTask.model_validate(event["task"])
         except ValueError as err:  # pydantic's ValidationError
-            raise KirinResultParsingError(f"The Kirin trigger's event holds no valid task: {err}") from None
+            raise KirinBadResponseError(f"The Kirin trigger's event holds no valid task: {err}") from None
     error = event.get("error")
     if not isinstance(error, dict):
         raise KirinError(f"The Kirin trigger reported {status} without an error description.")

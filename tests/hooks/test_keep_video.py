@@ -12,7 +12,7 @@ import pytest
 from airflow.sdk import ObjectStoragePath
 
 from airflow_provider_kirin.emulator import EmulatorServer
-from airflow_provider_kirin.exceptions import KirinError, KirinResultParsingError
+from airflow_provider_kirin.exceptions import KirinError, KirinStorageError
 from airflow_provider_kirin.hooks.kirin import KirinHook
 from airflow_provider_kirin.operators.download import KirinDownloadVideoOperator
 
@@ -88,7 +88,7 @@ def test_wrong_content_type_is_not_kept(emulator: EmulatorServer, tmp_path: Path
     hook = KirinHook()
     url = hook.get_task(completed_task(hook, "keep-html")).video_urls[0]
     emulator.add_fault(endpoint="download", kind="http_error", status=200, body="<html>login</html>")
-    with pytest.raises(KirinResultParsingError, match="not a video"):
+    with pytest.raises(KirinStorageError, match="not a video"):
         hook.store_video(url, ObjectStoragePath("memory://kirin-ct/x.mp4"))
     assert not ObjectStoragePath("memory://kirin-ct/x.mp4").exists()
 
@@ -96,6 +96,6 @@ def test_wrong_content_type_is_not_kept(emulator: EmulatorServer, tmp_path: Path
 def test_size_limit(emulator: EmulatorServer, tmp_path: Path) -> None:
     hook = KirinHook()
     url = hook.get_task(completed_task(hook, "keep-big")).video_urls[0]
-    with pytest.raises(KirinResultParsingError, match="max_bytes=100"):
+    with pytest.raises(KirinStorageError, match="max_bytes=100"):
         hook.store_video(url, tmp_path / "x.mp4", max_bytes=100)
     assert list(tmp_path.iterdir()) == []

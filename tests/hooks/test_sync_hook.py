@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -14,14 +16,18 @@ from airflow_provider_kirin.download import safe_file_name
 from airflow_provider_kirin.emulator import EmulatorConfig, EmulatorServer
 from airflow_provider_kirin.exceptions import (
     KirinAuthError,
+    KirinBadResponseError,
     KirinConflictError,
-    KirinHTTPResponseError,
     KirinNotFoundError,
     KirinRateLimitError,
+    KirinRequestRejectedError,
     KirinResultParsingError,
+    KirinServiceError,
     KirinStatusCheckError,
-    KirinTaskCreationError,
+    KirinStorageError,
+    KirinTaskFailedError,
     KirinTaskTimeoutError,
+    KirinUnreachableError,
     KirinValidationError,
 )
 from airflow_provider_kirin.hooks.kirin import KirinHook
@@ -112,12 +118,12 @@ def test_5xx_bursts_are_ridden_out(emulator: EmulatorServer, status: int) -> Non
     assert emulator.stats()["gets"] == 5
 
 
-def test_5xx_after_every_retry_is_an_http_response_error(
+def test_5xx_without_a_code_after_every_retry_is_a_bad_response(
     emulator: EmulatorServer, use_conn: Callable[..., None]
 ) -> None:
     use_conn(emulator, max_retries=3)
     emulator.add_fault(endpoint="get", kind="http_error", status=503, body="<html>down</html>", times=-1)
-    with pytest.raises(KirinHTTPResponseError) as info:
+    with pytest.raises(KirinBadResponseError) as info:
         KirinHook().get_task("kt_any")
     assert info.value.http_status == 503
     assert "<html>down</html>" in info.value.message
@@ -134,7 +140,7 @@ def test_5xx_with_a_seed_code_raises_that_codes_class(
     assert info.value.code == "002011098"
 
 
-@pytest.mark.parametrize(("status", "cls"), [(400, KirinHTTPResponseError), (403, KirinAuthError)])
+@pytest.mark.parametrize(("status", "cls"), [(400, KirinRequestRejectedError), (403, KirinAuthError)])
 def test_client_errors_are_not_retried(emulator: EmulatorServer, status: int, cls: type) -> None:
     emulator.add_fault(endpoint="get", kind="http_error", status=status, times=-1)
     with pytest.raises(cls):
@@ -190,8 +196,10 @@ def test_create_that_never_arrived_is_sent_again(emulator: EmulatorServer) -> No
 
 def test_create_without_external_id_is_never_retried_blindly(emulator: EmulatorServer) -> None:
     emulator.add_fault(endpoint="create", kind="reset_after")
-    with pytest.raises(KirinTaskCreationError, match="not retried"):
+    with pytest.raises(KirinUnreachableError, match="not retried") as info:
         KirinHook().create_task("p")
+    assert info.value.may_have_created is True
+    assert not isinstance(info.value, KirinTaskFailedError)  # could not talk: not a failed generation
     assert emulator.stats()["creates"] == 1
 
 
@@ -203,7 +211,7 @@ def test_unparseable_bodies_are_retried_then_typed(
     assert KirinHook().get_task(task.task_id).task_id == task.task_id
     use_conn(emulator, max_retries=1)
     emulator.add_fault(endpoint="get", kind="non_json", times=-1)
-    with pytest.raises(KirinResultParsingError, match="gateway"):
+    with pytest.raises(KirinBadResponseError, match="gateway"):
         KirinHook().get_task(task.task_id)
 
 
@@ -260,7 +268,7 @@ def test_truncated_download_leaves_nothing_behind(emulator: EmulatorServer, tmp_
     hook = KirinHook()
     url = completed(hook, "dl-2")
     emulator.add_fault(endpoint="download", kind="truncated_download", bytes=1000)
-    with pytest.raises(KirinResultParsingError):
+    with pytest.raises(KirinStorageError):
         hook.download_video(url, tmp_path / "cut.mp4")
     assert list(tmp_path.iterdir()) == []
 
@@ -303,13 +311,13 @@ def test_connection_good_bad_and_unreachable(
     use_conn(server, conn_id="kirin_bad", api_key="wrong")
     ok, message = KirinHook("kirin_bad").test_connection()
     assert not ok
-    assert "API key" in message
+    assert message == f"Kirin at {server.url} refused the API key (HTTP 401)."
 
     use_conn(server, conn_id="kirin_down")
     server.stop()  # nothing listens on its port any more
     ok, message = KirinHook("kirin_down").test_connection()
     assert not ok
-    assert "did not reach Kirin" in message
+    assert message == f"Could not connect to {server.url}: connection refused."  # plain words, no pool dump
 
 
 @pytest.mark.kirin_emulator(path_prefix="/gateway")
@@ -351,3 +359,29 @@ def test_two_tries_racing_on_one_id_share_one_generation(emulator: EmulatorServe
     assert sorted((one_reused, two_reused)) == [False, True]
     stats = emulator.stats()
     assert (stats["creates"], stats["create_requests"], stats["conflicts"]) == (1, 2, 1)
+
+
+@pytest.mark.parametrize("operation", ["get", "create"])
+def test_a_refused_connection_is_not_a_failed_generation(
+    emulator: EmulatorServer,
+    use_conn: Callable[..., None],
+    monkeypatch: pytest.MonkeyPatch,
+    operation: str,
+) -> None:
+    """``except KirinTaskFailedError`` catches failed generations only: a service that cannot be
+    reached is a ``KirinServiceError`` (``KirinUnreachableError``), with whether a create may have
+    reached it."""
+    from airflow_helpers import free_port
+
+    use_conn(emulator, max_retries=1)
+    conn = json.loads(os.environ["AIRFLOW_CONN_KIRIN_DEFAULT"])
+    conn["host"] = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    monkeypatch.setenv("AIRFLOW_CONN_KIRIN_DEFAULT", json.dumps(conn))
+    hook = KirinHook()
+    call = hook.get_task if operation == "get" else lambda _: hook.create_task("p", external_task_id="r-1")
+    with pytest.raises(KirinServiceError) as info:
+        call("kt_any")
+    assert type(info.value) is KirinUnreachableError
+    assert not isinstance(info.value, KirinTaskFailedError)
+    assert "did not reach Kirin" in info.value.message
+    assert info.value.may_have_created is (False if operation == "create" else None)

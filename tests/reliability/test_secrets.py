@@ -27,13 +27,14 @@ from kirin_fakes import FakeTaskInstance, fault
 from airflow_provider_kirin.emulator import EmulatorConfig, EmulatorServer
 from airflow_provider_kirin.exceptions import (
     KirinAuthError,
+    KirinBadResponseError,
     KirinError,
     KirinGenerationError,
     KirinNotFoundError,
     KirinRateLimitError,
-    KirinResultParsingError,
     KirinStatusCheckError,
     KirinTaskCreationError,
+    KirinUnreachableError,
 )
 from airflow_provider_kirin.hooks.kirin import KirinAsyncHook, KirinHook
 from airflow_provider_kirin.operators.kirin import KirinTextToVideoOperator
@@ -162,10 +163,10 @@ async def test_the_api_key_appears_nowhere(
     expect(evidence, "429 echo forever", KirinRateLimitError, lambda: hook.get_task(done.task_id))
     canary.clear_faults()
     canary.add_fault(endpoint="get", kind="non_json", body=ECHO_HTML, times=-1)
-    expect(evidence, "non-JSON echo forever", KirinResultParsingError, lambda: hook.get_task(done.task_id))
+    expect(evidence, "non-JSON echo forever", KirinBadResponseError, lambda: hook.get_task(done.task_id))
     canary.clear_faults()
     canary.add_fault(endpoint="get", kind="reset_before", times=-1)
-    expect(evidence, "reset forever", KirinStatusCheckError, lambda: hook.get_task(done.task_id))
+    expect(evidence, "reset forever", KirinUnreachableError, lambda: hook.get_task(done.task_id))
     canary.clear_faults()
     canary.add_fault(endpoint="create", kind="http_error", status=503, error_message=ECHO_401)
     expect(evidence, "create without id, 5xx echo", KirinTaskCreationError, lambda: hook.create_task(PROMPT))

@@ -9,18 +9,21 @@ from airflow.sdk.exceptions import AirflowException, AirflowSensorTimeout
 
 from airflow_provider_kirin.exceptions import (
     KirinAuthError,
+    KirinBadResponseError,
     KirinConflictError,
     KirinError,
     KirinGenerationError,
     KirinHTTPResponseError,
     KirinNotFoundError,
     KirinRateLimitError,
+    KirinRequestRejectedError,
     KirinResultParsingError,
     KirinStatusCheckError,
     KirinTaskCreationError,
     KirinTaskFailedError,
     KirinTaskTimeoutError,
     KirinValidationError,
+    clean_text,
     error_from_event,
     exception_class_for,
     normalize_code,
@@ -53,12 +56,12 @@ def test_seed_codes(code: str, cls: type) -> None:
         (404, KirinNotFoundError),
         (409, KirinConflictError),
         (429, KirinRateLimitError),
-        (400, KirinHTTPResponseError),
-        (422, KirinHTTPResponseError),
-        (500, KirinHTTPResponseError),
-        (502, KirinHTTPResponseError),
-        (503, KirinHTTPResponseError),
-        (504, KirinHTTPResponseError),
+        (400, KirinRequestRejectedError),
+        (422, KirinRequestRejectedError),
+        (500, KirinBadResponseError),
+        (502, KirinBadResponseError),
+        (503, KirinBadResponseError),
+        (504, KirinBadResponseError),
     ],
 )
 def test_http_statuses(status: int, cls: type) -> None:
@@ -128,3 +131,27 @@ def test_messages_never_hold_a_registered_secret_or_bearer_token() -> None:
     assert "kirin-test-secret-value" not in repr(err)
     assert "Bearer ***" in str(err)
     assert redact("Bearer abc.def") == "Bearer ***"
+
+
+@pytest.mark.parametrize(
+    "echo",
+    [
+        "kirin-escape-me/42",
+        "kirin\\u002descape\\u002Dme\\/42",  # JSON: \u002d (either case) and \/
+        "kirin%2Descape%2dme%2F42",  # URL-encoded
+        "\\u006birin-escape-me/42",
+    ],
+)
+def test_redact_knows_the_key_escaped(echo: str) -> None:
+    register_secret("kirin-escape-me/42")
+    assert redact(f"<p>{echo}</p>") == "<p>***</p>"
+
+
+def test_clean_text_redacts_before_it_cuts() -> None:
+    register_secret("kirin-straddle-key-0123456789")
+    for at in range(280, 300):
+        text = clean_text("x" * at + "kirin-straddle-key-0123456789", 300)
+        assert "kirin-str" not in text
+        assert "0123456789" not in text
+    assert clean_text("m" * 2_000_000).endswith("(2000000 characters in all)")
+    assert len(clean_text("m" * 2_000_000)) < 600

@@ -10,13 +10,14 @@ from pydantic import SecretStr
 from airflow_provider_kirin.config import KirinConnectionConfig
 from airflow_provider_kirin.exceptions import (
     KirinAuthError,
+    KirinBadResponseError,
     KirinConflictError,
-    KirinHTTPResponseError,
     KirinNotFoundError,
     KirinRateLimitError,
-    KirinResultParsingError,
-    KirinStatusCheckError,
+    KirinRequestRejectedError,
     KirinTaskCreationError,
+    KirinTaskFailedError,
+    KirinUnreachableError,
     KirinValidationError,
 )
 from airflow_provider_kirin.models import KirinVideoRequest
@@ -48,10 +49,17 @@ def test_calls_use_the_configured_paths(protocol: KirinProtocol) -> None:
     assert (create.method, create.url) == ("POST", "https://gw.example.com/api/v1/videos/generations")
     assert create.body is not None
     assert create.body["external_task_id"] == "e1"
-    get = protocol.get("kt/../x y")
-    assert get.url == "https://gw.example.com/api/jobs/kt%2F..%2Fx%20y/state"  # the id cannot escape the path
+    get = protocol.get("kt_1.a:b")
+    assert get.url == "https://gw.example.com/api/jobs/kt_1.a%3Ab/state"
     lookup = protocol.lookup("e1")
     assert (lookup.url, lookup.params) == ("https://gw.example.com/api/v1/tasks", {"external_task_id": "e1"})
+
+
+@pytest.mark.parametrize("bad", ["kt/../x y", "..", ".", "/abs", "kt\x00", "kt\u00e9"])
+def test_task_ids_that_could_change_the_path_are_refused(protocol: KirinProtocol, bad: str) -> None:
+    # Never a dot segment or a separator in the URL path (GET /v1/ or /v1/tasks/ with the key).
+    with pytest.raises(KirinValidationError, match=r"task_id=.*letters, digits"):
+        protocol.get(bad)
 
 
 @pytest.mark.parametrize("bad", ["", "  ", None, 7])
@@ -87,11 +95,11 @@ def test_lookup_404_is_none_but_get_404_is_an_error(protocol: KirinProtocol) -> 
 @pytest.mark.parametrize(
     ("status", "cls"),
     [
-        (400, KirinHTTPResponseError),
+        (400, KirinRequestRejectedError),
         (401, KirinAuthError),
         (403, KirinAuthError),
         (409, KirinConflictError),
-        (422, KirinHTTPResponseError),
+        (422, KirinRequestRejectedError),
     ],
 )
 def test_final_client_errors_are_raised_at_once(protocol: KirinProtocol, status: int, cls: type) -> None:
@@ -106,8 +114,8 @@ def test_final_client_errors_are_raised_at_once(protocol: KirinProtocol, status:
     [
         (429, {"Retry-After": "7"}, 7.0, KirinRateLimitError),
         (429, {"Retry-After": "99999"}, 30.0, KirinRateLimitError),  # capped by max_retry_after
-        (503, {}, None, KirinHTTPResponseError),
-        (500, {"Retry-After": "soon"}, None, KirinHTTPResponseError),
+        (503, {}, None, KirinBadResponseError),
+        (500, {"Retry-After": "soon"}, None, KirinBadResponseError),
     ],
 )
 def test_retryable_statuses(
@@ -128,8 +136,9 @@ def test_create_5xx_with_external_id_is_retried_after_a_lookup(protocol: KirinPr
 
 def test_create_5xx_without_external_id_is_not_retried(protocol: KirinProtocol) -> None:
     call = protocol.create(KirinVideoRequest.build(prompt="p"))
-    with pytest.raises(KirinHTTPResponseError):
+    with pytest.raises(KirinBadResponseError) as info:
         protocol.interpret(call, 502, {}, b"")
+    assert info.value.may_have_created is True
 
 
 def test_create_error_code_in_the_body_wins(protocol: KirinProtocol) -> None:
@@ -147,7 +156,7 @@ def test_create_error_code_in_the_body_wins(protocol: KirinProtocol) -> None:
 def test_unparseable_success_bodies_are_transient_parse_errors(protocol: KirinProtocol, raw: bytes) -> None:
     with pytest.raises(TransientKirinError) as info:
         protocol.interpret(protocol.get("kt_1"), 200, {}, raw)
-    assert isinstance(info.value.final, KirinResultParsingError)
+    assert isinstance(info.value.final, KirinBadResponseError)
 
 
 def test_an_oversized_body_is_a_parse_error_and_quotes_a_short_snippet(protocol: KirinProtocol) -> None:
@@ -175,18 +184,21 @@ def test_transport_failures(protocol: KirinProtocol) -> None:
     get = protocol.get("kt_1")
     failure = protocol.transport_failure(get, ConnectionResetError("reset"), reached_server=True)
     assert isinstance(failure, TransientKirinError)
-    assert isinstance(failure.final, KirinStatusCheckError)
+    assert type(failure.final) is KirinUnreachableError
+    assert failure.final.may_have_created is None  # a read never creates anything
 
     with_id = protocol.create(KirinVideoRequest.build(prompt="p", external_task_id="e1"))
     failure = protocol.transport_failure(with_id, TimeoutError("read"), reached_server=True)
     assert isinstance(failure, TransientKirinError)
     assert failure.may_have_created
-    assert isinstance(failure.final, KirinTaskCreationError)
+    assert type(failure.final) is KirinUnreachableError
+    assert failure.final.may_have_created is True
 
     no_id = protocol.create(KirinVideoRequest.build(prompt="p"))
-    assert isinstance(
-        protocol.transport_failure(no_id, TimeoutError(), reached_server=True), KirinTaskCreationError
-    )
+    not_retried = protocol.transport_failure(no_id, TimeoutError(), reached_server=True)
+    assert type(not_retried) is KirinUnreachableError
+    assert not_retried.may_have_created is True
+    assert not isinstance(not_retried, KirinTaskFailedError)
     refused = protocol.transport_failure(no_id, ConnectionRefusedError(), reached_server=False)
     assert isinstance(refused, TransientKirinError)
     assert not refused.may_have_created

@@ -17,7 +17,6 @@ from airflow_provider_kirin.exceptions import (
     KirinGenerationError,
     KirinRateLimitError,
     KirinResultParsingError,
-    KirinStatusCheckError,
     KirinTaskFailedError,
 )
 from airflow_provider_kirin.hooks.kirin import KirinHook
@@ -147,6 +146,14 @@ def test_delays_stop_at_the_deadline_and_stretch_to_retry_after() -> None:
     assert not state.expired(now=99.9)
 
 
+def test_a_check_never_outlasts_the_wait() -> None:
+    state = PollState(task_id="kt", deadline=100.0, poll_interval=10.0)
+    assert state.request_budget(60.0, now=0.0) == 60.0  # the connection's request_timeout
+    assert state.request_budget(60.0, now=97.0) == pytest.approx(3.0)  # what is left of the wait
+    assert state.request_budget(60.0, now=100.0) == 1.0  # the last check at the deadline: 1 s
+    assert state.request_budget(0.5, now=100.0) == 0.5
+
+
 def test_transient_poll_errors_count_until_the_limit() -> None:
     state = PollState(task_id="kt", deadline=1e12, max_consecutive_errors=3)
     assert state.observe_error(transient(2.0)) == 2.0
@@ -154,8 +161,9 @@ def test_transient_poll_errors_count_until_the_limit() -> None:
     state.observe(task("processing"))  # a good check resets the count
     state.observe_error(transient())
     state.observe_error(transient())
-    with pytest.raises(KirinStatusCheckError, match="3 status checks in a row failed"):
-        state.observe_error(transient())
+    with pytest.raises(KirinRateLimitError, match="3 status checks in a row failed") as info:
+        state.observe_error(transient())  # the last check's own error, counted
+    assert info.value.http_status == 429
 
 
 class SimulatedWait:
@@ -184,7 +192,7 @@ class SimulatedWait:
     def sleep(self, seconds: float) -> None:
         self.now += seconds
 
-    def send_once(self, call: object) -> KirinTask:
+    def send_once(self, call: object, budget: float | None = None) -> KirinTask:
         self.checks += 1
         status = "completed" if self.now >= self.generation else "processing"
         output = [{"content": [{"type": "video", "url": "http://127.0.0.1:9/v.mp4"}]}]
