@@ -1,6 +1,7 @@
-"""Run a real Airflow from tests: temporary AIRFLOW_HOMEs on SQLite, ``airflow`` CLI subprocesses with
-an explicit environment, long-running components in their own process groups, and read-only access to
-the metadata database (task states, dag run states, XComs).
+"""Run a real Airflow from tests: temporary AIRFLOW_HOMEs on SQLite (or on a PostgreSQL the test started,
+see ``tests/distributed``), ``airflow`` CLI subprocesses with an explicit environment, long-running
+components (and other servers, :func:`spawn`) in their own process groups, and read-only access to the
+metadata database (task states, dag run states, XComs).
 
 Nothing here imports Airflow: the test process stays independent of the Airflow it drives.
 
@@ -26,6 +27,8 @@ import sqlite3
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +48,35 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def http_ok(url: str) -> bool:
+    """Whether ``url`` answers 200 within 2 s (e.g. the api-server's ``/api/v2/monitor/health``)."""
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return bool(response.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+SIMPLE_AUTH_MANAGER = "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
+
+
+def api_server_settings(port: int) -> dict[str, str]:
+    """Settings of an ``airflow api-server`` on ``127.0.0.1:port`` that task supervisors (workers) report
+    to, with every user an admin (the simple auth manager: nothing to log in to in tests)."""
+    api_url = f"http://127.0.0.1:{port}"
+    return {
+        "AIRFLOW__CORE__AUTH_MANAGER": SIMPLE_AUTH_MANAGER,
+        # A [core] option in Airflow 3.3 (not a [simple_auth_manager] section).
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
+        # Workers (task supervisors) report to the api-server's execution API.
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{api_url}/execution/",
+        "AIRFLOW__API__HOST": "127.0.0.1",
+        "AIRFLOW__API__PORT": str(port),
+        "AIRFLOW__API__BASE_URL": api_url,
+        "AIRFLOW__API__WORKERS": "1",
+    }
 
 
 def fernet_key() -> str:
@@ -78,22 +110,12 @@ SIMPLE_AUTH_MANAGER = "airflow.api_fastapi.auth.managers.simple.simple_auth_mana
 
 def component_settings(port: int, *, parallelism: int) -> dict[str, str]:
     """Settings of a real Airflow's separate components on loopback: LocalExecutor with
-    ``parallelism`` slots, the simple auth manager (everyone admin), one api-server worker on
-    ``port`` whose execution API the task supervisors report to, one DAG-parsing process."""
-    api_url = f"http://127.0.0.1:{port}"
+    ``parallelism`` slots, one DAG-parsing process, and :func:`api_server_settings`."""
     return {
         "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
         "AIRFLOW__CORE__PARALLELISM": str(parallelism),
-        "AIRFLOW__CORE__AUTH_MANAGER": SIMPLE_AUTH_MANAGER,
-        # A [core] option in Airflow 3.3 (not a [simple_auth_manager] section).
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
-        # Workers (task supervisors) report to the api-server's execution API.
-        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{api_url}/execution/",
-        "AIRFLOW__API__HOST": "127.0.0.1",
-        "AIRFLOW__API__PORT": str(port),
-        "AIRFLOW__API__BASE_URL": api_url,
-        "AIRFLOW__API__WORKERS": "1",
         "AIRFLOW__DAG_PROCESSOR__PARSING_PROCESSES": "1",
+        **api_server_settings(port),
     }
 
 
@@ -175,9 +197,54 @@ def _kill_group(popen: subprocess.Popen[Any]) -> None:
         popen.wait(10)
 
 
+def _descendants(pid: int) -> list[Any]:
+    """Every live descendant of ``pid`` (``psutil`` processes; Airflow depends on psutil). Some leave
+    the leader's process group on purpose (a task process calls ``setpgid``), so a group kill alone
+    would orphan them."""
+    try:
+        import psutil
+
+        return list(psutil.Process(pid).children(recursive=True))
+    except Exception:  # no such process any more, or no psutil: the group kill is all we can do
+        return []
+
+
+def spawn(
+    name: str,
+    argv: list[str],
+    *,
+    env: Mapping[str, str],
+    cwd: Path,
+    log_path: Path,
+    user: str | None = None,
+) -> ManagedProcess:
+    """Start ``argv`` in the background in a new session (its own process group), stdout and stderr
+    to ``log_path``; as ``user`` if given (the caller must be root then, e.g. for PostgreSQL)."""
+    with open(log_path, "wb") as log:
+        popen = subprocess.Popen(
+            argv,
+            env=dict(env),
+            cwd=cwd,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            user=user,
+            group=_primary_group(user) if user is not None else None,
+        )
+    return ManagedProcess(name=name, popen=popen, log_path=log_path)
+
+
+def _primary_group(user: str) -> int:
+    import pwd
+
+    return pwd.getpwnam(user).pw_gid
+
+
 @dataclass
 class ManagedProcess:
-    """A long-running Airflow component in its own process group, logging to a file."""
+    """A long-running process (an Airflow component, a database...) in its own process group,
+    logging to a file."""
 
     name: str
     popen: subprocess.Popen[bytes]
@@ -202,12 +269,18 @@ class ManagedProcess:
                 os.killpg(self.popen.pid, signal.SIGTERM)  # new session: group id == leader pid
 
     def kill(self) -> None:
-        """SIGKILL whatever is left of the process group (once), and reap the leader."""
+        """SIGKILL the whole process tree at once (once): the group and every descendant, also those
+        that left the group; then reap the leader. On a live component this is a crash (a lost
+        machine); after :meth:`terminate` it is the clean-up."""
         if self.killed:
             return
         self.killed = True
+        descendants = _descendants(self.popen.pid)
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.popen.pid, signal.SIGKILL)
+        for child in descendants:
+            with contextlib.suppress(Exception):
+                child.kill()
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.popen.wait(5)
 
@@ -221,24 +294,30 @@ class ManagedProcess:
 
 @dataclass
 class AirflowHome:
-    """A temporary AIRFLOW_HOME on SQLite and the explicit environment of every process run in it."""
+    """A temporary AIRFLOW_HOME and the explicit environment of every process run in it. Its metadata
+    DB is SQLite (``airflow.db`` in the home) or, with ``postgres_dsn``, a PostgreSQL database."""
 
     path: Path
     env: dict[str, str]
     processes: list[ManagedProcess] = field(default_factory=list)
+    #: libpq DSN of the metadata DB when it is PostgreSQL (then ``settings`` carry its SQLAlchemy URL).
+    postgres_dsn: str | None = None
 
     @classmethod
     def create(
         cls,
         path: Path,
-        template_db: Path,
+        template_db: Path | None,
         *,
         dags_folder: Path,
         settings: Mapping[str, str] | None = None,
+        postgres_dsn: str | None = None,
     ) -> AirflowHome:
-        """A new home at ``path`` with a copy of the migrated ``template_db``."""
+        """A new home at ``path`` with a copy of the migrated SQLite ``template_db``; or, with
+        ``template_db=None``, on the database ``settings`` name (migrate it with ``cli("db", "migrate")``)."""
         prepare_home(path)
-        shutil.copyfile(template_db, path / "airflow.db")
+        if template_db is not None:
+            shutil.copyfile(template_db, path / "airflow.db")
         env = clean_env(
             path,
             {
@@ -249,7 +328,7 @@ class AirflowHome:
                 **(settings or {}),
             },
         )
-        return cls(path=path, env=env)
+        return cls(path=path, env=env, postgres_dsn=postgres_dsn)
 
     @property
     def db_path(self) -> Path:
@@ -276,18 +355,13 @@ class AirflowHome:
 
     def start(self, name: str, *args: str, extra_env: Mapping[str, str] | None = None) -> ManagedProcess:
         """Start ``airflow <args>`` in the background, in a new session (so its group can be killed)."""
-        log_path = self.path / f"{name}.out.log"
-        with open(log_path, "wb") as log:
-            popen = subprocess.Popen(
-                [sys.executable, "-m", "airflow", *args],
-                env={**self.env, **(extra_env or {})},
-                cwd=self.path,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        process = ManagedProcess(name=name, popen=popen, log_path=log_path)
+        process = spawn(
+            name,
+            [sys.executable, "-m", "airflow", *args],
+            env={**self.env, **(extra_env or {})},
+            cwd=self.path,
+            log_path=self.path / f"{name}.out.log",
+        )
         self.processes.append(process)
         return process
 
@@ -312,7 +386,19 @@ class AirflowHome:
 
     # -- metadata database (read only) ---------------------------------------------------------
     def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-        """Run one read-only query on the metadata DB (a fresh connection each time: no lock kept)."""
+        """Run one read-only query on the metadata DB (a fresh connection each time: no lock kept).
+        Placeholders are ``?`` whatever the database."""
+        if self.postgres_dsn is not None:
+            import psycopg2  # the `distributed` extra
+
+            pg = psycopg2.connect(self.postgres_dsn, connect_timeout=10)
+            try:
+                pg.set_session(readonly=True, autocommit=True)
+                with pg.cursor() as cursor:
+                    cursor.execute(sql.replace("?", "%s"), params)
+                    return list(cursor.fetchall())
+            finally:
+                pg.close()
         conn = sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True, timeout=30)
         try:
             return conn.execute(sql, params).fetchall()
@@ -357,7 +443,9 @@ class AirflowHome:
             "SELECT map_index, value FROM xcom WHERE dag_id = ? AND run_id = ? AND task_id = ? AND key = ?",
             (dag_id, run_id, task_id, key),
         )
-        return {map_index: decode_xcom(value) for map_index, value in rows}
+        # PostgreSQL's driver hands JSON columns over decoded already; SQLite gives their text.
+        decode = decode_xcom if self.postgres_dsn is None else (lambda value: value)
+        return {map_index: decode(value) for map_index, value in rows}
 
     def xcom(self, dag_id: str, run_id: str, task_id: str, key: str, map_index: int = -1) -> Any:
         """One XCom value (None if there is none)."""

@@ -117,7 +117,9 @@ class KirinApiRoutes:
 
     async def get_task(self, request: Request) -> Response:
         self.state.counters["gets"] += 1
-        return await self._read_task(request, "get", request.path_params["task_id"], None)
+        task_id = request.path_params["task_id"]
+        self.state.count_status_check(task_id)  # before any fault: a check refused with 503 still counts
+        return await self._read_task(request, "get", task_id, None)
 
     async def lookup_task(self, request: Request) -> Response:
         self.state.counters["lookups"] += 1

@@ -10,7 +10,8 @@ POST       /_emulator/faults                           add one rule (object) or 
 DELETE     /_emulator/faults                           remove all rules
 POST       /_emulator/reset                            forget tasks, counters, logs and rules
 GET/PATCH  /_emulator/config                           read / change settings (JSON object)
-GET        /_emulator/tasks                            ``[{"task_id", "external_task_id", "status"}]``
+GET        /_emulator/tasks                            ``[{"task_id", "external_task_id", "status",
+                                                       "status_checks"}]``
 POST       /_emulator/tasks/{task_id}/complete         finish the task as ``completed`` now
 POST       /_emulator/tasks/{task_id}/fail?code=C      finish it as ``failed`` now (code optional)
 GET        /_emulator/downloads                        recent video downloads (auth header seen?)
@@ -105,7 +106,12 @@ def register(app: FastAPI, state: EmulatorState) -> None:
         tasks = list(state.tasks.values())
         return _json(
             [
-                {"task_id": t.task_id, "external_task_id": t.external_task_id, "status": t.status_at()}
+                {
+                    "task_id": t.task_id,
+                    "external_task_id": t.external_task_id,
+                    "status": t.status_at(),
+                    "status_checks": state.status_checks.get(t.task_id, 0),
+                }
                 for t in tasks
             ]
         )

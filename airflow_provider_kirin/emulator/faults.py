@@ -1,10 +1,12 @@
 """Fault rules: scripted misbehaviour of the emulator.
 
 A rule names the ``endpoint`` it applies to, a ``kind`` and how many matching requests it
-affects (``times``; ``-1`` = forever). Rules are consumed in the order they were added, and one
-request consumes at most one rule: the first active rule whose endpoint and kind fit it. The
-exception is ``fail_task``, which marks the next *created* task: it is only consumed by a create
-that passed auth and validation, and it can combine with a request rule on that same create.
+affects (``times``; ``-1`` = forever), optionally only for ``for_seconds`` after it was added
+(a time-boxed outage: ``times=-1, for_seconds=30`` is a 30-second storm). Rules are consumed
+in the order they were added, and one request consumes at most one rule: the first active rule
+whose endpoint and kind fit it. The exception is ``fail_task``, which marks the next *created*
+task: it is only consumed by a create that passed auth and validation, and it can combine with a
+request rule on that same create.
 
 Example::
 
@@ -12,6 +14,7 @@ Example::
 
     Fault(endpoint="create", kind="http_error", status=429, retry_after="1")
     Fault.from_dict({"endpoint": "get", "kind": "reset_before", "times": 2})
+    Fault(endpoint="get", kind="http_error", status=503, times=-1, for_seconds=30)  # a storm
 
 JSON form (``POST /_emulator/faults`` or the CLI's ``--fault``) uses the same field names.
 """
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -59,6 +63,8 @@ class Fault:
         kind: one of :data:`KINDS`.
         endpoint: one of :data:`ENDPOINTS` (default ``"any"``).
         times: matching requests affected; ``-1`` means every one, forever.
+        for_seconds: if set, the rule expires this many seconds after it was added, whatever
+            ``times`` has left (a time-boxed outage).
         skip: matching requests to let through untouched before the rule starts (e.g. ``skip=2``
             spares the first two polls).
         status: ``http_error`` response status (default 503); ``non_json`` status (default 200).
@@ -82,6 +88,7 @@ class Fault:
     kind: str
     endpoint: str = "any"
     times: int = 1
+    for_seconds: float | None = None
     skip: int = 0
     status: int | None = None
     retry_after: str | None = None
@@ -103,6 +110,12 @@ class Fault:
             raise ValueError(f"endpoint: kind {self.kind} cannot apply to {self.endpoint}")
         if not _is_int(self.times) or self.times == 0 or self.times < -1:
             raise ValueError("times: must be a positive integer or -1")
+        if self.for_seconds is not None and (
+            isinstance(self.for_seconds, bool)
+            or not isinstance(self.for_seconds, (int, float))
+            or self.for_seconds <= 0
+        ):
+            raise ValueError("for_seconds: must be a number > 0 or null")
         if not _is_int(self.skip) or self.skip < 0:
             raise ValueError("skip: must be an integer >= 0")
         if self.status is not None and (not _is_int(self.status) or not 200 <= self.status <= 599):
@@ -162,7 +175,11 @@ class _ActiveRule:
     fault: Fault
     skip_left: int
     remaining: int  # -1 = forever
+    expires: float | None = None  # time.monotonic() after which the rule is gone
     applied: int = 0
+
+    def expired(self, now: float) -> bool:
+        return self.expires is not None and now >= self.expires
 
 
 class FaultBook:
@@ -186,8 +203,9 @@ class FaultBook:
     def add(self, fault: Fault | dict[str, Any]) -> Fault:
         """Append a rule (copied, so the caller's object can be reused); return the copy."""
         rule = Fault.from_dict(fault)
+        expires = None if rule.for_seconds is None else time.monotonic() + rule.for_seconds
         with self._lock:
-            self._rules.append(_ActiveRule(rule, rule.skip, rule.times))
+            self._rules.append(_ActiveRule(rule, rule.skip, rule.times, expires))
         return rule
 
     def clear(self) -> None:
@@ -205,6 +223,8 @@ class FaultBook:
         if not self._rules:  # fast path: no lock when there is nothing to match
             return None
         with self._lock:
+            now = time.monotonic()
+            self._rules = [r for r in self._rules if not r.expired(now)]
             for active in self._rules:
                 if (active.fault.kind in TASK_KINDS) != task_rules or not active.fault.applies_to(endpoint):
                     continue
@@ -223,6 +243,7 @@ class FaultBook:
 
     def snapshot(self) -> list[dict[str, Any]]:
         """Active rules with their remaining counts, for ``GET /_emulator/faults``."""
+        now = time.monotonic()
         with self._lock:
             return [
                 {
@@ -230,6 +251,8 @@ class FaultBook:
                     "remaining": r.remaining,
                     "skip_left": r.skip_left,
                     "applied": r.applied,
+                    "seconds_left": None if r.expires is None else round(r.expires - now, 3),
                 }
                 for r in self._rules
+                if not r.expired(now)
             ]

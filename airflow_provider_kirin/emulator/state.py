@@ -176,6 +176,8 @@ class EmulatorState:
         self.by_external: dict[str, Task] = {}
         self.counters: dict[str, int] = dict.fromkeys(COUNTER_NAMES, 0)
         self.status_codes: dict[int, int] = {}
+        #: Status checks (``GET /v1/tasks/{id}``) received per task id, answered or not.
+        self.status_checks: dict[str, int] = {}
         self.downloads_log: deque[dict[str, Any]] = deque(maxlen=200)
         self.callbacks_log: deque[dict[str, Any]] = deque(maxlen=1000)
         self._lock = threading.Lock()
@@ -250,6 +252,9 @@ class EmulatorState:
         return task
 
     # -- bookkeeping -----------------------------------------------------------------------
+    def count_status_check(self, task_id: str) -> None:
+        self.status_checks[task_id] = self.status_checks.get(task_id, 0) + 1
+
     def count_status(self, status: int) -> None:
         self.status_codes[status] = self.status_codes.get(status, 0) + 1
 
@@ -261,6 +266,7 @@ class EmulatorState:
             self.by_external = {}
             self.counters = dict.fromkeys(COUNTER_NAMES, 0)
             self.status_codes = {}
+            self.status_checks = {}
             self.downloads_log.clear()
             self.callbacks_log.clear()
         self.faults.clear()

@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import shutil
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +33,7 @@ from airflow_helpers import (
     component_settings,
     decode_xcom,
     free_port,
+    http_ok,
     wait_until,
 )
 
@@ -119,14 +118,6 @@ class Budget:
         return max(1.0, self.deadline - time.monotonic())
 
 
-def _http_ok(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return bool(response.status == 200)
-    except (urllib.error.URLError, OSError):
-        return False
-
-
 @pytest.fixture(scope="module")
 def airflow_components(
     tmp_path_factory: pytest.TempPathFactory,
@@ -173,7 +164,7 @@ def airflow_components(
 
         def api_healthy() -> bool:
             airflow.assert_components_alive()
-            return _http_ok(f"{api_url}/api/v2/monitor/health")
+            return http_ok(f"{api_url}/api/v2/monitor/health")
 
         def dags_stored() -> bool:
             airflow.assert_components_alive()
@@ -227,7 +218,7 @@ def test_deferrable_operator_defers_to_the_triggerer_and_succeeds(
 
     # 1. The api-server answers and the dag-processor has stored the DAG.
     wait_until(
-        lambda: _http_ok(f"{real_airflow.api_url}/api/v2/monitor/health"),
+        lambda: http_ok(f"{real_airflow.api_url}/api/v2/monitor/health"),
         timeout=budget.remaining(),
         what="the api-server's health endpoint",
         diagnostics=diagnostics,

@@ -439,6 +439,26 @@ def test_times_skip_forever_and_order(kirin_emulator: EmulatorServer) -> None:
     assert get(kirin_emulator, env["task_id"]).status_code == 200
 
 
+def test_time_boxed_fault_expires_and_status_checks_are_counted(kirin_emulator: EmulatorServer) -> None:
+    env = create(kirin_emulator).json()
+    kirin_emulator.add_fault(endpoint="get", kind="http_error", status=503, times=-1, for_seconds=0.6)
+    assert [get(kirin_emulator, env["task_id"]).status_code for _ in range(3)] == [503] * 3
+    (rule,) = kirin_emulator.faults()
+    assert rule["for_seconds"] == 0.6
+    assert 0 < rule["seconds_left"] <= 0.6
+    time.sleep(0.7)
+    assert get(kirin_emulator, env["task_id"]).status_code == 200
+    assert kirin_emulator.faults() == []
+    # Every status check of the task is counted, refused or answered; an unknown id too.
+    assert get(kirin_emulator, "kt_unknown").status_code == 404
+    assert kirin_emulator.state.status_checks == {env["task_id"]: 4, "kt_unknown": 1}
+    listed = requests.get(f"{kirin_emulator.url}/_emulator/tasks", timeout=5).json()
+    assert listed[0]["status_checks"] == 4
+    for bad in (0, -1, True, "30"):
+        with pytest.raises(ValueError, match="for_seconds"):
+            Fault(kind="http_error", for_seconds=bad)
+
+
 def test_fault_kinds_only_hit_endpoints_they_fit(kirin_emulator: EmulatorServer) -> None:
     url = video_url(completed_task(kirin_emulator))
     kirin_emulator.add_fault(endpoint="any", kind="unknown_status")

@@ -20,13 +20,11 @@ from __future__ import annotations
 
 import os
 import signal
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from airflow_helpers import AirflowHome, free_port, wait_until
+from airflow_helpers import AirflowHome, api_server_settings, free_port, http_ok, wait_until
 
 from airflow_provider_kirin.emulator import EmulatorConfig, EmulatorServer
 from airflow_provider_kirin.idempotency import derive_external_task_id
@@ -41,14 +39,6 @@ DAGS_FOLDER = Path(__file__).resolve().parent / "dags"
 #: How long the emulator holds the first create's response back: far longer than the test needs to
 #: see the create and kill the worker, far shorter than the connection's read timeout.
 HOLD_SECONDS = 30.0
-
-
-def _healthy(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return bool(response.status == 200)
-    except (urllib.error.URLError, OSError):
-        return False
 
 
 def _ancestors(pid: int) -> list[int]:
@@ -92,15 +82,7 @@ def airflow(tmp_path: Path, airflow_template_db: Path, emulator: EmulatorServer)
         settings={
             "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
             "AIRFLOW__CORE__PARALLELISM": "1",
-            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{api_url}/execution/",
-            "AIRFLOW__CORE__AUTH_MANAGER": (
-                "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
-            ),
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
-            "AIRFLOW__API__HOST": "127.0.0.1",
-            "AIRFLOW__API__PORT": str(port),
-            "AIRFLOW__API__BASE_URL": api_url,
-            "AIRFLOW__API__WORKERS": "1",
+            **api_server_settings(port),
             # The read timeout outlasts the held-back response: try 1 waits until it is killed.
             "AIRFLOW_CONN_KIRIN_DEFAULT": emulator.airflow_conn_json({"timeout": 120, "retry_max_wait": 0.2}),
         },
@@ -108,7 +90,7 @@ def airflow(tmp_path: Path, airflow_template_db: Path, emulator: EmulatorServer)
     try:
         home.start("api-server", "api-server", "--port", str(port), "--host", "127.0.0.1")
         wait_until(
-            lambda: _healthy(f"{api_url}/api/v2/monitor/health"),
+            lambda: http_ok(f"{api_url}/api/v2/monitor/health"),
             timeout=60,
             what="the api-server's health endpoint",
             diagnostics=home.diagnostics,
