@@ -32,7 +32,7 @@ from collections.abc import Generator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from airflow_provider_kirin.exceptions import KirinConflictError, KirinValidationError
+from airflow_provider_kirin.exceptions import KirinBadResponseError, KirinConflictError, KirinValidationError
 
 if TYPE_CHECKING:
     from airflow_provider_kirin.models import KirinTask, KirinVideoRequest
@@ -186,7 +186,8 @@ def create_plan(request: KirinVideoRequest) -> SubmitPlan:
             request.external_task_id,
         )
         return existing, True
-    assert created is not None
+    if created is None:  # transports answer a Create with a task (``KirinProtocol.one_task``)
+        raise KirinBadResponseError("Kirin create returned no task.")
     return created, False
 
 

@@ -120,12 +120,17 @@ class KirinProtocol:
                     raise TransientKirinError(
                         self._error(KirinBadResponseError, call, reason, http_status=status)
                     )
-                return self.parse_task(call, body, http_status=status)
+                task = self.parse_task(call, body, http_status=status)
             except TransientKirinError as err:
                 # A create answered 2xx: the task exists even though its envelope is unreadable.
                 if call.is_create:
                     err.final.may_have_created = True
                 raise self._retry(call, err.final, may_have_created=call.is_create) from None
+            if call.is_create and task.external_task_id is None and call.external_task_id:
+                # The contract says the envelope echoes it; a service that leaves it out still
+                # created the task under the id we sent, and the logs and XComs should say so.
+                task = task.model_copy(update={"external_task_id": call.external_task_id})
+            return task
         if status == 404 and call.operation == "lookup":
             return None
         code, message = _error_body(body)
@@ -139,6 +144,13 @@ class KirinProtocol:
                 error.may_have_created = may_have_created
             raise self._retry(call, error, retry_after=retry_after, may_have_created=may_have_created)
         raise error
+
+    def one_task(self, call: ApiCall, task: KirinTask | None) -> KirinTask:
+        """The task a create or get answered with. Only a lookup answers "no such id" (``None``);
+        a ``None`` here means a response we cannot use, not a broken invariant."""
+        if task is None:
+            raise self._error(KirinBadResponseError, call, "the answer holds no task")
+        return task
 
     def parse_task(
         self, call: ApiCall | None, body: bytes | str, *, http_status: int | None = None

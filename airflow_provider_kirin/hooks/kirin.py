@@ -46,7 +46,6 @@ from airflow_provider_kirin.download import (
 )
 from airflow_provider_kirin.exceptions import (
     KirinAuthError,
-    KirinBadResponseError,
     KirinConflictError,
     KirinError,
     KirinServiceError,
@@ -140,10 +139,8 @@ class KirinHook(_KirinHookBase):
         )
 
     def _send(self, call: ApiCall) -> KirinTask | None:
-        for attempt in Retrying(**retry_kwargs(self.config, call.label)):
-            with attempt:
-                return self._send_once(call)
-        raise AssertionError("unreachable")  # pragma: no cover
+        """:meth:`_send_once` under the retry policy (``retry.py``)."""
+        return Retrying(**retry_kwargs(self.config, call.label))(self._send_once, call)
 
     # -- API -----------------------------------------------------------------------------------
     def create_task(
@@ -219,27 +216,24 @@ class KirinHook(_KirinHookBase):
         task looks it up first (see ``idempotency.CreateRetries``). A 409 is raised."""
         call = self.protocol.create(request)
         retries = CreateRetries(call.external_task_id)
-        for attempt in Retrying(**retry_kwargs(self.config, call.label)):
-            with attempt:
-                if (earlier := retries.lookup_first()) is not None:
-                    existing = self._send_once(self.protocol.lookup(earlier))
-                    if existing is not None:
-                        return retries.found(existing)
-                try:
-                    created = self._send_once(call)
-                except TransientKirinError as err:
-                    retries.failed(err)
-                    raise
-                if created is None:  # pragma: no cover - a create never answers "not found" as None
-                    raise KirinBadResponseError("Kirin create returned no task.")
-                return created
-        raise AssertionError("unreachable")  # pragma: no cover
+
+        def attempt() -> KirinTask:
+            if (earlier := retries.lookup_first()) is not None:
+                existing = self._send_once(self.protocol.lookup(earlier))
+                if existing is not None:
+                    return retries.found(existing)
+            try:
+                return self.protocol.one_task(call, self._send_once(call))
+            except TransientKirinError as err:
+                retries.failed(err)
+                raise
+
+        return Retrying(**retry_kwargs(self.config, call.label))(attempt)
 
     def get_task(self, task_id: str) -> KirinTask:
         """The task's current envelope (retried on 429/5xx/transport errors)."""
-        task = self._send(self.protocol.get(task_id))
-        assert task is not None
-        return task
+        call = self.protocol.get(task_id)
+        return self.protocol.one_task(call, self._send(call))
 
     def get_task_by_external_id(self, external_task_id: str) -> KirinTask | None:
         """The task created with this ``external_task_id``, or ``None`` if there is none (404)."""
@@ -279,12 +273,11 @@ class KirinHook(_KirinHookBase):
         while True:
             retry_after = None
             try:
-                task = self._send_once(call, state.request_budget(self.config.request_timeout))
+                answer = self._send_once(call, state.request_budget(self.config.request_timeout))
             except TransientKirinError as err:
                 retry_after = state.observe_error(err)
             else:
-                assert task is not None
-                if (done := state.observe(task)) is not None:
+                if (done := state.observe(self.protocol.one_task(call, answer))) is not None:
                     return done
             if state.expired():
                 raise state.timeout_error()
@@ -406,7 +399,6 @@ class KirinAsyncHook(_KirinHookBase):
             if conn.password:
                 await amask_secret(conn.password)
             self._config = KirinConnectionConfig.from_connection(conn)
-            self._protocol = KirinProtocol(self._config)
             if not self._config.verify_ssl:
                 self.log.warning("TLS verification is OFF for Kirin connection %r.", self.kirin_conn_id)
         return self._config
@@ -451,17 +443,16 @@ class KirinAsyncHook(_KirinHookBase):
         import aiohttp
 
         session = await self._session()
-        assert self._protocol is not None
-        assert self._config is not None
+        config, protocol = await self.get_config(), await self.get_protocol()
         if self.pause is not None:
             await _wait_out(self.pause)
-        limit = self._config.request_timeout
+        limit = config.request_timeout
         seconds = limit if budget is None else min(budget, limit)
         # aiohttp's ``total`` covers connect + headers + body: a server dripping bytes is cut off.
         timeout = aiohttp.ClientTimeout(
             total=seconds,
-            sock_connect=min(self._config.connect_timeout, seconds),
-            sock_read=self._config.timeout,
+            sock_connect=min(config.connect_timeout, seconds),
+            sock_read=config.timeout,
         )
         started = time.monotonic()
         try:
@@ -470,10 +461,10 @@ class KirinAsyncHook(_KirinHookBase):
                 call.url,
                 params=call.params,
                 json=call.body,
-                headers=self._protocol.headers(),
+                headers=protocol.headers(),
                 timeout=timeout,
             ) as response:
-                body, truncated = await _aread_capped(response, self._config.max_response_bytes)
+                body, truncated = await _aread_capped(response, config.max_response_bytes)
                 status, headers = response.status, response.headers
         except (aiohttp.ClientError, asyncio.TimeoutError) as err:
             error: BaseException = err
@@ -481,37 +472,33 @@ class KirinAsyncHook(_KirinHookBase):
                 error = asyncio.TimeoutError(
                     f"the Kirin {call.label} passed its total deadline of {seconds:.1f} s"
                 )
-            raise self._protocol.transport_failure(
-                call, error, reached_server=_aiohttp_reached(error)
-            ) from None
+            raise protocol.transport_failure(call, error, reached_server=_aiohttp_reached(error)) from None
         try:
-            return self._protocol.interpret(call, status, headers, body, truncated=truncated)
+            return protocol.interpret(call, status, headers, body, truncated=truncated)
         except TransientKirinError as err:
             if self.pause is not None:
                 self.pause.observe(err)
             raise
 
     async def _send(self, call: ApiCall) -> KirinTask | None:
-        config = await self.get_config()
-        async for attempt in AsyncRetrying(**retry_kwargs(config, call.label)):
-            with attempt:
-                return await self._send_once(call)
-        raise AssertionError("unreachable")  # pragma: no cover
+        """:meth:`_send_once` under the retry policy (``retry.py``)."""
+        return await AsyncRetrying(**retry_kwargs(await self.get_config(), call.label))(self._send_once, call)
 
-    async def protocol(self) -> KirinProtocol:
-        await self.get_config()
-        assert self._protocol is not None
+    async def get_protocol(self) -> KirinProtocol:
+        """The wire protocol for this connection (read once, see :meth:`get_config`)."""
+        if self._protocol is None:
+            self._protocol = KirinProtocol(await self.get_config())
         return self._protocol
 
     async def get_task(self, task_id: str) -> KirinTask:
         """The task's current envelope (retried on 429/5xx/transport errors)."""
-        task = await self._send((await self.protocol()).get(task_id))
-        assert task is not None
-        return task
+        protocol = await self.get_protocol()
+        call = protocol.get(task_id)
+        return protocol.one_task(call, await self._send(call))
 
     async def get_task_by_external_id(self, external_task_id: str) -> KirinTask | None:
         """The task created with this ``external_task_id``, or ``None`` if there is none (404)."""
-        return await self._send((await self.protocol()).lookup(external_task_id))
+        return await self._send((await self.get_protocol()).lookup(external_task_id))
 
     async def submit_idempotent(self, request: KirinVideoRequest) -> tuple[KirinTask, bool]:
         """:meth:`KirinHook.submit_idempotent` without blocking the loop: the same plan
@@ -535,32 +522,30 @@ class KirinAsyncHook(_KirinHookBase):
 
     async def _create_with_retries(self, request: KirinVideoRequest) -> KirinTask:
         """:meth:`KirinHook._create_with_retries` over aiohttp."""
-        protocol = await self.protocol()
+        protocol = await self.get_protocol()
         call = protocol.create(request)
         retries = CreateRetries(call.external_task_id)
-        async for attempt in AsyncRetrying(**retry_kwargs(await self.get_config(), call.label)):
-            with attempt:
-                if (earlier := retries.lookup_first()) is not None:
-                    existing = await self._send_once(protocol.lookup(earlier))
-                    if existing is not None:
-                        return retries.found(existing)
-                try:
-                    created = await self._send_once(call)
-                except TransientKirinError as err:
-                    retries.failed(err)
-                    raise
-                if created is None:  # pragma: no cover - a create never answers "not found" as None
-                    raise KirinBadResponseError("Kirin create returned no task.")
-                return created
-        raise AssertionError("unreachable")  # pragma: no cover
+
+        async def attempt() -> KirinTask:
+            if (earlier := retries.lookup_first()) is not None:
+                existing = await self._send_once(protocol.lookup(earlier))
+                if existing is not None:
+                    return retries.found(existing)
+            try:
+                return protocol.one_task(call, await self._send_once(call))
+            except TransientKirinError as err:
+                retries.failed(err)
+                raise
+
+        return await AsyncRetrying(**retry_kwargs(await self.get_config(), call.label))(attempt)
 
     async def poll_once(self, task_id: str, budget: float | None = None) -> KirinTask:
         """One status check, not retried, within ``budget`` seconds if given (else the connection's
         ``request_timeout``): a transient failure raises ``TransientKirinError`` so the caller's
         poll loop can count it as "not yet"."""
-        task = await self._send_once((await self.protocol()).get(task_id), budget)
-        assert task is not None
-        return task
+        protocol = await self.get_protocol()
+        call = protocol.get(task_id)
+        return protocol.one_task(call, await self._send_once(call, budget))
 
 
 # -- helpers -------------------------------------------------------------------------------------

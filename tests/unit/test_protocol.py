@@ -202,3 +202,20 @@ def test_transport_failures(protocol: KirinProtocol) -> None:
     refused = protocol.transport_failure(no_id, ConnectionRefusedError(), reached_server=False)
     assert isinstance(refused, TransientKirinError)
     assert not refused.may_have_created
+
+
+def test_a_create_answer_without_the_external_id_still_carries_the_id_sent(protocol: KirinProtocol) -> None:
+    call = protocol.create(KirinVideoRequest.build(prompt="p", external_task_id="mine-1"))
+    task = protocol.interpret(call, 200, {}, body({"task_id": "kt_1", "status": "pending"}))
+    assert task is not None
+    assert task.external_task_id == "mine-1"
+    echoed = protocol.interpret(
+        call, 200, {}, body({"task_id": "kt_1", "status": "pending", "external_task_id": "mine-1"})
+    )
+    assert echoed is not None
+    assert echoed.external_task_id == "mine-1"
+
+
+def test_a_get_or_create_answer_without_a_task_is_a_bad_response(protocol: KirinProtocol) -> None:
+    with pytest.raises(KirinBadResponseError, match="holds no task"):
+        protocol.one_task(protocol.get("kt_1"), None)
