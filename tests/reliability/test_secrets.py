@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 import requests
-from airflow.sdk.exceptions import TaskDeferred
+from airflow.providers.common.compat.sdk import TaskDeferred
 
 from airflow_provider_kirin.emulator import EmulatorConfig, EmulatorServer
 from airflow_provider_kirin.exceptions import (
