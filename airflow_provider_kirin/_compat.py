@@ -13,7 +13,8 @@ Where ``apache-airflow-providers-common-compat`` already bridges a difference, i
 * :func:`aget_connection`: a connection lookup that never blocks the triggerer's event loop.
   ``BaseHook.aget_connection`` only exists from 3.1, and before 3.3.2 it masks secrets with a
   synchronous call to the supervisor; common-compat's ``get_async_connection`` then runs the
-  synchronous lookup in a worker thread instead.
+  synchronous lookup in a worker thread instead. :func:`aextra_dejson` does the same for the
+  connection's extra (``Connection.aextra_dejson``, Airflow 3.3.2).
 
 The remaining gates are this module's own, each naming the Airflow version that added the feature:
 
@@ -56,6 +57,7 @@ __all__ = [
     "AirflowException",
     "AirflowSensorTimeout",
     "BaseHook",
+    "aextra_dejson",
     "aget_connection",
     "amask_secret",
     "conf",
@@ -71,6 +73,22 @@ AIRFLOW_V_3_3_PLUS = Version(AIRFLOW_VERSION).release >= (3, 3)
 async def aget_connection(conn_id: str) -> Connection:
     """The Airflow connection ``conn_id``, looked up without blocking the running event loop."""
     return await get_async_connection(conn_id)
+
+
+async def aextra_dejson(conn: Connection) -> dict[str, Any]:
+    """The connection's extra as a dict, its secrets masked, without blocking the event loop.
+
+    ``Connection.extra_dejson`` masks with a synchronous call to the supervisor; Airflow 3.3.2 added
+    ``Connection.aextra_dejson``. common-compat's ``get_async_extra_dejson`` (1.21+) picks the right
+    one; with an older common-compat (Python 3.10) the sync property runs in a worker thread.
+    """
+    try:
+        from airflow.providers.common.compat.connection import get_async_extra_dejson
+    except ImportError:
+        from asgiref.sync import sync_to_async
+
+        return dict(await sync_to_async(lambda: conn.extra_dejson)())
+    return dict(await get_async_extra_dejson(conn))
 
 
 async def amask_secret(secret: str, name: str | None = None) -> None:

@@ -35,6 +35,7 @@ from tenacity import AsyncRetrying, Retrying
 
 from airflow_provider_kirin._compat import (
     BaseHook,
+    aextra_dejson,
     aget_connection,
     amask_secret,
     legacy_connection_form_widgets,
@@ -383,7 +384,8 @@ class KirinAsyncHook(_KirinHookBase):
             conn = await aget_connection(self.kirin_conn_id)
             if conn.password:
                 await amask_secret(conn.password)
-            self._config = KirinConnectionConfig.from_connection(conn)
+            extra = await aextra_dejson(conn)
+            self._config = KirinConnectionConfig.from_connection(conn, extra)
             self._protocol = KirinProtocol(self._config)
             if not self._config.verify_ssl:
                 self.log.warning("TLS verification is OFF for Kirin connection %r.", self.kirin_conn_id)
