@@ -1,20 +1,12 @@
-"""The compat suite: what must work on every supported Airflow line (3.0, 3.1, 3.2, 3.3).
+"""What differs between the Airflow lines, checked on each (marker ``compat``).
 
-``make test`` runs it for each older line in that line's own virtualenv (``make test-compat
-AIRFLOW=3.1.8`` runs one); the newest line runs the whole suite instead, where the originals of the
-tests re-used here already run. Nothing here skips: a broken line fails.
+These run in the full suite on the newest line and, with ``test_matrix.py``, in each older line's
+own virtualenv (``make test-compat AIRFLOW=<version>``):
 
-It re-uses the suite's own tests and fixtures (imported below) where they hold on every line, and
-adds the checks whose expectation depends on the line (the connection form, ``on_kill``):
-
-* provider discovery (``airflow providers list``/``hooks``/``links``) and the provider info against
-  the line's own ``provider_info.schema.json``;
-* every example DAG imports with zero errors;
-* the sync and async hooks and the trigger against the emulator;
-* ``airflow dags test`` of the deferrable operator and of submit + deferrable sensor (the trigger
-  runs inline), and of a failed generation raising its typed error with its code;
-* the secrets check: in-process (every log record, exception, event, XCom, repr) and through a real
-  ``airflow dags test`` whose failure echoes the key (no output or log-file line holds it).
+* the connection form, as the line's own API server builds it for the UI;
+* each ``_compat`` gate against the installed Airflow;
+* the secrets check through a real ``airflow dags test`` whose failure echoes the key: no output
+  or log line holds it.
 """
 
 from __future__ import annotations
@@ -32,74 +24,18 @@ from typing import Any
 import airflow
 import pytest
 from airflow_helpers import AirflowHome
-from dags.test_example_dags import (
-    FAST,
-    _tail,
-    dags_test,
-    example_home,
-    test_deferrable_operator_example_succeeds,
-    test_example_dags_have_no_import_errors_in_the_cli,
-    test_submit_and_sense_example_succeeds,
-)
-from dags.test_example_dags import (
-    test_seed_error_code_fails_the_deferrable_operator_with_its_typed_error as fails_with_typed_error,
-)
-from hooks.test_async_hook_and_trigger import (
-    test_async_reads,
-    test_trigger_failed_event_for_each_code,
-    test_trigger_never_blocks_the_event_loop,
-    test_trigger_success_event,
-    test_trigger_timeout,
-)
-from hooks.test_sync_hook import (
-    test_429_with_retry_after_is_honoured,
-    test_create_get_lookup_wait_download,
-    test_wrong_key_is_an_auth_error_at_once,
-)
+from dags.test_example_dags import FAST, _tail, dags_test, example_home
 from packaging.version import Version
-from reliability.test_secrets import canary, test_the_api_key_appears_nowhere
-from unit.test_provider_info import (
-    test_airflow_cli_shows_the_provider,
-    test_entry_point_points_at_get_provider_info,
-    test_valid_against_airflow_core_schema,
-)
 
 from airflow_provider_kirin import _compat
 from airflow_provider_kirin.emulator import EmulatorServer, Fault
-from airflow_provider_kirin.exceptions import KirinGenerationError
 
 pytestmark = pytest.mark.compat
 
-#: The fixtures and tests re-used from the full suite (pytest collects them here too).
-__all__ = [
-    "canary",
-    "dags_test",
-    "example_home",
-    "test_429_with_retry_after_is_honoured",
-    "test_airflow_cli_shows_the_provider",
-    "test_async_reads",
-    "test_create_get_lookup_wait_download",
-    "test_deferrable_operator_example_succeeds",
-    "test_entry_point_points_at_get_provider_info",
-    "test_example_dags_have_no_import_errors_in_the_cli",
-    "test_submit_and_sense_example_succeeds",
-    "test_the_api_key_appears_nowhere",
-    "test_trigger_failed_event_for_each_code",
-    "test_trigger_never_blocks_the_event_loop",
-    "test_trigger_success_event",
-    "test_trigger_timeout",
-    "test_valid_against_airflow_core_schema",
-    "test_wrong_key_is_an_auth_error_at_once",
-]
+#: The full suite's fixtures this module uses.
+__all__ = ["dags_test", "example_home"]
 
 KEY = "kirin-compat-canary-key"
-
-
-def test_the_installed_airflow_is_the_line_under_test() -> None:
-    """``make test-compat`` says which Airflow it built; a venv holding another one fails here."""
-    expected = os.environ.get("KIRIN_COMPAT_AIRFLOW")
-    assert expected, "run the compat suite through `make test-compat AIRFLOW=<version>`"
-    assert airflow.__version__ == expected
 
 
 #: What the UI's connection form is built from: the API server's own service, in a fresh process
@@ -150,15 +86,6 @@ def test_compat_gates_match_the_line() -> None:
     import airflow.sdk.log as sdk_log
 
     assert hasattr(sdk_log, "amask_secret") == _compat.AIRFLOW_V_3_3_PLUS
-
-
-@pytest.mark.kirin_emulator(**FAST)
-@pytest.mark.timeout(200)
-def test_failed_generation_raises_its_typed_error_with_its_code(
-    example_home: AirflowHome, dags_test: Callable[..., Any], kirin_emulator: EmulatorServer
-) -> None:
-    """One seed error code end to end (the full suite covers every code on the newest line)."""
-    fails_with_typed_error(example_home, dags_test, kirin_emulator, "002011095", KirinGenerationError)
 
 
 def _airflow_30_mask_request(line: str) -> bool:
