@@ -92,8 +92,12 @@ class KirinConnectionConfig(BaseModel):
         return f"{parts.scheme}://{parts.netloc}".lower()
 
     @classmethod
-    def from_connection(cls, conn: Connection) -> KirinConnectionConfig:
-        """Read a ``kirin`` connection; raise :class:`KirinConnectionError` naming a bad field."""
+    def from_connection(cls, conn: Connection, extra: dict[str, Any] | None = None) -> KirinConnectionConfig:
+        """Read a ``kirin`` connection; raise :class:`KirinConnectionError` naming a bad field.
+
+        ``extra``: the connection's extra, when the caller already read it (async code reads it
+        without blocking the loop); by default ``conn.extra_dejson``.
+        """
         if not conn.host:
             raise KirinConnectionError(
                 f"Connection {conn.conn_id!r} has no host; set it to the Kirin base URL "
@@ -113,7 +117,8 @@ class KirinConnectionConfig(BaseModel):
             host = f"{scheme}://{host}"
         if conn.port and host.count(":") < 2:
             host = f"{host}:{conn.port}"
-        extra: dict[str, Any] = dict(conn.extra_dejson or {})
+        if extra is None:
+            extra = dict(conn.extra_dejson or {})
         data = {"base_url": host, "api_key": conn.password, **extra}
         try:
             return cls.model_validate(data)

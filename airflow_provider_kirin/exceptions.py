@@ -43,7 +43,7 @@ from __future__ import annotations
 import re
 from typing import Any, ClassVar
 
-from airflow.sdk.exceptions import AirflowException, AirflowSensorTimeout
+from airflow_provider_kirin._compat import AirflowException, AirflowSensorTimeout
 
 __all__ = [
     "SEED_ERROR_CODES",

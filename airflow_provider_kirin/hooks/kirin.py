@@ -31,9 +31,17 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 import requests
-from airflow.sdk import BaseHook
 from tenacity import AsyncRetrying, Retrying
 
+from airflow_provider_kirin._compat import (
+    BaseHook,
+    aextra_dejson,
+    aget_connection,
+    amask_secret,
+    legacy_connection_form_widgets,
+    legacy_ui_field_behaviour,
+    mask_secret,
+)
 from airflow_provider_kirin.config import CONN_TYPE, DEFAULT_CONN_ID, KirinConnectionConfig
 from airflow_provider_kirin.deadline import deadline_session, request_deadline
 from airflow_provider_kirin.defaults import MAX_CONSECUTIVE_POLL_ERRORS
@@ -88,10 +96,18 @@ class KirinHook(_KirinHookBase):
     :param kirin_conn_id: The Airflow connection of type ``kirin`` (host = base URL, password = key).
     """
 
+    @classmethod
+    def get_ui_field_behaviour(cls) -> dict[str, Any]:
+        """The connection form on Airflow 3.0/3.1 (3.2+ reads it from the provider info)."""
+        return legacy_ui_field_behaviour()
+
+    @classmethod
+    def get_connection_form_widgets(cls) -> dict[str, Any]:
+        """The connection form's extra fields on Airflow 3.0/3.1 (3.2+ reads the provider info)."""
+        return legacy_connection_form_widgets()
+
     @cached_property
     def config(self) -> KirinConnectionConfig:
-        from airflow.sdk.log import mask_secret
-
         conn = self.get_connection(self.kirin_conn_id)
         if conn.password:
             mask_secret(conn.password)
@@ -365,8 +381,8 @@ _SESSIONS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[Any, 
 class KirinAsyncHook(_KirinHookBase):
     """Async Kirin client for triggers: the reads of :class:`KirinHook`, without blocking the loop.
 
-    The Airflow connection is read once with ``await BaseHook.aget_connection``; HTTP goes through
-    one ``aiohttp.ClientSession`` shared by every hook on the same event loop and connection
+    The Airflow connection is read once, without blocking the loop (``_compat.aget_connection``);
+    HTTP goes through one ``aiohttp.ClientSession`` shared by every hook on the same event loop and connection
     settings, closed when the last of them calls :meth:`close`. Use it as an async context manager::
 
         async with KirinAsyncHook("kirin_default") as hook:
@@ -393,12 +409,11 @@ class KirinAsyncHook(_KirinHookBase):
     async def get_config(self) -> KirinConnectionConfig:
         """Read the connection once (without blocking the loop) and register the key with the masker."""
         if self._config is None:
-            from airflow.sdk.log import amask_secret
-
-            conn = await self.aget_connection(self.kirin_conn_id)
+            conn = await aget_connection(self.kirin_conn_id)
             if conn.password:
                 await amask_secret(conn.password)
-            self._config = KirinConnectionConfig.from_connection(conn)
+            extra = await aextra_dejson(conn)
+            self._config = KirinConnectionConfig.from_connection(conn, extra)
             if not self._config.verify_ssl:
                 self.log.warning("TLS verification is OFF for Kirin connection %r.", self.kirin_conn_id)
         return self._config

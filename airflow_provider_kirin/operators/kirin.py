@@ -28,9 +28,9 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
-from airflow.sdk.configuration import conf
 
 from airflow_provider_kirin import defaults
+from airflow_provider_kirin._compat import conf
 from airflow_provider_kirin.links.kirin import KirinVideoLink
 from airflow_provider_kirin.operators.waiting import (
     KIRIN_REQUEST_XCOM_KEY,

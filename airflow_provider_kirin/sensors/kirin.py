@@ -24,10 +24,9 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
-from airflow.sdk.configuration import conf
-from airflow.sdk.exceptions import AirflowSensorTimeout
 
 from airflow_provider_kirin import defaults
+from airflow_provider_kirin._compat import AirflowSensorTimeout, conf
 from airflow_provider_kirin.links.kirin import KirinVideoLink
 from airflow_provider_kirin.operators.waiting import KirinWaitMixin
 

@@ -167,7 +167,10 @@ class KirinTaskTrigger(BaseTrigger):
         )
 
     async def on_kill(self) -> None:
-        """The API has no cancel endpoint: say so, with the task id, so the spend can be traced."""
+        """The API has no cancel endpoint: say so, with the task id, so the spend can be traced.
+
+        Airflow calls this from 3.3 on; older triggerers only cancel the trigger (docs/compatibility.md).
+        """
         self.log.warning(
             "The Airflow task was killed, but Kirin has no cancel endpoint: generation %s continues "
             "on Kirin's side and will still be billed.",

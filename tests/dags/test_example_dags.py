@@ -88,6 +88,20 @@ def _tail(text: str, lines: int = 80) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
+def raised_kirin_errors(output: str) -> list[tuple[str, str]]:
+    """``(class name, message)`` of each Kirin exception a task's traceback in ``output`` ends with.
+
+    A plain traceback ends with ``airflow_provider_kirin.exceptions.<Class>: <message>``; Airflow
+    3.0's ``dags test`` prints a rich traceback instead, ending with ``<Class>: <message>`` wrapped
+    over the following lines up to a blank one.
+    """
+    plain = re.findall(r"^airflow_provider_kirin\.exceptions\.(\w+): (.*)$", output, flags=re.MULTILINE)
+    if plain:
+        return plain
+    wrapped = re.findall(r"^(Kirin\w+): (.*?)(?:\n[ \t]*\n|\Z)", output, flags=re.MULTILINE | re.DOTALL)
+    return [(name, " ".join(message.split())) for name, message in wrapped]
+
+
 # -- 1. parsing ---------------------------------------------------------------------------------------
 def test_example_dags_parse_in_a_dagbag() -> None:
     from airflow.dag_processing.dagbag import DagBag
@@ -472,7 +486,7 @@ def test_seed_error_code_fails_the_deferrable_operator_with_its_typed_error(
     assert envelope["error"]["code"] == code
     assert example_home.xcom(dag_id, run_id, "generate", "kirin_result") is None
     # The task's traceback ends with exactly this class, carrying the code and the Kirin task id.
-    raised = re.findall(r"^airflow_provider_kirin\.exceptions\.(\w+): (.*)$", output, flags=re.MULTILINE)
+    raised = raised_kirin_errors(output)
     assert raised, f"no Kirin exception in the output:\n{_tail(output)}"
     name, message = raised[-1]
     assert name == error_class.__name__, message
@@ -507,7 +521,7 @@ def test_wait_past_the_timeout_raises_kirin_task_timeout_error(
     (envelope,) = (kirin_emulator.task(t) for t in list(kirin_emulator.state.tasks))
     assert envelope is not None
     assert envelope["status"] in ("pending", "processing")
-    raised = re.findall(r"^airflow_provider_kirin\.exceptions\.(\w+): (.*)$", output, flags=re.MULTILINE)
+    raised = raised_kirin_errors(output)
     assert raised, f"no Kirin exception in the output:\n{_tail(output)}"
     name, message = raised[-1]
     assert name == KirinTaskTimeoutError.__name__, message

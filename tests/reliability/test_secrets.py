@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 import requests
-from airflow.sdk.exceptions import TaskDeferred
+from airflow.providers.common.compat.sdk import TaskDeferred
 from kirin_fakes import FakeTaskInstance, fault
 
 from airflow_provider_kirin.emulator import EmulatorConfig, EmulatorServer

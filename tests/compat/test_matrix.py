@@ -1,0 +1,97 @@
+"""The compat suite's re-runs: the full suite's own tests that must hold on every Airflow line.
+
+``make test-compat AIRFLOW=<version>`` runs this module and ``test_airflow_line.py`` (marker
+``compat``) in that release's own virtualenv; ``make test`` does so for each older line. On the
+newest line the originals already run in the full suite, so ``make pytest`` leaves this module out
+(marker ``compat_rerun``). Nothing here skips: a broken line fails.
+
+* provider discovery (``airflow providers list``/``hooks``/``links``), the entry point, and the
+  provider info against the line's own ``provider_info.schema.json``;
+* every example DAG imports with zero errors (``airflow dags list-import-errors``);
+* the sync and async hooks and the trigger against the emulator (the trigger never blocks the loop);
+* ``airflow dags test`` of the deferrable operator and of submit + deferrable sensor (the trigger
+  runs inline), and of a failed generation raising its typed error with its code;
+* the in-process secrets check (every log record, exception, event, XCom, repr).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any
+
+import airflow
+import pytest
+from airflow_helpers import AirflowHome
+from dags.test_example_dags import (
+    FAST,
+    dags_test,
+    example_home,
+    test_deferrable_operator_example_succeeds,
+    test_example_dags_have_no_import_errors_in_the_cli,
+    test_submit_and_sense_example_succeeds,
+)
+from dags.test_example_dags import (
+    test_seed_error_code_fails_the_deferrable_operator_with_its_typed_error as fails_with_typed_error,
+)
+from hooks.test_async_hook_and_trigger import (
+    test_async_reads,
+    test_trigger_failed_event_for_each_code,
+    test_trigger_never_blocks_the_event_loop,
+    test_trigger_success_event,
+    test_trigger_timeout,
+)
+from hooks.test_sync_hook import (
+    test_429_with_retry_after_is_honoured,
+    test_create_get_lookup_wait_download,
+    test_wrong_key_is_an_auth_error_at_once,
+)
+from reliability.test_secrets import canary, test_the_api_key_appears_nowhere
+from unit.test_provider_info import (
+    test_airflow_cli_shows_the_provider,
+    test_entry_point_points_at_get_provider_info,
+    test_valid_against_airflow_core_schema,
+)
+
+from airflow_provider_kirin.emulator import EmulatorServer
+from airflow_provider_kirin.exceptions import KirinGenerationError
+
+pytestmark = [pytest.mark.compat, pytest.mark.compat_rerun]
+
+#: The fixtures and tests re-used from the full suite (pytest collects them here too).
+__all__ = [
+    "canary",
+    "dags_test",
+    "example_home",
+    "test_429_with_retry_after_is_honoured",
+    "test_airflow_cli_shows_the_provider",
+    "test_async_reads",
+    "test_create_get_lookup_wait_download",
+    "test_deferrable_operator_example_succeeds",
+    "test_entry_point_points_at_get_provider_info",
+    "test_example_dags_have_no_import_errors_in_the_cli",
+    "test_submit_and_sense_example_succeeds",
+    "test_the_api_key_appears_nowhere",
+    "test_trigger_failed_event_for_each_code",
+    "test_trigger_never_blocks_the_event_loop",
+    "test_trigger_success_event",
+    "test_trigger_timeout",
+    "test_valid_against_airflow_core_schema",
+    "test_wrong_key_is_an_auth_error_at_once",
+]
+
+
+def test_the_installed_airflow_is_the_line_under_test() -> None:
+    """``make test-compat`` says which Airflow it built; a venv holding another one fails here."""
+    expected = os.environ.get("KIRIN_COMPAT_AIRFLOW")
+    assert expected, "run the compat suite through `make test-compat AIRFLOW=<version>`"
+    assert airflow.__version__ == expected
+
+
+@pytest.mark.kirin_emulator(**FAST)
+@pytest.mark.timeout(200)
+def test_failed_generation_raises_its_typed_error_with_its_code(
+    example_home: AirflowHome, dags_test: Callable[..., Any], kirin_emulator: EmulatorServer
+) -> None:
+    """One seed error code end to end (the full suite covers every code on the newest line)."""
+    fails_with_typed_error(example_home, dags_test, kirin_emulator, "002011095", KirinGenerationError)
