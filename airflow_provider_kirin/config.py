@@ -21,48 +21,88 @@ For example::
 
 from __future__ import annotations
 
+import difflib
+import logging
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
-
-from airflow_provider_kirin.exceptions import KirinConnectionError, register_secret
 
 if TYPE_CHECKING:
     from airflow.sdk import Connection
 
 from airflow_provider_kirin.defaults import CONN_TYPE, DEFAULT_CONN_ID
 
-__all__ = ["CONN_TYPE", "DEFAULT_CONN_ID", "KirinConnectionConfig"]
+__all__ = ["CONN_TYPE", "DEFAULT_CONN_ID", "KirinConnectionConfig", "connection_form_fields"]
 
+log = logging.getLogger(__name__)
 
 _FIELD_LABELS = {"base_url": "host (base URL)", "api_key": "password (API key)"}
+#: Fields that come from the connection's standard fields, not from its extra.
+_STANDARD = frozenset(_FIELD_LABELS)
+_JSON_TYPES = {str: "string", float: "number", int: "integer", bool: "boolean"}
 
 
 class KirinConnectionConfig(BaseModel):
     """Everything the transports need to talk to Kirin, read once from the Airflow connection.
 
-    The API key is a :class:`~pydantic.SecretStr`, so ``repr()`` and ``model_dump()`` never show it.
+    The one declaration of the connection's settings: every field but ``base_url`` and ``api_key``
+    is an optional extra, and the connection form in the UI is built from these fields (their
+    ``title``, ``description`` and default, see :func:`connection_form_fields`). The API key is a
+    :class:`~pydantic.SecretStr`, so ``repr()`` and ``model_dump()`` never show it.
     """
 
     model_config = ConfigDict(extra="ignore", frozen=True)
 
     base_url: str
     api_key: SecretStr
-    create_path: str = "/v1/videos/generations"
-    task_path: str = "/v1/tasks/{task_id}"
-    lookup_path: str = "/v1/tasks"
-    timeout: float = Field(default=30.0, gt=0, description="read timeout in seconds")
-    connect_timeout: float = Field(default=10.0, gt=0)
-    #: One API request in all (connect + headers + body): a server dripping bytes cannot hold it longer.
-    request_timeout: float = Field(default=60.0, gt=0)
-    #: One video download in all; a generated clip is tens of MB.
-    download_timeout: float = Field(default=900.0, gt=0)
-    verify_ssl: bool = True
-    max_retries: int = Field(default=5, ge=0, le=20)
-    retry_max_wait: float = Field(default=30.0, gt=0)
-    max_retry_after: float = Field(default=60.0, ge=0)
-    retry_total_seconds: float = Field(default=180.0, gt=0)
-    max_response_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
+    create_path: str = Field(
+        default="/v1/videos/generations", title="Create path", description="POST path that creates a task."
+    )
+    task_path: str = Field(
+        default="/v1/tasks/{task_id}",
+        title="Task path",
+        description="GET path of one task; must contain {task_id}.",
+    )
+    lookup_path: str = Field(
+        default="/v1/tasks",
+        title="Lookup path",
+        description="GET path that finds a task by ?external_task_id=.",
+    )
+    timeout: float = Field(
+        default=30.0, gt=0, title="Read timeout (s)", description="Longest wait for each read of a response."
+    )
+    connect_timeout: float = Field(default=10.0, gt=0, title="Connect timeout (s)")
+    request_timeout: float = Field(
+        default=60.0,
+        gt=0,
+        title="Request deadline (s)",
+        description="One API request in all (connect + headers + body): a server dripping bytes "
+        "cannot hold it longer.",
+    )
+    download_timeout: float = Field(
+        default=900.0, gt=0, title="Download deadline (s)", description="One video download in all."
+    )
+    verify_ssl: bool = Field(
+        default=True,
+        title="Verify TLS certificates",
+        description="Turn off only for a local test gateway; a warning is logged.",
+    )
+    max_retries: int = Field(
+        default=5, ge=0, le=20, title="Retries per request", description="For 429, 5xx, timeouts, resets."
+    )
+    retry_max_wait: float = Field(default=30.0, gt=0, title="Longest backoff step (s)")
+    max_retry_after: float = Field(
+        default=60.0, ge=0, title="Retry-After cap (s)", description="Cap on a server's Retry-After."
+    )
+    retry_total_seconds: float = Field(
+        default=180.0, gt=0, title="Retry budget (s)", description="All retries of one request at most."
+    )
+    max_response_bytes: int = Field(
+        default=8 * 1024 * 1024,
+        ge=1024,
+        title="Largest API response (bytes)",
+        description="Larger responses are refused as unreadable.",
+    )
 
     @field_validator("base_url")
     @classmethod
@@ -96,8 +136,11 @@ class KirinConnectionConfig(BaseModel):
         """Read a ``kirin`` connection; raise :class:`KirinConnectionError` naming a bad field.
 
         ``extra``: the connection's extra, when the caller already read it (async code reads it
-        without blocking the loop); by default ``conn.extra_dejson``.
+        without blocking the loop); by default ``conn.extra_dejson``. An extra this provider does
+        not read (a misspelling, usually) is named in a warning, never dropped silently.
         """
+        from airflow_provider_kirin.exceptions import KirinConnectionError, register_secret
+
         if not conn.host:
             raise KirinConnectionError(
                 f"Connection {conn.conn_id!r} has no host; set it to the Kirin base URL "
@@ -119,6 +162,9 @@ class KirinConnectionConfig(BaseModel):
             host = f"{host}:{conn.port}"
         if extra is None:
             extra = dict(conn.extra_dejson or {})
+        # A field left empty in the form means "the provider's default", however the UI stores it.
+        extra = {name: value for name, value in extra.items() if value is not None and value != ""}
+        _warn_unknown_extras(conn.conn_id, extra)
         data = {"base_url": host, "api_key": conn.password, **extra}
         try:
             return cls.model_validate(data)
@@ -129,3 +175,49 @@ class KirinConnectionConfig(BaseModel):
                 for e in err.errors(include_url=False)
             )
             raise KirinConnectionError(f"Connection {conn.conn_id!r} is invalid: {problems}") from None
+
+
+def _warn_unknown_extras(conn_id: str, extra: dict[str, Any]) -> None:
+    known = [name for name in KirinConnectionConfig.model_fields if name not in _STANDARD]
+    for name in sorted(set(extra) - set(known)):
+        close = difflib.get_close_matches(name, known, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        log.warning(
+            "Connection %r has an extra %r that the Kirin provider does not read%s; it is ignored. "
+            "Known extras: %s.",
+            conn_id,
+            name,
+            hint,
+            ", ".join(known),
+        )
+
+
+def _show(default: object) -> str:
+    if isinstance(default, bool):
+        return str(default).lower()
+    if isinstance(default, float):
+        return f"{default:g}"
+    return str(default)
+
+
+def connection_form_fields() -> dict[str, Any]:
+    """The connection form's extra fields (provider info ``conn-fields``), one per extra the hooks
+    read, from :class:`KirinConnectionConfig` itself.
+
+    No field carries a default value: a form pre-filled with today's defaults would store them in
+    every connection saved from the UI, which would then never see a later release's defaults. The
+    default is shown in the description instead, and an empty field means "the provider's default".
+    """
+    fields: dict[str, Any] = {}
+    for name, info in KirinConnectionConfig.model_fields.items():
+        if name in _STANDARD:
+            continue
+        default = info.default
+        shown = _show(default)
+        description = " ".join(filter(None, [info.description, f"Empty: the default, {shown}."]))
+        fields[name] = {
+            "label": info.title or name,
+            "description": description,
+            "schema": {"type": [_JSON_TYPES[type(default)], "null"]},
+        }
+    return fields

@@ -2,7 +2,9 @@
 
 Validated in the tests against ``airflow/provider_info.schema.json`` from airflow-core. The
 connection form is declared here (``conn-fields``/``ui-field-behaviour``), so Airflow builds it
-without importing the hook.
+without importing the hook; its extra fields come from ``KirinConnectionConfig``
+(:func:`~airflow_provider_kirin.config.connection_form_fields`), the one declaration of the
+connection's settings.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ INTEGRATION = "Kirin"
 
 def get_provider_info() -> dict[str, Any]:
     from airflow_provider_kirin import __version__
+    from airflow_provider_kirin.config import connection_form_fields
 
     return {
         "package-name": "airflow-provider-kirin",
@@ -57,40 +60,7 @@ def get_provider_info() -> dict[str, Any]:
                 "connection-type": "kirin",
                 "hook-class-name": "airflow_provider_kirin.hooks.kirin.KirinHook",
                 "hook-name": "Kirin",
-                "conn-fields": {
-                    "create_path": {
-                        "label": "Create path",
-                        "description": "POST path that creates a generation task.",
-                        "schema": {"type": ["string", "null"], "default": "/v1/videos/generations"},
-                    },
-                    "task_path": {
-                        "label": "Task path",
-                        "description": "GET path of one task; must contain {task_id}.",
-                        "schema": {"type": ["string", "null"], "default": "/v1/tasks/{task_id}"},
-                    },
-                    "lookup_path": {
-                        "label": "Lookup path",
-                        "description": "GET path that finds a task by ?external_task_id=.",
-                        "schema": {"type": ["string", "null"], "default": "/v1/tasks"},
-                    },
-                    "timeout": {
-                        "label": "Read timeout (s)",
-                        "schema": {"type": ["number", "null"], "default": 30},
-                    },
-                    "connect_timeout": {
-                        "label": "Connect timeout (s)",
-                        "schema": {"type": ["number", "null"], "default": 10},
-                    },
-                    "verify_ssl": {
-                        "label": "Verify TLS certificates",
-                        "description": "Turn off only for a local test gateway; a warning is logged.",
-                        "schema": {"type": ["boolean", "null"], "default": True},
-                    },
-                    "max_retries": {
-                        "label": "Retries per request",
-                        "schema": {"type": ["integer", "null"], "default": 5},
-                    },
-                },
+                "conn-fields": connection_form_fields(),
                 "ui-field-behaviour": {
                     "hidden-fields": ["schema", "port", "login"],
                     "relabeling": {"host": "Base URL", "password": "API key"},

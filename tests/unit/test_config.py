@@ -89,3 +89,41 @@ def test_reprs_hide_the_key(monkeypatch: pytest.MonkeyPatch) -> None:
     assert KEY not in repr(hook.config)
     assert KEY not in repr(hook)
     assert KEY not in repr(hook.protocol)
+
+
+def test_the_form_shows_every_extra_the_hook_reads_without_prefilled_defaults() -> None:
+    from airflow_provider_kirin.get_provider_info import get_provider_info
+
+    (connection_type,) = get_provider_info()["connection-types"]
+    fields = connection_type["conn-fields"]
+    extras = set(KirinConnectionConfig.model_fields) - {"base_url", "api_key"}
+    assert set(fields) == extras  # the form hides nothing the hook reads
+    for name, field in fields.items():
+        assert "default" not in field["schema"], name  # nothing frozen into saved connections
+        assert "Empty: the default, " in field["description"], field
+    assert fields["timeout"]["description"].endswith("Empty: the default, 30.")
+    assert fields["verify_ssl"]["description"].endswith("Empty: the default, true.")
+    assert fields["task_path"]["description"].endswith("Empty: the default, /v1/tasks/{task_id}.")
+    assert fields["timeout"]["schema"]["type"] == ["number", "null"]
+    assert fields["verify_ssl"]["schema"]["type"] == ["boolean", "null"]
+
+
+def test_empty_form_fields_mean_the_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    conn = {"conn_type": "kirin", "host": "http://127.0.0.1:8765", "password": KEY}
+    conn["extra"] = {"timeout": None, "create_path": "", "max_retries": 2}  # as a form may save them
+    monkeypatch.setenv("AIRFLOW_CONN_KIRIN_DEFAULT", json.dumps(conn))
+    config = KirinHook().config
+    assert (config.timeout, config.create_path, config.max_retries) == (30.0, "/v1/videos/generations", 2)
+
+
+def test_a_misspelt_extra_is_named_in_a_warning(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    conn = {"conn_type": "kirin", "host": "http://127.0.0.1:8765", "password": KEY, "extra": {"timout": 5}}
+    monkeypatch.setenv("AIRFLOW_CONN_KIRIN_DEFAULT", json.dumps(conn))
+    with caplog.at_level("WARNING", logger="airflow_provider_kirin.config"):
+        config = KirinHook().config
+    assert config.timeout == 30.0  # not applied...
+    (record,) = [r for r in caplog.records if r.name == "airflow_provider_kirin.config"]
+    assert "'timout'" in record.getMessage()  # ...but never dropped silently
+    assert "did you mean 'timeout'?" in record.getMessage()
