@@ -20,10 +20,10 @@ from decimal import Decimal, InvalidOperation
 from typing import Any, Final
 
 from airflow_provider_kirin.exceptions import KirinValidationError
-from airflow_provider_kirin.models import KirinVideoRequest, validate_model
+from airflow_provider_kirin.models import VIDEO_ARGS, KirinVideoRequest, validate_model
 
 #: Request fields a batch item may set for itself (the operator's arguments are the defaults).
-ITEM_FIELDS: Final = ("prompt", "negative_prompt", "duration", "aspect_ratio", "mode", "watermark")
+ITEM_FIELDS: Final = VIDEO_ARGS
 #: Item statuses: the two Kirin outcomes, plus what the batch itself may report.
 #: ``timeout``: still unfinished at the deadline (it may still complete, and be billed);
 #: ``error``: the item could not be submitted or checked (its typed error's code is recorded);

@@ -21,7 +21,7 @@ import json
 import math
 import re
 from decimal import Decimal, InvalidOperation
-from typing import Annotated, Any, Final, Literal
+from typing import Annotated, Any, Final, Literal, TypedDict
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -36,6 +36,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from typing_extensions import Unpack
 
 from airflow_provider_kirin.exceptions import (
     MAX_TEXT_CHARS,
@@ -70,6 +71,19 @@ ALLOWED: Final[dict[str, str]] = {
     "external_task_id": "a non-empty string of at most 256 characters, no white space at the ends, or None",
     "model": f"'{MODEL_ID}'",
 }
+
+
+class RequestArgs(TypedDict, total=False):
+    """The optional arguments of :meth:`KirinVideoRequest.build` (and ``KirinHook.create_task``):
+    their names and types, declared once. Rules and defaults live on :class:`KirinVideoRequest`."""
+
+    negative_prompt: str | None
+    duration: int | str | None
+    aspect_ratio: str | None
+    mode: str | None
+    watermark: bool | None
+    callback_url: str | None
+    external_task_id: str | None
 
 
 def _duration_to_wire(value: object) -> object:
@@ -131,30 +145,16 @@ class KirinVideoRequest(BaseModel):
         return value
 
     @classmethod
-    def build(
-        cls,
-        *,
-        prompt: object,
-        negative_prompt: object = None,
-        duration: object = "5",
-        aspect_ratio: object = "16:9",
-        mode: object = "std",
-        watermark: object = False,
-        callback_url: object = None,
-        external_task_id: object = None,
-    ) -> KirinVideoRequest:
-        """Validate the fields a DAG author passes; raise :class:`KirinValidationError` if any is wrong."""
-        fields: dict[str, Any] = {
-            "prompt": prompt,
-            "negative_prompt": negative_prompt,
-            "duration": duration,
-            "aspect_ratio": aspect_ratio,
-            "mode": mode,
-            "watermark_info": {"enabled": watermark},
-            "callback_url": callback_url,
-            "external_task_id": external_task_id,
-        }
-        return validate_model(cls, fields)
+    def build(cls, *, prompt: object, **fields: Unpack[RequestArgs]) -> KirinVideoRequest:
+        """Validate the fields a DAG author passes (:class:`RequestArgs`); raise
+        :class:`KirinValidationError` if any is wrong. A field left out or ``None`` takes its
+        default, declared on this model and nowhere else, so hooks and operators pass what the
+        author set and ``None`` for the rest."""
+        given: dict[str, Any] = {name: value for name, value in fields.items() if value is not None}
+        if "watermark" in given:
+            given["watermark_info"] = {"enabled": given.pop("watermark")}
+        # ``prompt`` has no default: a None prompt is kept, so the error names it and its value.
+        return validate_model(cls, {"prompt": prompt, **given})
 
     def to_payload(self) -> dict[str, Any]:
         """The JSON body: unset optional fields are left out, ``watermark_info`` is always sent."""
@@ -172,6 +172,12 @@ class KirinVideoRequest(BaseModel):
 
 #: Request fields that do not change the video: where Kirin reports progress, and the caller's id.
 NOT_SHAPING_FIELDS: Final = ("callback_url", "external_task_id")
+
+
+#: Every argument of :meth:`KirinVideoRequest.build` (``prompt`` and :class:`RequestArgs`).
+BUILD_ARGS: Final = ("prompt", *RequestArgs.__annotations__)
+#: What a DAG author sets that shapes the video (the operators' arguments, a batch item's fields).
+VIDEO_ARGS: Final = tuple(name for name in BUILD_ARGS if name not in NOT_SHAPING_FIELDS)
 
 
 def is_http_url(url: object) -> bool:

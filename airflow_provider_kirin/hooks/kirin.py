@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 import requests
 from tenacity import AsyncRetrying, Retrying
+from typing_extensions import Unpack
 
 from airflow_provider_kirin._compat import (
     BaseHook,
@@ -66,7 +67,7 @@ from airflow_provider_kirin.idempotency import (
     create_plan,
     submit_plan,
 )
-from airflow_provider_kirin.models import KirinTask, KirinVideoRequest
+from airflow_provider_kirin.models import KirinTask, KirinVideoRequest, RequestArgs
 from airflow_provider_kirin.polling import PollState
 from airflow_provider_kirin.protocol import ApiCall, KirinProtocol, plain_reason
 from airflow_provider_kirin.retry import SharedPause, TransientKirinError, retry_kwargs
@@ -159,33 +160,14 @@ class KirinHook(_KirinHookBase):
         return Retrying(**retry_kwargs(self.config, call.label))(self._send_once, call)
 
     # -- API -----------------------------------------------------------------------------------
-    def create_task(
-        self,
-        prompt: str,
-        *,
-        negative_prompt: str | None = None,
-        duration: int | str = 5,
-        aspect_ratio: str = "16:9",
-        mode: str = "std",
-        watermark: bool = False,
-        callback_url: str | None = None,
-        external_task_id: str | None = None,
-    ) -> KirinTask:
-        """Submit one generation and return its task. Validates every field first (no request on
-        bad input). With an ``external_task_id``, retries are safe: a retry after a lost response
-        looks the id up before it creates again. Without one, a create that may have reached the
-        server is never retried."""
-        request = KirinVideoRequest.build(
-            prompt=prompt,
-            negative_prompt=negative_prompt,
-            duration=duration,
-            aspect_ratio=aspect_ratio,
-            mode=mode,
-            watermark=watermark,
-            callback_url=callback_url,
-            external_task_id=external_task_id,
-        )
-        return self.submit(request)
+    def create_task(self, prompt: str, **fields: Unpack[RequestArgs]) -> KirinTask:
+        """Submit one generation and return its task. ``fields`` are the other request fields
+        (``negative_prompt``, ``duration``, ``aspect_ratio``, ``mode``, ``watermark``,
+        ``callback_url``, ``external_task_id``); one left out takes the request model's default.
+        Validates every field first (no request on bad input). With an ``external_task_id``,
+        retries are safe: a retry after a lost response looks the id up before it creates again.
+        Without one, a create that may have reached the server is never retried."""
+        return self.submit(KirinVideoRequest.build(prompt=prompt, **fields))
 
     def submit(self, request: KirinVideoRequest) -> KirinTask:
         """Create a task from a validated request (see :meth:`create_task`)."""

@@ -113,10 +113,10 @@ class KirinBatchTextToVideoOperator(BaseOperator):
         *,
         prompts: Any,
         negative_prompt: str | None = None,
-        duration: int | str = 5,
-        aspect_ratio: str = "16:9",
-        mode: str = "std",
-        watermark: bool = False,
+        duration: int | str | None = None,
+        aspect_ratio: str | None = None,
+        mode: str | None = None,
+        watermark: bool | None = None,
         max_in_flight: int = 10,
         max_failed: int | float = 0,
         destination: Any = None,
@@ -167,6 +167,7 @@ class KirinBatchTextToVideoOperator(BaseOperator):
         from airflow_provider_kirin.batch import check_max_failed, parse_items
         from airflow_provider_kirin.exceptions import KirinValidationError
         from airflow_provider_kirin.idempotency import with_derived_external_task_id
+        from airflow_provider_kirin.models import VIDEO_ARGS
 
         if (
             isinstance(self.max_in_flight, bool)
@@ -181,13 +182,7 @@ class KirinBatchTextToVideoOperator(BaseOperator):
             raise KirinValidationError(
                 "keep_videos=True is invalid without a destination; allowed: set destination"
             )
-        shared = {
-            "negative_prompt": self.negative_prompt,
-            "duration": self.duration,
-            "aspect_ratio": self.aspect_ratio,
-            "mode": self.mode,
-            "watermark": self.watermark,
-        }
+        shared = {name: getattr(self, name) for name in VIDEO_ARGS if name != "prompt"}
         items = parse_items(self.prompts, shared)
         return [
             replace(

@@ -62,10 +62,13 @@ class KirinTextToVideoOperator(KirinWaitMixin, BaseOperator):
 
     :param prompt: 1 to 2500 characters (templated; a ``.txt``/``.j2`` file name is read as a template).
     :param negative_prompt: Up to 2500 characters (templated).
-    :param duration: 5 or 10 seconds.
-    :param aspect_ratio: ``16:9``, ``9:16`` or ``1:1``.
-    :param mode: ``std`` or ``pro``.
-    :param watermark: Whether Kirin also generates a watermarked result.
+    :param duration: 5 or 10 seconds (default 5).
+    :param aspect_ratio: ``16:9`` (default), ``9:16`` or ``1:1``.
+    :param mode: ``std`` (default) or ``pro``.
+    :param watermark: Whether Kirin also generates a watermarked result (default no).
+
+    Request fields left ``None`` take the request model's default (``models.KirinVideoRequest``,
+    where every field, its rule and its default are declared once).
     :param callback_url: http(s) URL Kirin notifies on status changes (templated).
     :param external_task_id: Your idempotency id (templated), used exactly as given: it alone then
         decides what is reused. When not given, one is derived from the task instance (dag, run,
@@ -105,10 +108,10 @@ class KirinTextToVideoOperator(KirinWaitMixin, BaseOperator):
         *,
         prompt: str,
         negative_prompt: str | None = None,
-        duration: int | str = 5,
-        aspect_ratio: str = "16:9",
-        mode: str = "std",
-        watermark: bool = False,
+        duration: int | str | None = None,
+        aspect_ratio: str | None = None,
+        mode: str | None = None,
+        watermark: bool | None = None,
         callback_url: str | None = None,
         external_task_id: str | None = None,
         kirin_conn_id: str = defaults.DEFAULT_CONN_ID,
@@ -153,18 +156,9 @@ class KirinTextToVideoOperator(KirinWaitMixin, BaseOperator):
 
     def execute(self, context: Context) -> str:
         from airflow_provider_kirin.idempotency import with_derived_external_task_id
-        from airflow_provider_kirin.models import KirinVideoRequest
+        from airflow_provider_kirin.models import BUILD_ARGS, KirinVideoRequest
 
-        request = KirinVideoRequest.build(
-            prompt=self.prompt,
-            negative_prompt=self.negative_prompt,
-            duration=self.duration,
-            aspect_ratio=self.aspect_ratio,
-            mode=self.mode,
-            watermark=self.watermark,
-            callback_url=self.callback_url,
-            external_task_id=self.external_task_id,
-        )
+        request = KirinVideoRequest.build(**{name: getattr(self, name) for name in BUILD_ARGS})
         request = with_derived_external_task_id(
             request, context, variant=self.variant or "", namespace=self.external_id_namespace
         )
