@@ -52,7 +52,7 @@ _SUFFIX = re.compile(r"(\.[A-Za-z0-9]{1,10}){0,3}")
 
 @dataclass(frozen=True)
 class StoredVideo:
-    """A video kept by :func:`store_video`."""
+    """A video kept by :func:`store_video` (``KirinHook.download_video``)."""
 
     path: Any  # pathlib.Path or airflow.sdk.ObjectStoragePath
     size: int

@@ -15,7 +15,7 @@ In a TaskFlow task::
         hook = KirinHook(kirin_conn_id="kirin_default")
         created = hook.create_task(prompt, duration=5, external_task_id="my-run-42")
         done = hook.wait_for_task(created.task_id, poll_interval=10, timeout=1800)
-        hook.download_video(done.video_urls[0], "/tmp/out.mp4")
+        stored = hook.download_video(done.video_urls[0], "/tmp/out.mp4")  # stored.path, .size
         return done.to_result()
 """
 
@@ -286,31 +286,21 @@ class KirinHook(_KirinHookBase):
         url: str,
         path: str | os.PathLike[str] | ObjectStoragePath,
         *,
-        require_video_type: bool = True,
-    ) -> Any:
-        """Stream a video to ``path`` in 64 KiB chunks (constant memory); return where it landed.
-
-        ``path`` is a local file or directory, or an ``ObjectStoragePath``/``scheme://`` URL
-        (``s3://``, ``gs://``... through Airflow's object storage). Completed only when every byte
-        arrived, within the connection's ``download_timeout``; otherwise nothing is left behind
-        (see ``download.py``). The response must say it is a video (``Content-Type``);
-        ``require_video_type=False`` accepts one that sends no type. The API key is sent only
-        when the URL is on the API's own origin, never to a file host.
-        """
-        return self.store_video(url, path, require_video_type=require_video_type).path
-
-    def store_video(
-        self,
-        url: str,
-        path: str | os.PathLike[str] | ObjectStoragePath,
-        *,
         max_bytes: int = DEFAULT_MAX_BYTES,
         checksum: bool = False,
         require_video_type: bool = True,
         deadline: float | None = None,
     ) -> StoredVideo:
-        """:meth:`download_video`, returning the stored path with its byte size, SHA-256 and type;
-        ``deadline`` (seconds) overrides the connection's ``download_timeout``."""
+        """Stream a video to ``path`` in 64 KiB chunks (constant memory); return where it landed
+        (``.path``) with its byte size, content type and, with ``checksum``, its SHA-256.
+
+        ``path`` is a local file or directory, or an ``ObjectStoragePath``/``scheme://`` URL
+        (``s3://``, ``gs://``... through Airflow's object storage). Completed only when every byte
+        arrived, within ``deadline`` seconds (default: the connection's ``download_timeout``);
+        otherwise nothing is left behind (see ``download.py``). The response must say it is a
+        video (``Content-Type``); ``require_video_type=False`` accepts one that sends no type. The
+        API key is sent only when the URL is on the API's own origin, never to a file host.
+        """
         origin = check_url(url)
         destination = as_destination(path, url)
         headers = self.protocol.headers() if origin == self.config.origin else {"Accept": "*/*"}

@@ -152,7 +152,7 @@ def keep_task_videos(
     stored_paths: list[str] = []
     for index, video in enumerate(task.videos, start=1):
         item_stem = stem if index == 1 else f"{stem}-{index}"
-        stored = hook.store_video(
+        stored = hook.download_video(
             str(video.url),
             directory / safe_name(item_stem, ".mp4"),
             max_bytes=max_bytes,

@@ -1,4 +1,4 @@
-"""Keeping videos: ``KirinDownloadVideoOperator`` and ``KirinHook.store_video`` on ``file://`` and on an
+"""Keeping videos: ``KirinDownloadVideoOperator`` and ``KirinHook.download_video`` on ``file://`` and on an
 in-memory fsspec filesystem, through Airflow's ``ObjectStoragePath``."""
 
 from __future__ import annotations
@@ -89,7 +89,7 @@ def test_wrong_content_type_is_not_kept(emulator: EmulatorServer, tmp_path: Path
     url = hook.get_task(completed_task(hook, "keep-html")).video_urls[0]
     emulator.add_fault(endpoint="download", kind="http_error", status=200, body="<html>login</html>")
     with pytest.raises(KirinStorageError, match="not a video"):
-        hook.store_video(url, ObjectStoragePath("memory://kirin-ct/x.mp4"))
+        hook.download_video(url, ObjectStoragePath("memory://kirin-ct/x.mp4"))
     assert not ObjectStoragePath("memory://kirin-ct/x.mp4").exists()
 
 
@@ -97,5 +97,5 @@ def test_size_limit(emulator: EmulatorServer, tmp_path: Path) -> None:
     hook = KirinHook()
     url = hook.get_task(completed_task(hook, "keep-big")).video_urls[0]
     with pytest.raises(KirinStorageError, match="max_bytes=100"):
-        hook.store_video(url, tmp_path / "x.mp4", max_bytes=100)
+        hook.download_video(url, tmp_path / "x.mp4", max_bytes=100)
     assert list(tmp_path.iterdir()) == []

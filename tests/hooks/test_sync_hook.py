@@ -56,7 +56,7 @@ def test_create_get_lookup_wait_download(emulator: EmulatorServer, tmp_path: Pat
     assert done.cost == "1.20"
     assert done.to_result()["videos"][0]["size"] == "960x960"
 
-    path = hook.download_video(done.video_urls[0], tmp_path / "fox.mp4")
+    path = hook.download_video(done.video_urls[0], tmp_path / "fox.mp4").path
     with av.open(str(path)) as container:
         assert container.streams.video, "the download is a real video"
     assert emulator.stats()["creates"] == 1
@@ -275,7 +275,7 @@ def test_truncated_download_leaves_nothing_behind(emulator: EmulatorServer, tmp_
 
 def test_download_into_a_directory_uses_a_safe_name(emulator: EmulatorServer, tmp_path: Path) -> None:
     hook = KirinHook()
-    path = hook.download_video(completed(hook, "dl-3"), tmp_path)
+    path = hook.download_video(completed(hook, "dl-3"), tmp_path).path
     assert path.parent == tmp_path
     assert path.name == "video.mp4"
 

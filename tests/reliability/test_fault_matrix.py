@@ -550,7 +550,7 @@ async def run_case(case: Case, server: EmulatorServer, external_id: str, destina
     if case.surface == "sync-download":
         done = KirinHook().wait_for_task(created.task_id, poll_interval=0.05, timeout=15)
         server.add_faults(list(case.faults))
-        return hook.download_video(done.video_urls[0], destination)
+        return hook.download_video(done.video_urls[0], destination).path
     server.add_faults(list(case.faults))
     if case.surface == "sync-get":
         return hook.get_task(created.task_id)

@@ -273,7 +273,7 @@ def test_download_into_a_directory_never_leaves_it(
     server = hostile(api_and_files(lambda e: {}))
     destination = tmp_path / "a" / "dest"
     destination.mkdir(parents=True)
-    path = KirinHook().download_video(f"{server.url}/files/{file_path}", destination)
+    path = KirinHook().download_video(f"{server.url}/files/{file_path}", destination).path
     assert path == destination / "video.mp4"
     assert all_files(tmp_path) == [destination / "video.mp4"]
 
@@ -435,8 +435,10 @@ def test_download_without_content_type_is_accepted_only_on_request(
     hostile: Callable[..., HostileServer], tmp_path: Path
 ) -> None:
     server = hostile(api_and_files(lambda e: {}, lambda e: e.send(200, VIDEO)))
-    path = KirinHook().download_video(
-        f"{server.url}/files/v.mp4", tmp_path / "v.mp4", require_video_type=False
+    path = (
+        KirinHook()
+        .download_video(f"{server.url}/files/v.mp4", tmp_path / "v.mp4", require_video_type=False)
+        .path
     )
     assert path.read_bytes() == VIDEO
 
@@ -447,7 +449,7 @@ def test_a_gzip_encoded_download_is_stored_decoded_and_whole(
     packed = gzip.compress(VIDEO)
     headers = {"Content-Type": "video/mp4", "Content-Encoding": "gzip"}
     server = hostile(api_and_files(lambda e: {}, lambda e: e.send(200, packed, headers)))
-    path = KirinHook().download_video(f"{server.url}/files/v.mp4", tmp_path / "v.mp4")
+    path = KirinHook().download_video(f"{server.url}/files/v.mp4", tmp_path / "v.mp4").path
     assert path.read_bytes() == VIDEO
     (_, _, sent), *_ = [s for s in server.seen if s[1].startswith("/files/")]
     assert sent.get("Accept-Encoding") == "identity"  # it was not asked for

@@ -145,7 +145,7 @@ async def test_the_api_key_appears_nowhere(
     done = hook.wait_for_task(created.task_id, poll_interval=0.05, timeout=15)
     evidence.add("wait_for_task result", done.model_dump(mode="json"))
     evidence.add("xcom: to_result", done.to_result())
-    path = hook.download_video(done.video_urls[0], tmp_path)
+    path = hook.download_video(done.video_urls[0], tmp_path).path
     assert path.stat().st_size > 0
     evidence.add("test_connection", hook.test_connection())
 
