@@ -139,7 +139,8 @@ class KirinConnectionConfig(BaseModel):
         without blocking the loop); by default ``conn.extra_dejson``. An extra this provider does
         not read (a misspelling, usually) is named in a warning, never dropped silently.
         """
-        from airflow_provider_kirin.exceptions import KirinConnectionError, register_secret
+        from airflow_provider_kirin.exceptions import KirinConnectionError
+        from airflow_provider_kirin.redaction import register_secret
 
         if not conn.host:
             raise KirinConnectionError(

@@ -31,8 +31,9 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
 from airflow_provider_kirin.deadline import DeadlineExceeded, request_deadline
-from airflow_provider_kirin.exceptions import KirinStorageError, KirinValidationError, clean_text
+from airflow_provider_kirin.exceptions import KirinStorageError, KirinValidationError
 from airflow_provider_kirin.models import is_http_url
+from airflow_provider_kirin.redaction import clean_text
 
 if TYPE_CHECKING:
     import requests

@@ -38,13 +38,8 @@ from pydantic import (
 )
 from typing_extensions import Unpack
 
-from airflow_provider_kirin.exceptions import (
-    MAX_TEXT_CHARS,
-    KirinValidationError,
-    clean_text,
-    normalize_code,
-    redact_json,
-)
+from airflow_provider_kirin.exceptions import KirinValidationError, normalize_code
+from airflow_provider_kirin.redaction import MAX_TEXT_CHARS, clean_text, redact_json
 
 MODEL_ID: Final = "kirin_v2_5_turbo_t2v"
 MAX_PROMPT_CHARS: Final = 2500
@@ -308,7 +303,7 @@ class KirinTask(BaseModel):
 
     Every hook method that returns a task returns this model. Nothing the server sent reaches
     it unchecked: every string (task id, URLs, timestamps, error text, unknown fields) has the
-    API key removed as it is read (:func:`~airflow_provider_kirin.exceptions.redact`, which also
+    API key removed as it is read (:func:`~airflow_provider_kirin.redaction.redact`, which also
     knows its JSON- and URL-escaped forms), the task id must be a plain identifier, video URLs
     must be http(s), the cost a plain decimal and error text is capped. So every XCom, event,
     log line, link, sidecar and file name built from a task is clean, on the sync and async

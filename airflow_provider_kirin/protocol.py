@@ -23,10 +23,10 @@ from airflow_provider_kirin.exceptions import (
     KirinError,
     KirinUnreachableError,
     KirinValidationError,
-    clean_text,
     exception_class_for,
 )
 from airflow_provider_kirin.models import TASK_ID_ALLOWED, KirinTask, KirinVideoRequest, plain_task_id
+from airflow_provider_kirin.redaction import clean_text
 from airflow_provider_kirin.retry import TransientKirinError, parse_retry_after
 
 Operation = Literal["create", "get", "lookup"]

@@ -315,8 +315,8 @@ class KirinBatchTextToVideoOperator(BaseOperator):
     def _write_manifest(
         self, results: list[ItemResult], items: dict[int, BatchItem], stored: dict[int, list[str]]
     ) -> str:
-        from airflow_provider_kirin.exceptions import redact_json
         from airflow_provider_kirin.operators.download import destination_dir
+        from airflow_provider_kirin.redaction import redact_json
 
         directory = destination_dir(self.destination)
         directory.mkdir(parents=True, exist_ok=True)

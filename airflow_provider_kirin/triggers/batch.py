@@ -38,8 +38,9 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_provider_kirin.batch import BatchItem, BatchTally, ItemResult, LearnedDurations, unpack_items
 from airflow_provider_kirin.defaults import DEFAULT_CONN_ID, MAX_CONSECUTIVE_POLL_ERRORS, POLL_INTERVAL
-from airflow_provider_kirin.exceptions import KirinError, redact, redact_json
+from airflow_provider_kirin.exceptions import KirinError
 from airflow_provider_kirin.polling import PollState
+from airflow_provider_kirin.redaction import redact, redact_json
 
 #: Seconds between two progress lines in the triggerer log.
 PROGRESS_INTERVAL = 30.0

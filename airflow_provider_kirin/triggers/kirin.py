@@ -23,14 +23,9 @@ import aiohttp  # noqa: F401
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_provider_kirin.defaults import DEFAULT_CONN_ID, MAX_CONSECUTIVE_POLL_ERRORS, POLL_INTERVAL
-from airflow_provider_kirin.exceptions import (
-    KirinBadResponseError,
-    KirinError,
-    error_from_event,
-    redact,
-    redact_json,
-)
+from airflow_provider_kirin.exceptions import KirinBadResponseError, KirinError, error_from_event
 from airflow_provider_kirin.polling import PollState
+from airflow_provider_kirin.redaction import redact, redact_json
 
 #: The statuses a :class:`KirinTaskTrigger` event can carry.
 EVENT_STATUSES = ("success", "failed", "timeout", "error")

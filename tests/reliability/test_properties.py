@@ -33,7 +33,6 @@ from airflow_provider_kirin.config import KirinConnectionConfig
 from airflow_provider_kirin.exceptions import (
     KirinError,
     KirinValidationError,
-    clean_text,
     error_from_event,
     exception_class_for,
     normalize_code,
@@ -41,6 +40,7 @@ from airflow_provider_kirin.exceptions import (
 from airflow_provider_kirin.models import KirinTask, KirinVideoRequest
 from airflow_provider_kirin.polling import raise_for_outcome
 from airflow_provider_kirin.protocol import ApiCall, KirinProtocol
+from airflow_provider_kirin.redaction import clean_text
 from airflow_provider_kirin.retry import TransientKirinError, parse_retry_after
 from airflow_provider_kirin.triggers.kirin import task_from_event
 

@@ -23,13 +23,11 @@ from airflow_provider_kirin.exceptions import (
     KirinTaskFailedError,
     KirinTaskTimeoutError,
     KirinValidationError,
-    clean_text,
     error_from_event,
     exception_class_for,
     normalize_code,
-    redact,
-    register_secret,
 )
+from airflow_provider_kirin.redaction import clean_text, redact, register_secret
 
 SEED = {
     "002011095": KirinGenerationError,

@@ -170,7 +170,7 @@ def test_an_oversized_body_is_a_parse_error_and_quotes_a_short_snippet(protocol:
 
 
 def test_error_bodies_are_scrubbed_of_the_key(protocol: KirinProtocol) -> None:
-    from airflow_provider_kirin.exceptions import register_secret
+    from airflow_provider_kirin.redaction import register_secret
 
     register_secret(KEY)
     with pytest.raises(KirinAuthError) as info:
