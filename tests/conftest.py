@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -60,3 +61,21 @@ def emulator(kirin_emulator: EmulatorServer, use_conn: Callable[..., None]) -> E
     """The shared emulator, reset, with ``kirin_default`` pointing at it and fast retries."""
     use_conn(kirin_emulator)
     return kirin_emulator
+
+
+#: Fixtures that run servers and can show the tail of their logs (``diagnostics()``): a real
+#: Airflow (``tests/e2e``) and a cluster of servers (``tests/distributed``).
+DIAGNOSED_FIXTURES = ("real_airflow", "cluster")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> Generator[None, Any, None]:
+    """A failing test that used one of :data:`DIAGNOSED_FIXTURES` gets the tail of its servers' logs."""
+    outcome = yield
+    report = outcome.get_result()
+    if not report.failed:
+        return
+    for name in DIAGNOSED_FIXTURES:
+        diagnostics = getattr(getattr(item, "funcargs", {}).get(name), "diagnostics", None)
+        if callable(diagnostics):
+            report.sections.append((f"{name} logs ({report.when})", diagnostics()))

@@ -5,7 +5,7 @@ The four components start once for the whole module (``airflow_components``, mod
 DAGs folder holding a copy of ``example_dags/`` plus ``tests/e2e/dag_files/``; the session's emulator
 is reset between tests (``kirin_emulator``). Every process is started here and stopped (its whole
 process group) in the fixture's finalizer, whatever happens; a failing test gets the tail of every
-component's log in its report (``tests/e2e/conftest.py``).
+component's log in its report (the root ``tests/conftest.py``).
 
 - ``test_deferrable_operator_defers_to_the_triggerer_and_succeeds``: the deferrable example's task is
   ``deferred`` while Kirin is still rendering, then the run succeeds with the ``kirin_result`` XCom.
