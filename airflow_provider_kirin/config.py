@@ -30,9 +30,12 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 if TYPE_CHECKING:
     from airflow.sdk import Connection
 
-from airflow_provider_kirin.defaults import CONN_TYPE, DEFAULT_CONN_ID
+from airflow_provider_kirin.defaults import DEFAULT_CONN_ID
 
 __all__ = ["CONN_TYPE", "DEFAULT_CONN_ID", "KirinConnectionConfig", "connection_form_fields"]
+
+#: The Airflow connection type this provider registers (``get_provider_info``, the hooks).
+CONN_TYPE = "kirin"
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,6 @@ short enough that a stuck task does not hold a pool slot for long.
 from __future__ import annotations
 
 DEFAULT_CONN_ID = "kirin_default"
-CONN_TYPE = "kirin"
 
 FIRST_POLL_DELAY = 20.0
 POLL_INTERVAL = 10.0

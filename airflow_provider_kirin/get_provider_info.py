@@ -16,7 +16,7 @@ INTEGRATION = "Kirin"
 
 def get_provider_info() -> dict[str, Any]:
     from airflow_provider_kirin import __version__
-    from airflow_provider_kirin.config import connection_form_fields
+    from airflow_provider_kirin.config import CONN_TYPE, connection_form_fields
 
     return {
         "package-name": "airflow-provider-kirin",
@@ -57,7 +57,7 @@ def get_provider_info() -> dict[str, Any]:
         "extra-links": ["airflow_provider_kirin.links.kirin.KirinVideoLink"],
         "connection-types": [
             {
-                "connection-type": "kirin",
+                "connection-type": CONN_TYPE,
                 "hook-class-name": "airflow_provider_kirin.hooks.kirin.KirinHook",
                 "hook-name": "Kirin",
                 "conn-fields": connection_form_fields(),
