@@ -39,9 +39,9 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
-from airflow.sdk.configuration import conf
 
 from airflow_provider_kirin import defaults
+from airflow_provider_kirin._compat import conf
 
 if TYPE_CHECKING:
     from airflow.sdk import Context

@@ -11,7 +11,9 @@ newest line the originals already run in the full suite, so ``make pytest`` leav
 * the sync and async hooks and the trigger against the emulator (the trigger never blocks the loop);
 * ``airflow dags test`` of the deferrable operator and of submit + deferrable sensor (the trigger
   runs inline), and of a failed generation raising its typed error with its code;
-* the in-process secrets check (every log record, exception, event, XCom, repr).
+* the in-process secrets check (every log record, exception, event, XCom, repr);
+* the batch operator under ``airflow dags test`` (manifest, videos, asset event; ``max_failed`` after
+  a deferral) and its trigger (``max_in_flight``, a triggerer restart that creates nothing twice).
 """
 
 from __future__ import annotations
@@ -41,10 +43,19 @@ from hooks.test_async_hook_and_trigger import (
     test_trigger_success_event,
     test_trigger_timeout,
 )
+from hooks.test_batch_trigger import (
+    test_max_in_flight_is_the_emulators_peak,
+    test_triggerer_restart_mid_batch_creates_nothing_twice,
+)
 from hooks.test_sync_hook import (
     test_429_with_retry_after_is_honoured,
     test_create_get_lookup_wait_download,
     test_wrong_key_is_an_auth_error_at_once,
+)
+from operators.test_batch_operator import (
+    home,
+    test_batch_writes_manifest_videos_and_asset_event,
+    test_max_failed_fails_the_task_after_writing_the_manifest,
 )
 from reliability.test_secrets import canary, test_the_api_key_appears_nowhere
 from unit.test_provider_info import (
@@ -63,19 +74,24 @@ __all__ = [
     "canary",
     "dags_test",
     "example_home",
+    "home",
     "test_429_with_retry_after_is_honoured",
     "test_airflow_cli_shows_the_provider",
     "test_async_reads",
+    "test_batch_writes_manifest_videos_and_asset_event",
     "test_create_get_lookup_wait_download",
     "test_deferrable_operator_example_succeeds",
     "test_entry_point_points_at_get_provider_info",
     "test_example_dags_have_no_import_errors_in_the_cli",
+    "test_max_failed_fails_the_task_after_writing_the_manifest",
+    "test_max_in_flight_is_the_emulators_peak",
     "test_submit_and_sense_example_succeeds",
     "test_the_api_key_appears_nowhere",
     "test_trigger_failed_event_for_each_code",
     "test_trigger_never_blocks_the_event_loop",
     "test_trigger_success_event",
     "test_trigger_timeout",
+    "test_triggerer_restart_mid_batch_creates_nothing_twice",
     "test_valid_against_airflow_core_schema",
     "test_wrong_key_is_an_auth_error_at_once",
 ]
