@@ -315,7 +315,7 @@ class KirinBatchTextToVideoOperator(BaseOperator):
     def _write_manifest(
         self, results: list[ItemResult], items: dict[int, BatchItem], stored: dict[int, list[str]]
     ) -> str:
-        from airflow_provider_kirin.operators.download import destination_dir
+        from airflow_provider_kirin.operators.download import destination_dir, location
         from airflow_provider_kirin.redaction import redact_json
 
         directory = destination_dir(self.destination)
@@ -329,7 +329,7 @@ class KirinBatchTextToVideoOperator(BaseOperator):
             lines.append(json.dumps(redact_json(row), sort_keys=True, ensure_ascii=False))
         path.write_text("\n".join(lines) + "\n")
         self.log.info("Wrote the manifest of %d items to %s", len(lines), path)
-        return str(path)
+        return location(path)
 
 
 async def _first_event(trigger: KirinBatchTrigger) -> dict[str, Any]:

@@ -45,6 +45,16 @@ if TYPE_CHECKING:
     from airflow_provider_kirin.models import KirinTask
 
 
+def location(path: Any) -> str:
+    """Where a file landed, written the same way on every Airflow line: as a URL (``file:///...``,
+    ``s3://...``). Older ``universal-pathlib`` releases (Airflow 3.0) print a local
+    ``ObjectStoragePath`` without its ``file://``."""
+    from pathlib import Path
+
+    text = str(path)
+    return text if "://" in text or not text.startswith("/") else Path(text).as_uri()
+
+
 def destination_dir(destination: Any) -> ObjectStoragePath:
     """An ``ObjectStoragePath`` for a URL (``s3://...``, ``file:///...``) or a local directory path."""
     from pathlib import Path
@@ -163,7 +173,7 @@ def keep_task_videos(
         (directory / safe_name(item_stem, ".mp4.json")).write_text(
             json.dumps(sidecar, indent=2, sort_keys=True)
         )
-        stored_paths.append(str(stored.path))
+        stored_paths.append(location(stored.path))
         log.info("Kept %s (%d bytes, sha256 %s) with its sidecar", stored.path, stored.size, stored.sha256)
     return stored_paths
 
