@@ -70,7 +70,7 @@ test-compat:
 		$(COMPAT_DIR)/$(AIRFLOW)/bin/python -m pytest -q -p no:cacheprovider -m compat tests/compat
 
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not airflow and not compat_rerun" -n 4
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not airflow and not slow and not compat_rerun" -n 4
 
 # PostgreSQL + Redis + CeleryExecutor, two workers, two triggerers: see tests/distributed/.
 test-distributed: $(STAMP)

@@ -32,7 +32,6 @@ The remaining gates are this module's own, each naming the Airflow version that 
 
 from __future__ import annotations
 
-from functools import cache
 from typing import TYPE_CHECKING, Any
 
 from airflow import __version__ as AIRFLOW_VERSION
@@ -108,26 +107,20 @@ async def amask_secret(secret: str, name: str | None = None) -> None:
     await sync_to_async(mask_secret)(secret, name)
 
 
-@cache
-def _kirin_connection_type() -> dict[str, Any]:
-    from airflow_provider_kirin.get_provider_info import get_provider_info
-
-    (connection_type,) = get_provider_info()["connection-types"]
-    return dict(connection_type)
-
-
-def legacy_ui_field_behaviour() -> dict[str, Any]:
-    """The provider info's ``ui-field-behaviour`` in the spelling of ``get_ui_field_behaviour``.
+def legacy_ui_field_behaviour(connection_type: dict[str, Any]) -> dict[str, Any]:
+    """A provider-info ``connection-types`` entry's ``ui-field-behaviour`` in the spelling of
+    ``get_ui_field_behaviour``.
 
     For Airflow 3.0 and 3.1, which build the connection form from the hook's methods; Airflow 3.2
     reads ``conn-fields``/``ui-field-behaviour`` from the provider info and then skips them.
     """
-    behaviour = _kirin_connection_type().get("ui-field-behaviour", {})
+    behaviour = connection_type.get("ui-field-behaviour", {})
     return {key.replace("-", "_"): value for key, value in behaviour.items()}
 
 
-def legacy_connection_form_widgets() -> dict[str, Any]:
-    """One optional form field per provider-info ``conn-fields`` entry (saved in the extra).
+def legacy_connection_form_widgets(connection_type: dict[str, Any]) -> dict[str, Any]:
+    """One optional form field per ``conn-fields`` entry of a provider-info ``connection-types``
+    entry (saved in the extra).
 
     For Airflow 3.0 and 3.1 (see :func:`legacy_ui_field_behaviour`). Their API server substitutes
     stand-ins for wtforms/flask_appbuilder when it builds the form. Airflow 3.0 builds any hook's
@@ -146,7 +139,7 @@ def legacy_connection_form_widgets() -> dict[str, Any]:
 
     kinds = {"integer": IntegerField, "boolean": BooleanField}
     widgets: dict[str, Any] = {}
-    for name, field in _kirin_connection_type().get("conn-fields", {}).items():
+    for name, field in connection_type.get("conn-fields", {}).items():
         schema = field.get("schema", {})
         types = schema.get("type", "string")
         kind = next((t for t in ([types] if isinstance(types, str) else types) if t != "null"), "string")

@@ -40,36 +40,11 @@ No message ever holds the API key: every message is passed through :func:`redact
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any, ClassVar
 
 from airflow_provider_kirin._compat import AirflowException, AirflowSensorTimeout
-from airflow_provider_kirin.redaction import clean_text, redact
-
-__all__ = [
-    "SEED_ERROR_CODES",
-    "KirinAuthError",
-    "KirinBadResponseError",
-    "KirinConflictError",
-    "KirinConnectionError",
-    "KirinError",
-    "KirinGenerationError",
-    "KirinHTTPResponseError",
-    "KirinNotFoundError",
-    "KirinRateLimitError",
-    "KirinRequestRejectedError",
-    "KirinResultParsingError",
-    "KirinServiceError",
-    "KirinStatusCheckError",
-    "KirinStorageError",
-    "KirinTaskCreationError",
-    "KirinTaskFailedError",
-    "KirinTaskTimeoutError",
-    "KirinUnreachableError",
-    "KirinValidationError",
-    "error_from_event",
-    "exception_class_for",
-    "normalize_code",
-]
+from airflow_provider_kirin.core.redaction import clean_text, redact
 
 
 def normalize_code(code: object) -> str | None:
@@ -101,6 +76,10 @@ class KirinError(AirflowException):
 
     #: What a DAG author should do about this error; appended to the message.
     hint: ClassVar[str] = "See the task log for details."
+    #: The API error code this class stands for (the five seed codes), if any.
+    seed_code: ClassVar[str | None] = None
+    #: The HTTP statuses this class stands for when the body names no seed code.
+    http_statuses: ClassVar[tuple[int, ...]] = ()
 
     def __init__(
         self,
@@ -170,6 +149,7 @@ class KirinConnectionError(KirinValidationError):
 class KirinRequestRejectedError(KirinValidationError):
     """Kirin refused the request as invalid (HTTP 400 or 422) without a more specific code."""
 
+    http_statuses = (400, 422)
     hint = "Kirin refused a field of the request; check the values against docs/api-contract.md."
 
 
@@ -208,24 +188,28 @@ class KirinStorageError(KirinError):
 class KirinAuthError(KirinError):
     """The API refused the key (HTTP 401 or 403)."""
 
+    http_statuses = (401, 403)
     hint = "Check the API key in the connection's password field."
 
 
 class KirinNotFoundError(KirinError):
     """No task has that id (HTTP 404)."""
 
+    http_statuses = (404,)
     hint = "Check the task id, and that the connection points at the account that created it."
 
 
 class KirinConflictError(KirinError):
     """The ``external_task_id`` is already used by another task of this account (HTTP 409)."""
 
+    http_statuses = (409,)
     hint = "Use a new external_task_id, or look the existing task up with get_task_by_external_id()."
 
 
 class KirinRateLimitError(KirinError):
     """The API kept answering 429 after every retry."""
 
+    http_statuses = (429,)
     hint = "Lower concurrency (an Airflow pool with include_deferred=True) or raise the account's limits."
 
 
@@ -251,50 +235,53 @@ class KirinTaskFailedError(KirinError):
 class KirinGenerationError(KirinTaskFailedError):
     """002011095: internal generation error."""
 
+    seed_code = "002011095"
     hint = "An internal generation error; a retry usually succeeds, or rephrase the prompt."
 
 
 class KirinResultParsingError(KirinTaskFailedError):
     """002011096: result parsing error; also a task reported completed with no video to keep."""
 
+    seed_code = "002011096"
     hint = "Kirin could not produce a usable result; retry, and report it to Kirin if it persists."
 
 
 class KirinHTTPResponseError(KirinTaskFailedError):
     """002011097: HTTP error response (the code, as Kirin sent it)."""
 
+    seed_code = "002011097"
     hint = "Kirin reported an HTTP error response; retry later."
 
 
 class KirinStatusCheckError(KirinTaskFailedError):
     """002011098: status check error (the code, as Kirin sent it)."""
 
+    seed_code = "002011098"
     hint = "Kirin reported a status check error; retry later."
 
 
 class KirinTaskCreationError(KirinTaskFailedError):
     """002011099: task creation error (the code, as Kirin sent it)."""
 
+    seed_code = "002011099"
     hint = "Kirin could not create the task; retry later."
 
 
-SEED_ERROR_CODES: dict[str, type[KirinTaskFailedError]] = {
-    "002011095": KirinGenerationError,
-    "002011096": KirinResultParsingError,
-    "002011097": KirinHTTPResponseError,
-    "002011098": KirinStatusCheckError,
-    "002011099": KirinTaskCreationError,
-}
+def _family(root: type[KirinError] = KirinError) -> Iterator[type[KirinError]]:
+    """``root`` and every class below it: the registries below are read off the class tree, so a
+    new error class is known everywhere by being declared."""
+    yield root
+    for sub in root.__subclasses__():
+        yield from _family(sub)
 
+
+#: API error code -> its class (the classes' own ``seed_code``).
+SEED_ERROR_CODES: dict[str, type[KirinError]] = {cls.seed_code: cls for cls in _family() if cls.seed_code}
 _BY_HTTP_STATUS: dict[int, type[KirinError]] = {
-    400: KirinRequestRejectedError,
-    422: KirinRequestRejectedError,
-    401: KirinAuthError,
-    403: KirinAuthError,
-    404: KirinNotFoundError,
-    409: KirinConflictError,
-    429: KirinRateLimitError,
+    status: cls for cls in _family() for status in cls.http_statuses
 }
+#: Every error class by name, to rebuild one from a trigger event (:func:`error_from_event`).
+_BY_NAME: dict[str, type[KirinError]] = {cls.__name__: cls for cls in _family()}
 
 
 def exception_class_for(code: object = None, http_status: int | None = None) -> type[KirinError]:
@@ -314,26 +301,6 @@ def exception_class_for(code: object = None, http_status: int | None = None) -> 
         if http_status >= 400:
             return KirinBadResponseError
     return KirinTaskFailedError
-
-
-_ALL_ERRORS: tuple[type[KirinError], ...] = (
-    KirinError,
-    KirinValidationError,
-    KirinConnectionError,
-    KirinAuthError,
-    KirinNotFoundError,
-    KirinConflictError,
-    KirinRateLimitError,
-    KirinTaskTimeoutError,
-    KirinTaskFailedError,
-    *SEED_ERROR_CODES.values(),
-    KirinRequestRejectedError,
-    KirinServiceError,
-    KirinUnreachableError,
-    KirinBadResponseError,
-    KirinStorageError,
-)
-_BY_NAME: dict[str, type[KirinError]] = {cls.__name__: cls for cls in _ALL_ERRORS}
 
 
 def error_from_event(data: dict[str, Any]) -> KirinError:

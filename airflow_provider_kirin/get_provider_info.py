@@ -3,7 +3,7 @@
 Validated in the tests against ``airflow/provider_info.schema.json`` from airflow-core. The
 connection form is declared here (``conn-fields``/``ui-field-behaviour``), so Airflow builds it
 without importing the hook; its extra fields come from ``KirinConnectionConfig``
-(:func:`~airflow_provider_kirin.config.connection_form_fields`), the one declaration of the
+(:func:`~airflow_provider_kirin.core.config.connection_form_fields`), the one declaration of the
 connection's settings.
 """
 
@@ -16,7 +16,7 @@ INTEGRATION = "Kirin"
 
 def get_provider_info() -> dict[str, Any]:
     from airflow_provider_kirin import __version__
-    from airflow_provider_kirin.config import CONN_TYPE, connection_form_fields
+    from airflow_provider_kirin.core.config import connection_type_info
 
     return {
         "package-name": "airflow-provider-kirin",
@@ -56,19 +56,6 @@ def get_provider_info() -> dict[str, Any]:
         ],
         "extra-links": ["airflow_provider_kirin.links.kirin.KirinVideoLink"],
         "connection-types": [
-            {
-                "connection-type": CONN_TYPE,
-                "hook-class-name": "airflow_provider_kirin.hooks.kirin.KirinHook",
-                "hook-name": "Kirin",
-                "conn-fields": connection_form_fields(),
-                "ui-field-behaviour": {
-                    "hidden-fields": ["schema", "port", "login"],
-                    "relabeling": {"host": "Base URL", "password": "API key"},
-                    "placeholders": {
-                        "host": "https://api.example.com (emulator: http://127.0.0.1:8765)",
-                        "password": "your Kirin API key",
-                    },
-                },
-            }
+            connection_type_info(),
         ],
     }

@@ -21,7 +21,8 @@ import json
 import math
 import re
 from decimal import Decimal, InvalidOperation
-from typing import Annotated, Any, Final, Literal, TypedDict
+from types import UnionType
+from typing import Annotated, Any, Final, Literal, TypedDict, Union, get_args, get_origin
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -36,10 +37,11 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic.fields import FieldInfo
 from typing_extensions import Unpack
 
+from airflow_provider_kirin.core.redaction import MAX_TEXT_CHARS, clean_text, redact_json
 from airflow_provider_kirin.exceptions import KirinValidationError, normalize_code
-from airflow_provider_kirin.redaction import MAX_TEXT_CHARS, clean_text, redact_json
 
 MODEL_ID: Final = "kirin_v2_5_turbo_t2v"
 MAX_PROMPT_CHARS: Final = 2500
@@ -52,20 +54,6 @@ TASK_ID_ALLOWED: Final = "1 to 128 letters, digits, '.', '_', ':' or '-', starti
 _COST = re.compile(r"\d{1,12}(\.\d{1,12})?")
 #: Longest video URL kept (signed URLs are long, but not this long).
 MAX_URL_CHARS: Final = 8192
-
-#: What each request field allows, as said in validation errors.
-ALLOWED: Final[dict[str, str]] = {
-    "prompt": f"a string of 1 to {MAX_PROMPT_CHARS} characters, not only white space",
-    "negative_prompt": f"a string of at most {MAX_PROMPT_CHARS} characters, or None",
-    "duration": "5 or 10 (int or str)",
-    "aspect_ratio": "one of '16:9', '9:16', '1:1'",
-    "mode": "one of 'std', 'pro'",
-    "watermark_info": "{'enabled': true|false}",
-    "watermark": "True or False",
-    "callback_url": "an http:// or https:// URL with a host, or None",
-    "external_task_id": "a non-empty string of at most 256 characters, no white space at the ends, or None",
-    "model": f"'{MODEL_ID}'",
-}
 
 
 class RequestArgs(TypedDict, total=False):
@@ -105,15 +93,23 @@ class KirinVideoRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    # Each field's type, limits and default are declared here and nowhere else: what validation
+    # errors say is allowed (:data:`ALLOWED`), the builders' arguments, the fingerprint and the
+    # batch items' fields are all read off these declarations. A ``description`` states only the
+    # rule a validator below adds.
     model: Literal["kirin_v2_5_turbo_t2v"] = MODEL_ID
-    prompt: StrictStr = Field(min_length=1, max_length=MAX_PROMPT_CHARS)
+    prompt: StrictStr = Field(min_length=1, max_length=MAX_PROMPT_CHARS, description="not only white space")
     negative_prompt: StrictStr | None = Field(default=None, max_length=MAX_PROMPT_CHARS)
-    duration: Annotated[Literal["5", "10"], BeforeValidator(_duration_to_wire)] = "5"
+    duration: Annotated[Literal["5", "10"], BeforeValidator(_duration_to_wire)] = Field(
+        default="5", description="as int or str"
+    )
     aspect_ratio: Literal["16:9", "9:16", "1:1"] = "16:9"
     mode: Literal["std", "pro"] = "std"
     watermark_info: WatermarkInfo = WatermarkInfo()
-    callback_url: StrictStr | None = None
-    external_task_id: StrictStr | None = Field(default=None, min_length=1, max_length=256)
+    callback_url: StrictStr | None = Field(default=None, description="an http:// or https:// URL with a host")
+    external_task_id: StrictStr | None = Field(
+        default=None, min_length=1, max_length=256, description="no white space at either end"
+    )
 
     @field_validator("prompt")
     @classmethod
@@ -167,6 +163,45 @@ class KirinVideoRequest(BaseModel):
 
 #: Request fields that do not change the video: where Kirin reports progress, and the caller's id.
 NOT_SHAPING_FIELDS: Final = ("callback_url", "external_task_id")
+
+
+def _allowed(info: FieldInfo) -> str:
+    """What a field allows, in words, read off its declaration: the type, its length limits or
+    values, ``None`` if optional, and the rule its ``description`` states."""
+    annotation, optional = info.annotation, False
+    if get_origin(annotation) in (Union, UnionType):
+        members = [arg for arg in get_args(annotation) if arg is not type(None)]
+        optional = len(members) < len(get_args(annotation))
+        annotation = members[0]
+    while get_origin(annotation) is Annotated:
+        annotation = get_args(annotation)[0]
+    if get_origin(annotation) is Literal:
+        values = ", ".join(repr(value) for value in get_args(annotation))
+        text = f"one of {values}" if len(get_args(annotation)) > 1 else values
+    elif annotation is bool:
+        text = "True or False"
+    elif isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        text = (
+            "{" + ", ".join(f"'{name}': {_allowed(f)}" for name, f in annotation.model_fields.items()) + "}"
+        )
+    else:
+        low = next((m.min_length for m in info.metadata if hasattr(m, "min_length")), None)
+        high = next((m.max_length for m in info.metadata if hasattr(m, "max_length")), None)
+        if high is not None:
+            text = (
+                f"a string of {low} to {high} characters" if low else f"a string of at most {high} characters"
+            )
+        else:
+            text = "a non-empty string" if low else "a string"
+    if info.description:
+        text = f"{text} ({info.description})"
+    return f"{text}, or None" if optional else text
+
+
+#: What each request field allows, as validation errors say it (read off the model).
+ALLOWED: Final[dict[str, str]] = {
+    name: _allowed(info) for name, info in KirinVideoRequest.model_fields.items()
+} | {"watermark": _allowed(WatermarkInfo.model_fields["enabled"])}
 
 
 #: Every argument of :meth:`KirinVideoRequest.build` (``prompt`` and :class:`RequestArgs`).
@@ -303,7 +338,7 @@ class KirinTask(BaseModel):
 
     Every hook method that returns a task returns this model. Nothing the server sent reaches
     it unchecked: every string (task id, URLs, timestamps, error text, unknown fields) has the
-    API key removed as it is read (:func:`~airflow_provider_kirin.redaction.redact`, which also
+    API key removed as it is read (:func:`~airflow_provider_kirin.core.redaction.redact`, which also
     knows its JSON- and URL-escaped forms), the task id must be a plain identifier, video URLs
     must be http(s), the cost a plain decimal and error text is capped. So every XCom, event,
     log line, link, sidecar and file name built from a task is clean, on the sync and async

@@ -1,23 +1,32 @@
 """The one place that knows Kirin's wire format: which request each operation sends, and what each
-response means. It does no I/O; the sync (``requests``) and async (``aiohttp``) transports in
-``hooks/kirin.py`` send what :class:`KirinProtocol` builds and hand back what they receive.
+response (or failure to get one) means. It does no I/O; the sync (``requests``) and async
+(``aiohttp``) transports in ``hooks/kirin.py`` send what :class:`KirinProtocol` builds and hand
+back what they receive.
 
 Every outcome is one of: a :class:`~airflow_provider_kirin.models.KirinTask`; ``None`` (a lookup
-that found nothing); a :class:`~airflow_provider_kirin.retry.TransientKirinError` (worth another
+that found nothing); a :class:`~airflow_provider_kirin.core.retry.TransientKirinError` (worth another
 try); or a typed :class:`~airflow_provider_kirin.exceptions.KirinError` (final).
+
+Whether a failed request may have reached the server (the fact that decides whether retrying a
+create could pay twice) is decided here too, by the failure's exception type
+(:func:`reached_server`), for both transports' libraries.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+import socket
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from functools import cache
 from typing import Any, Literal
 from urllib.parse import quote
 
 from pydantic import ValidationError
 
-from airflow_provider_kirin.config import KirinConnectionConfig
+from airflow_provider_kirin.core.config import KirinConnectionConfig
+from airflow_provider_kirin.core.redaction import clean_text
+from airflow_provider_kirin.core.retry import TransientKirinError, parse_retry_after
 from airflow_provider_kirin.exceptions import (
     KirinBadResponseError,
     KirinError,
@@ -26,8 +35,6 @@ from airflow_provider_kirin.exceptions import (
     exception_class_for,
 )
 from airflow_provider_kirin.models import TASK_ID_ALLOWED, KirinTask, KirinVideoRequest, plain_task_id
-from airflow_provider_kirin.redaction import clean_text
-from airflow_provider_kirin.retry import TransientKirinError, parse_retry_after
 
 Operation = Literal["create", "get", "lookup"]
 
@@ -165,14 +172,16 @@ class KirinProtocol:
             reason = f"the response is not a task envelope ({problems}); body: {snippet(body)}"
         raise TransientKirinError(self._error(KirinBadResponseError, call, reason, http_status=http_status))
 
-    def transport_failure(self, call: ApiCall, error: BaseException, *, reached_server: bool) -> Exception:
+    def transport_failure(self, call: ApiCall, error: BaseException) -> Exception:
         """What a connection error, timeout or reset means: something to retry, or to raise now.
 
-        A create that may have reached the server is retried only when its ``external_task_id``
-        lets the next try look the task up first; without one it is not retried at all.
+        A create that may have reached the server (:func:`reached_server`) is retried only when
+        its ``external_task_id`` lets the next try look the task up first; without one it is not
+        retried at all.
         """
-        what = "may have reached Kirin" if reached_server else "did not reach Kirin"
-        may_have_created = call.is_create and reached_server
+        reached = reached_server(error)
+        what = "may have reached Kirin" if reached else "did not reach Kirin"
+        may_have_created = call.is_create and reached
         final = self._error(
             KirinUnreachableError,
             call,
@@ -221,6 +230,52 @@ class KirinProtocol:
             http_status=http_status,
             may_have_created=may_have_created,
         )
+
+
+@cache
+def _never_connected() -> tuple[type[BaseException], ...]:
+    """Exception types that mean the connection itself was never made, so no request was sent:
+    refused, host not found, a connect timeout (both transports' libraries, and the OS's own)."""
+    import aiohttp
+    import requests
+    import urllib3.exceptions
+
+    types: list[type[BaseException]] = [
+        ConnectionRefusedError,
+        socket.gaierror,
+        urllib3.exceptions.NewConnectionError,  # also NameResolutionError (urllib3 2)
+        urllib3.exceptions.ConnectTimeoutError,
+        requests.ConnectTimeout,
+        aiohttp.ClientConnectorError,  # refused, DNS, TLS handshake: before a request is sent
+    ]
+    if (connect_timeout := getattr(aiohttp, "ConnectionTimeoutError", None)) is not None:  # aiohttp 3.10+
+        types.append(connect_timeout)
+    return tuple(types)
+
+
+def _chain(error: BaseException) -> Iterator[object]:
+    """``error`` and what it explicitly wraps: its cause, urllib3's ``reason``, a wrapped first
+    argument (requests' ``ConnectionError(MaxRetryError(...))``). Not ``__context__``: an error
+    merely raised while another was handled says nothing about this request."""
+    seen: set[int] = set()
+    todo: list[object] = [error]
+    while todo and len(seen) < 20:  # bounded: a chain is a few links
+        item = todo.pop()
+        if item is None or id(item) in seen:
+            continue
+        seen.add(id(item))
+        yield item
+        if isinstance(item, BaseException):
+            todo += [item.__cause__, getattr(item, "reason", None)]
+            todo += [arg for arg in item.args[:1] if isinstance(arg, BaseException)]
+
+
+def reached_server(error: BaseException) -> bool:
+    """Whether a failed request may have reached the server: ``False`` only when the failure (or
+    anything it wraps) is one of the types that mean no connection was made. Anything else — a
+    reset, a read timeout, a total deadline — may have delivered the request."""
+    never = _never_connected()
+    return not any(isinstance(item, never) for item in _chain(error))
 
 
 #: Markers of a transport error's text, and what they mean in plain words (first match wins).

@@ -63,12 +63,12 @@ def child_main(chunk_kib: int | None = None) -> int:
     """In the child: import the hook, then download once per ``{"url", "path"}`` line on stdin.
 
     ``chunk_kib`` (an experiment, for evaluating a change to the package) overrides the
-    package's read size, ``airflow_provider_kirin.download.CHUNK_BYTES``, in this process only.
+    package's read size, ``airflow_provider_kirin.io.storage.CHUNK_BYTES``, in this process only.
     """
     from airflow_provider_kirin.hooks.kirin import KirinHook
 
     if chunk_kib:
-        import airflow_provider_kirin.download as download
+        import airflow_provider_kirin.io.storage as download
 
         download.CHUNK_BYTES = chunk_kib * 1024
 

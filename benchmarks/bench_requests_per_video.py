@@ -1,8 +1,8 @@
 """Requests per video: HTTP calls per completed generation with the default poll policy.
 
 1. Simulation (no waiting): the trigger's own loop (``KirinTaskTrigger.run``) replayed on a
-   simulated clock with the real ``airflow_provider_kirin.polling.PollState`` (``first_delay``,
-   ``observe``, ``expired``, ``next_delay``) and the operator's defaults (``defaults.py``:
+   simulated clock with the real wait engine ``airflow_provider_kirin.core.waiting.Wait``
+   (``next``, ``record``) and the operator's defaults (``core/defaults.py``:
    ``FIRST_POLL_DELAY``, ``POLL_INTERVAL``, ``TIMEOUT``, ``EXPECTED_SECONDS`` for a 5 s ``std``
    clip), for generations of 30, 60, 120 and 300 s, many times each (the first check has a random
    phase). Beside it, the peer: ``HttpSensorTrigger`` at the same interval (it checks at once,
@@ -56,7 +56,7 @@ class Policy:
 
     @classmethod
     def default(cls) -> Policy:
-        from airflow_provider_kirin import defaults
+        from airflow_provider_kirin.core import defaults
 
         expected = getattr(defaults, "EXPECTED_SECONDS", {}).get((MODE, DURATION))
         return cls(defaults.FIRST_POLL_DELAY, defaults.POLL_INTERVAL, defaults.TIMEOUT, expected)
@@ -66,14 +66,6 @@ class Policy:
         return Policy(
             self.first_poll_delay / factor, self.poll_interval / factor, self.timeout / factor, expected
         )
-
-
-def _poll_state_kwargs(policy: Policy) -> dict[str, Any]:
-    """``expected_seconds`` only if this version of ``PollState`` has it."""
-    from airflow_provider_kirin.polling import PollState
-
-    names = {f.name for f in dataclasses.fields(PollState)}
-    return {"expected_seconds": policy.expected_seconds} if "expected_seconds" in names else {}
 
 
 def _envelopes() -> dict[str, Any]:
@@ -91,28 +83,31 @@ def simulate_polls(
     generation: float, policy: Policy, tasks: dict[str, Any], rng_seed: int
 ) -> tuple[int, float]:
     """Status requests one wait makes for a generation of ``generation`` seconds, and how late it
-    noticed the completion: ``KirinTaskTrigger.run`` step for step, on a simulated clock."""
-    from airflow_provider_kirin.polling import PollState
+    noticed the completion: the real wait engine (``core.waiting.Wait``), step for step, on a
+    simulated clock."""
+    from airflow_provider_kirin.core.steps import Sleep
+    from airflow_provider_kirin.core.waiting import Outcome, Wait
 
-    random.seed(rng_seed)  # PollState draws its phase from the module-level generator
+    random.seed(rng_seed)  # the wait draws its phase from the module-level generator
     start = 1_000_000.0  # the task is created, and the operator defers, at this instant
-    state = PollState(
-        task_id="sim",
+    wait = Wait(
+        "sim",
         deadline=start + policy.timeout,
         poll_interval=policy.poll_interval,
+        first_check_at=start + policy.first_poll_delay,
+        expected_seconds=policy.expected_seconds,
         started=start,
         logger=_QUIET,
-        **_poll_state_kwargs(policy),
     )
-    first_poll_at = start + policy.first_poll_delay
-    now = start + state.first_delay(first_poll_at - start, now=start)
-    while True:
-        task = tasks["completed"] if now >= start + generation else tasks["processing"]
-        if state.observe(task) is not None:
-            return state.polls, now - (start + generation)
-        if state.expired(now=now):
-            return state.polls, math.inf
-        now += state.next_delay(None, now=now)
+    now = start
+    while not isinstance(step := wait.next(now=now), Outcome):
+        if isinstance(step, Sleep):
+            now += step.seconds
+            continue
+        wait.record(tasks["completed"] if now >= start + generation else tasks["processing"], now=now)
+    if step.ok:
+        return wait.checks, now - (start + generation)
+    return wait.checks, math.inf
 
 
 def peer_polls(generation: float, interval: float) -> int:
@@ -189,7 +184,7 @@ def worker_main() -> int:
 
     statuses = asyncio.run(main())
     # The simulation runs here too (it needs the package, which imports Airflow), after the real
-    # run: it reseeds the module-level random generator that PollState uses.
+    # run: it reseeds the module-level random generator that the wait engine uses.
     lengths = [group["length"] for group in spec["groups"]]
     emit("done", {"statuses": statuses, "simulated": _simulated(lengths, Policy(**spec["default_policy"]))})
     return 0

@@ -1,7 +1,8 @@
 """Submit a generation, then wait for it with a deferrable sensor (no worker slot while waiting).
 
 Set up the ``kirin_default`` connection first (``make demo`` does it for the bundled emulator).
-The sensor checks first after 20 s, then every 10 s (the provider's defaults, see ``defaults.py``).
+The sensor checks first after 20 s, then every 10 s (the provider's defaults, see
+``airflow_provider_kirin/core/defaults.py``).
 """
 
 from __future__ import annotations

@@ -26,8 +26,8 @@ def example_kirin_taskflow_hook():
     def generate(prompt: str) -> dict:
         from airflow.sdk import get_current_context
 
+        from airflow_provider_kirin.core.idempotency import with_derived_external_task_id
         from airflow_provider_kirin.hooks.kirin import KirinHook
-        from airflow_provider_kirin.idempotency import with_derived_external_task_id
         from airflow_provider_kirin.models import KirinVideoRequest
 
         hook = KirinHook(kirin_conn_id="kirin_default")

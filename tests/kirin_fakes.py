@@ -4,7 +4,10 @@ root ``conftest.py`` puts ``tests/`` on ``sys.path``)."""
 from __future__ import annotations
 
 from types import SimpleNamespace
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from airflow_provider_kirin.core.batch import BatchItem
 
 
 class FakeTaskInstance(SimpleNamespace):
@@ -18,3 +21,24 @@ class FakeTaskInstance(SimpleNamespace):
 def fault(endpoint: str, kind: str, **params: Any) -> dict[str, Any]:
     """An emulator fault rule in its JSON form (see ``airflow_provider_kirin.emulator.faults``)."""
     return {"endpoint": endpoint, "kind": kind, **params}
+
+
+def batch_items(prompts: list[Any], run_id: str = "run-1", dag_id: str = "dag") -> list[BatchItem]:
+    """Validated batch items with the ids the batch operator derives for them."""
+    from airflow_provider_kirin.core.batch import BatchItem, parse_items
+    from airflow_provider_kirin.core.idempotency import derive_external_task_id
+
+    return [
+        BatchItem(
+            item.index,
+            item.key,
+            item.request.model_copy(
+                update={
+                    "external_task_id": derive_external_task_id(
+                        dag_id, run_id, "batch", -1, fingerprint=item.request.fingerprint(), item=item.item_id
+                    )
+                }
+            ),
+        )
+        for item in parse_items(prompts, {"duration": 5})
+    ]

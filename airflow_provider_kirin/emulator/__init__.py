@@ -1,6 +1,6 @@
 """A local emulator of the Kirin V2.5 Turbo text-to-video API, for tests, demos and benchmarks.
 
-It speaks the contract of ``kirin-api.md`` over real HTTP, moves tasks through
+It speaks the contract of ``docs/api-contract.md`` over real HTTP, moves tasks through
 ``pending -> processing -> completed|failed`` on a configurable clock, serves a real MP4, and can
 be told to misbehave (HTTP errors, connection resets, delays, odd payloads) with fault rules.
 

@@ -1,8 +1,9 @@
 """Hooks for the Kirin text-to-video API: :class:`KirinHook` (sync, for workers) and
 :class:`KirinAsyncHook` (async, for triggers).
 
-Both are thin transports: what to send and what a response means lives in ``protocol.py``, the
-retry policy in ``retry.py``, the waiting logic in ``polling.py``.
+Both are thin transports: what to send and what a response means lives in ``protocol.py``; when
+to retry, look up, wait or give up lives in the core's plans (``core/steps.py``); a hook only
+sends one request at a time and sleeps when a plan asks it to (:meth:`KirinHook.run`).
 
 In a TaskFlow task::
 
@@ -14,7 +15,7 @@ In a TaskFlow task::
 
         hook = KirinHook(kirin_conn_id="kirin_default")
         created = hook.create_task(prompt, duration=5, external_task_id="my-run-42")
-        done = hook.wait_for_task(created.task_id, poll_interval=10, timeout=1800)
+        done = hook.wait_for_task(created.task_id)  # the provider's defaults: first check after 20 s
         stored = hook.download_video(done.video_urls[0], "/tmp/out.mp4")  # stored.path, .size
         return done.to_result()
 """
@@ -28,10 +29,9 @@ import uuid
 import weakref
 from dataclasses import dataclass
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import requests
-from tenacity import AsyncRetrying, Retrying
 from typing_extensions import Unpack
 
 from airflow_provider_kirin._compat import (
@@ -43,38 +43,39 @@ from airflow_provider_kirin._compat import (
     legacy_ui_field_behaviour,
     mask_secret,
 )
-from airflow_provider_kirin.config import CONN_TYPE, DEFAULT_CONN_ID, KirinConnectionConfig
-from airflow_provider_kirin.deadline import deadline_session, request_deadline
-from airflow_provider_kirin.defaults import MAX_CONSECUTIVE_POLL_ERRORS
-from airflow_provider_kirin.download import (
+from airflow_provider_kirin.core import defaults
+from airflow_provider_kirin.core.config import (
+    CONN_TYPE,
+    DEFAULT_CONN_ID,
+    KirinConnectionConfig,
+    connection_type_info,
+)
+from airflow_provider_kirin.core.idempotency import create_plan, get_plan, lookup_plan, submit_plan
+from airflow_provider_kirin.core.retry import SharedPause, TransientKirinError
+from airflow_provider_kirin.core.steps import Plan, PlanRunner, Sleep
+from airflow_provider_kirin.core.waiting import Outcome, Wait, error_seconds_from_count, wait_plan
+from airflow_provider_kirin.exceptions import (
+    KirinAuthError,
+    KirinError,
+    KirinServiceError,
+    KirinUnreachableError,
+)
+from airflow_provider_kirin.io.deadline import deadline_session, request_deadline
+from airflow_provider_kirin.io.storage import (
     DEFAULT_MAX_BYTES,
     StoredVideo,
     as_destination,
     check_url,
     store_video,
 )
-from airflow_provider_kirin.exceptions import (
-    KirinAuthError,
-    KirinConflictError,
-    KirinError,
-    KirinServiceError,
-    KirinUnreachableError,
-)
-from airflow_provider_kirin.idempotency import (
-    CreateRetries,
-    Lookup,
-    SubmitPlan,
-    create_plan,
-    submit_plan,
-)
 from airflow_provider_kirin.models import KirinTask, KirinVideoRequest, RequestArgs
-from airflow_provider_kirin.polling import PollState
 from airflow_provider_kirin.protocol import ApiCall, KirinProtocol, plain_reason
-from airflow_provider_kirin.retry import SharedPause, TransientKirinError, retry_kwargs
 
 if TYPE_CHECKING:
     import aiohttp
     from airflow.sdk import ObjectStoragePath
+
+T = TypeVar("T")
 
 
 class _KirinHookBase(BaseHook):
@@ -90,6 +91,11 @@ class _KirinHookBase(BaseHook):
     def __repr__(self) -> str:
         return f"{type(self).__name__}(kirin_conn_id={self.kirin_conn_id!r})"
 
+    def _config_read(self, config: KirinConnectionConfig) -> KirinConnectionConfig:
+        if not config.verify_ssl:
+            self.log.warning("TLS verification is OFF for Kirin connection %r.", self.kirin_conn_id)
+        return config
+
 
 class KirinHook(_KirinHookBase):
     """Sync Kirin client for workers: one pooled ``requests.Session`` per hook.
@@ -100,22 +106,19 @@ class KirinHook(_KirinHookBase):
     @classmethod
     def get_ui_field_behaviour(cls) -> dict[str, Any]:
         """The connection form on Airflow 3.0/3.1 (3.2+ reads it from the provider info)."""
-        return legacy_ui_field_behaviour()
+        return legacy_ui_field_behaviour(connection_type_info())
 
     @classmethod
     def get_connection_form_widgets(cls) -> dict[str, Any]:
         """The connection form's extra fields on Airflow 3.0/3.1 (3.2+ reads the provider info)."""
-        return legacy_connection_form_widgets()
+        return legacy_connection_form_widgets(connection_type_info())
 
     @cached_property
     def config(self) -> KirinConnectionConfig:
         conn = self.get_connection(self.kirin_conn_id)
         if conn.password:
             mask_secret(conn.password)
-        config = KirinConnectionConfig.from_connection(conn)
-        if not config.verify_ssl:
-            self.log.warning("TLS verification is OFF for Kirin connection %r.", self.kirin_conn_id)
-        return config
+        return self._config_read(KirinConnectionConfig.from_connection(conn))
 
     @cached_property
     def protocol(self) -> KirinProtocol:
@@ -132,6 +135,20 @@ class KirinHook(_KirinHookBase):
         return self.session
 
     # -- transport -----------------------------------------------------------------------------
+    def run(self, plan: Plan[T]) -> T:
+        """Carry out a plan (``core/steps.py``): send each request, sleep when asked. The only loop
+        of the sync transport: every operation below is a plan run here."""
+        runner = PlanRunner(plan)
+        while (step := runner.next_step()) is not None:
+            if isinstance(step, Sleep):
+                time.sleep(step.seconds)
+                continue
+            try:
+                runner.answer(self._send_once(step.call, step.budget))
+            except (TransientKirinError, KirinError) as err:
+                runner.fail(err)
+        return runner.result
+
     def _send_once(self, call: ApiCall, budget: float | None = None) -> KirinTask | None:
         """One request, in all at most ``request_timeout`` seconds (or ``budget``, if less)."""
         config = self.config
@@ -150,14 +167,10 @@ class KirinHook(_KirinHookBase):
                 with response:
                     body, truncated = _read_capped(response.iter_content(65536), config.max_response_bytes)
         except requests.RequestException as err:
-            raise self.protocol.transport_failure(call, err, reached_server=_requests_reached(err)) from None
+            raise self.protocol.transport_failure(call, err) from None
         return self.protocol.interpret(
             call, response.status_code, response.headers, body, truncated=truncated
         )
-
-    def _send(self, call: ApiCall) -> KirinTask | None:
-        """:meth:`_send_once` under the retry policy (``retry.py``)."""
-        return Retrying(**retry_kwargs(self.config, call.label))(self._send_once, call)
 
     # -- API -----------------------------------------------------------------------------------
     def create_task(self, prompt: str, **fields: Unpack[RequestArgs]) -> KirinTask:
@@ -170,116 +183,69 @@ class KirinHook(_KirinHookBase):
         return self.submit(KirinVideoRequest.build(prompt=prompt, **fields))
 
     def submit(self, request: KirinVideoRequest) -> KirinTask:
-        """Create a task from a validated request (see :meth:`create_task`)."""
-        return self._create(request)[0]
-
-    def _create(self, request: KirinVideoRequest) -> tuple[KirinTask, bool]:
-        """Create, or find the task an earlier try or a racing try created under the same
-        ``external_task_id``; return ``(task, reused)`` (see ``idempotency.create_plan``)."""
-        return self._drive(create_plan(request))
+        """Create a task from a validated request (see :meth:`create_task`); a 409 for its
+        ``external_task_id`` is resolved by looking the id up (``idempotency.create_plan``)."""
+        return self.run(create_plan(self.protocol, request))[0]
 
     def submit_idempotent(self, request: KirinVideoRequest) -> tuple[KirinTask, bool]:
         """Submit at most one paid generation per external id; return ``(task, reused)``.
 
         Looks ``<id>``, ``<id>.g2``, ``<id>.g3``, ... up in turn: the first task that is pending,
         processing (or in a status not seen before) or completed with a video is reused; each one
-        that ended ``failed``, or ``completed`` without a video URL (nothing to keep, so no retry
-        could ever succeed with it), moves on to the next id; the first id with no task is
-        created. So a retry after a failed generation pays for a new one under a new,
-        deterministic id, and a retry after anything else pays for nothing. The decisions are
-        ``idempotency.submit_plan``'s; this method only carries out its steps.
+        that ended unusable moves on to the next id; the first id with no task is created. So a
+        retry after a failed generation pays for a new one under a new, deterministic id, and a
+        retry after anything else pays for nothing (``idempotency.submit_plan``).
         """
-        return self._drive(submit_plan(request))
-
-    def _drive(self, plan: SubmitPlan) -> tuple[KirinTask, bool]:
-        """Carry out the steps of an ``idempotency`` plan over this transport."""
-        result: KirinTask | None = None
-        error: KirinConflictError | None = None
-        try:
-            while True:
-                step = plan.throw(error) if error is not None else plan.send(result)
-                result, error = None, None
-                try:
-                    if isinstance(step, Lookup):
-                        result = self.get_task_by_external_id(step.external_task_id)
-                    else:
-                        result = self._create_with_retries(step.request)
-                except KirinConflictError as err:
-                    error = err
-        except StopIteration as stop:
-            return stop.value
-
-    def _create_with_retries(self, request: KirinVideoRequest) -> KirinTask:
-        """One create under the retry policy; a retry after an attempt that may have created the
-        task looks it up first (see ``idempotency.CreateRetries``). A 409 is raised."""
-        call = self.protocol.create(request)
-        retries = CreateRetries(call.external_task_id)
-
-        def attempt() -> KirinTask:
-            if (earlier := retries.lookup_first()) is not None:
-                existing = self._send_once(self.protocol.lookup(earlier))
-                if existing is not None:
-                    return retries.found(existing)
-            try:
-                return self.protocol.one_task(call, self._send_once(call))
-            except TransientKirinError as err:
-                retries.failed(err)
-                raise
-
-        return Retrying(**retry_kwargs(self.config, call.label))(attempt)
+        return self.run(submit_plan(self.protocol, request))
 
     def get_task(self, task_id: str) -> KirinTask:
         """The task's current envelope (retried on 429/5xx/transport errors)."""
-        call = self.protocol.get(task_id)
-        return self.protocol.one_task(call, self._send(call))
+        return self.run(get_plan(self.protocol, task_id))
 
     def get_task_by_external_id(self, external_task_id: str) -> KirinTask | None:
         """The task created with this ``external_task_id``, or ``None`` if there is none (404)."""
-        return self._send(self.protocol.lookup(external_task_id))
+        return self.run(lookup_plan(self.protocol, external_task_id))
+
+    def wait(self, wait: Wait) -> Outcome:
+        """Drive ``wait`` to its outcome (``waiting.wait_plan``)."""
+        return self.run(wait_plan(self.protocol, wait))
 
     def wait_for_task(
         self,
         task_id: str,
-        poll_interval: float = 10.0,
-        timeout: float = 1800.0,
+        poll_interval: float = defaults.POLL_INTERVAL,
+        timeout: float = defaults.TIMEOUT,
         *,
-        first_poll_delay: float = 0.0,
-        max_consecutive_errors: int = MAX_CONSECUTIVE_POLL_ERRORS,
+        first_poll_delay: float = defaults.FIRST_POLL_DELAY,
+        max_poll_error_seconds: float = defaults.MAX_POLL_ERROR_SECONDS,
         expected_seconds: float | None = None,
+        max_consecutive_errors: int | None = None,
     ) -> KirinTask:
-        """Poll until the task ends; return it when ``completed``.
+        """Poll until the task ends; return it when ``completed`` with a video.
 
         Checks after ``first_poll_delay`` seconds (plus a random phase of up to 10 % of the
         interval), then every ``poll_interval``, and once more at the deadline ``timeout``
         seconds from now. Raises the typed error of a ``failed`` task,
-        :class:`KirinTaskTimeoutError` at the deadline, and the last check's own error
-        after ``max_consecutive_errors`` failed checks in a row. With ``expected_seconds``,
-        checks come twice as often around then, within the same request budget (see
-        ``PollState.is_due``).
+        :class:`KirinTaskTimeoutError` at the deadline, and the last check's own error once
+        status checks have failed for ``max_poll_error_seconds`` in a row
+        (``max_consecutive_errors``, a count, is its deprecated older form). With
+        ``expected_seconds``, checks come twice as often around then, within the same request
+        budget (``waiting.Wait.is_due``).
         """
+        if max_consecutive_errors is not None:
+            max_poll_error_seconds = error_seconds_from_count(max_consecutive_errors, poll_interval)
         now = time.time()
-        state = PollState(
-            task_id=task_id,
-            started=now,
+        wait = Wait(
+            task_id,
             deadline=now + timeout,
             poll_interval=poll_interval,
-            max_consecutive_errors=max_consecutive_errors,
+            first_check_at=now + first_poll_delay,
+            max_error_seconds=max_poll_error_seconds,
             expected_seconds=expected_seconds,
+            started=now,
+            logger=self.log,
         )
-        call = self.protocol.get(task_id)
-        time.sleep(state.first_delay(first_poll_delay))
-        while True:
-            retry_after = None
-            try:
-                answer = self._send_once(call, state.request_budget(self.config.request_timeout))
-            except TransientKirinError as err:
-                retry_after = state.observe_error(err)
-            else:
-                if (done := state.observe(self.protocol.one_task(call, answer))) is not None:
-                    return done
-            if state.expired():
-                raise state.timeout_error()
-            time.sleep(state.next_delay(retry_after))
+        return self.wait(wait).result()
 
     def download_video(
         self,
@@ -297,7 +263,7 @@ class KirinHook(_KirinHookBase):
         ``path`` is a local file or directory, or an ``ObjectStoragePath``/``scheme://`` URL
         (``s3://``, ``gs://``... through Airflow's object storage). Completed only when every byte
         arrived, within ``deadline`` seconds (default: the connection's ``download_timeout``);
-        otherwise nothing is left behind (see ``download.py``). The response must say it is a
+        otherwise nothing is left behind (see ``io/storage.py``). The response must say it is a
         video (``Content-Type``); ``require_video_type=False`` accepts one that sends no type. The
         API key is sent only when the URL is on the API's own origin, never to a file host.
         """
@@ -351,11 +317,12 @@ _SESSIONS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[Any, 
 
 
 class KirinAsyncHook(_KirinHookBase):
-    """Async Kirin client for triggers: the reads of :class:`KirinHook`, without blocking the loop.
+    """Async Kirin client for triggers: the operations of :class:`KirinHook`, without blocking the loop.
 
     The Airflow connection is read once, without blocking the loop (``_compat.aget_connection``);
-    HTTP goes through one ``aiohttp.ClientSession`` shared by every hook on the same event loop and connection
-    settings, closed when the last of them calls :meth:`close`. Use it as an async context manager::
+    HTTP goes through one ``aiohttp.ClientSession`` shared by every hook on the same event loop
+    and connection settings, closed when the last of them calls :meth:`close`. Use it as an async
+    context manager::
 
         async with KirinAsyncHook("kirin_default") as hook:
             task = await hook.get_task(task_id)
@@ -385,10 +352,14 @@ class KirinAsyncHook(_KirinHookBase):
             if conn.password:
                 await amask_secret(conn.password)
             extra = await aextra_dejson(conn)
-            self._config = KirinConnectionConfig.from_connection(conn, extra)
-            if not self._config.verify_ssl:
-                self.log.warning("TLS verification is OFF for Kirin connection %r.", self.kirin_conn_id)
+            self._config = self._config_read(KirinConnectionConfig.from_connection(conn, extra))
         return self._config
+
+    async def get_protocol(self) -> KirinProtocol:
+        """The wire protocol for this connection (read once, see :meth:`get_config`)."""
+        if self._protocol is None:
+            self._protocol = KirinProtocol(await self.get_config())
+        return self._protocol
 
     async def _session(self) -> aiohttp.ClientSession:
         import aiohttp
@@ -425,6 +396,20 @@ class KirinAsyncHook(_KirinHookBase):
             _SESSIONS[loop].pop(key, None)
             await shared.session.close()
 
+    # -- transport -----------------------------------------------------------------------------
+    async def run(self, plan: Plan[T]) -> T:
+        """:meth:`KirinHook.run` without blocking the loop."""
+        runner = PlanRunner(plan)
+        while (step := runner.next_step()) is not None:
+            if isinstance(step, Sleep):
+                await asyncio.sleep(step.seconds)
+                continue
+            try:
+                runner.answer(await self._send_once(step.call, step.budget))
+            except (TransientKirinError, KirinError) as err:
+                runner.fail(err)
+        return runner.result
+
     async def _send_once(self, call: ApiCall, budget: float | None = None) -> KirinTask | None:
         """One request, in all at most ``request_timeout`` seconds (or ``budget``, if less)."""
         import aiohttp
@@ -459,7 +444,7 @@ class KirinAsyncHook(_KirinHookBase):
                 error = asyncio.TimeoutError(
                     f"the Kirin {call.label} passed its total deadline of {seconds:.1f} s"
                 )
-            raise protocol.transport_failure(call, error, reached_server=_aiohttp_reached(error)) from None
+            raise protocol.transport_failure(call, error) from None
         try:
             return protocol.interpret(call, status, headers, body, truncated=truncated)
         except TransientKirinError as err:
@@ -467,72 +452,22 @@ class KirinAsyncHook(_KirinHookBase):
                 self.pause.observe(err)
             raise
 
-    async def _send(self, call: ApiCall) -> KirinTask | None:
-        """:meth:`_send_once` under the retry policy (``retry.py``)."""
-        return await AsyncRetrying(**retry_kwargs(await self.get_config(), call.label))(self._send_once, call)
-
-    async def get_protocol(self) -> KirinProtocol:
-        """The wire protocol for this connection (read once, see :meth:`get_config`)."""
-        if self._protocol is None:
-            self._protocol = KirinProtocol(await self.get_config())
-        return self._protocol
-
+    # -- API -----------------------------------------------------------------------------------
     async def get_task(self, task_id: str) -> KirinTask:
         """The task's current envelope (retried on 429/5xx/transport errors)."""
-        protocol = await self.get_protocol()
-        call = protocol.get(task_id)
-        return protocol.one_task(call, await self._send(call))
+        return await self.run(get_plan(await self.get_protocol(), task_id))
 
     async def get_task_by_external_id(self, external_task_id: str) -> KirinTask | None:
         """The task created with this ``external_task_id``, or ``None`` if there is none (404)."""
-        return await self._send((await self.get_protocol()).lookup(external_task_id))
+        return await self.run(lookup_plan(await self.get_protocol(), external_task_id))
 
     async def submit_idempotent(self, request: KirinVideoRequest) -> tuple[KirinTask, bool]:
-        """:meth:`KirinHook.submit_idempotent` without blocking the loop: the same plan
-        (``idempotency.submit_plan``), carried out over aiohttp."""
-        plan = submit_plan(request)
-        result: KirinTask | None = None
-        error: KirinConflictError | None = None
-        try:
-            while True:
-                step = plan.throw(error) if error is not None else plan.send(result)
-                result, error = None, None
-                try:
-                    if isinstance(step, Lookup):
-                        result = await self.get_task_by_external_id(step.external_task_id)
-                    else:
-                        result = await self._create_with_retries(step.request)
-                except KirinConflictError as err:
-                    error = err
-        except StopIteration as stop:
-            return stop.value
+        """:meth:`KirinHook.submit_idempotent` without blocking the loop."""
+        return await self.run(submit_plan(await self.get_protocol(), request))
 
-    async def _create_with_retries(self, request: KirinVideoRequest) -> KirinTask:
-        """:meth:`KirinHook._create_with_retries` over aiohttp."""
-        protocol = await self.get_protocol()
-        call = protocol.create(request)
-        retries = CreateRetries(call.external_task_id)
-
-        async def attempt() -> KirinTask:
-            if (earlier := retries.lookup_first()) is not None:
-                existing = await self._send_once(protocol.lookup(earlier))
-                if existing is not None:
-                    return retries.found(existing)
-            try:
-                return protocol.one_task(call, await self._send_once(call))
-            except TransientKirinError as err:
-                retries.failed(err)
-                raise
-
-        return await AsyncRetrying(**retry_kwargs(await self.get_config(), call.label))(attempt)
-
-    async def poll_once(self, task_id: str, budget: float | None = None) -> KirinTask:
-        """One status check, not retried, within ``budget`` seconds if given (else the connection's
-        ``request_timeout``): a transient failure raises ``TransientKirinError`` so the caller's
-        poll loop can count it as "not yet"."""
-        protocol = await self.get_protocol()
-        call = protocol.get(task_id)
-        return protocol.one_task(call, await self._send_once(call, budget))
+    async def wait(self, wait: Wait) -> Outcome:
+        """:meth:`KirinHook.wait` without blocking the loop."""
+        return await self.run(wait_plan(await self.get_protocol(), wait))
 
 
 # -- helpers -------------------------------------------------------------------------------------
@@ -561,28 +496,3 @@ async def _aread_capped(response: aiohttp.ClientResponse, limit: int) -> tuple[b
         if len(buffer) > limit:
             return bytes(buffer[:limit]), True
     return bytes(buffer), False
-
-
-def _requests_reached(error: requests.RequestException) -> bool:
-    """Whether the request may have reached the server: False only when no connection was made."""
-    if isinstance(error, requests.ConnectTimeout):
-        return False
-    if isinstance(error, requests.ConnectionError):
-        reason = getattr(error.args[0], "reason", None) if error.args else None
-        text = f"{type(reason).__name__} {reason}" if reason is not None else str(error)
-        return not any(
-            marker in text
-            for marker in (
-                "NewConnectionError",
-                "Connection refused",
-                "Name or service not known",
-                "NameResolution",
-            )
-        )
-    return True
-
-
-def _aiohttp_reached(error: BaseException) -> bool:
-    import aiohttp
-
-    return not isinstance(error, (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError))

@@ -34,26 +34,24 @@ import json
 import math
 import time
 from collections.abc import Sequence
-from datetime import timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 
-from airflow_provider_kirin import defaults
 from airflow_provider_kirin._compat import conf
+from airflow_provider_kirin.core import defaults
+from airflow_provider_kirin.operators.waiting import defer_timeout, resolve_error_seconds
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
-    from airflow_provider_kirin.batch import BatchItem, ItemResult
+    from airflow_provider_kirin.core.batch import BatchItem, ItemResult
     from airflow_provider_kirin.hooks.kirin import KirinHook
     from airflow_provider_kirin.triggers.batch import KirinBatchTrigger
 
 #: The manifest's file name in ``destination``.
 MANIFEST_NAME = "manifest.jsonl"
-#: Extra seconds the deferral may outlive the trigger's deadline (its last checks and event).
-DEFER_TIMEOUT_MARGIN = 120.0
 
 
 class KirinBatchTextToVideoOperator(BaseOperator):
@@ -98,7 +96,9 @@ class KirinBatchTextToVideoOperator(BaseOperator):
     :param deferrable: Wait in the triggerer (one trigger for the batch) instead of a worker slot;
         otherwise the same batch logic runs in the worker.
     :param kirin_conn_id: The ``kirin`` connection.
-    :param max_consecutive_poll_errors: Failed checks in a row that end one item with ``error``.
+    :param max_poll_error_seconds: How long failed status checks of one item may go on before they
+        end that item with ``error`` (default five minutes).
+    :param max_consecutive_poll_errors: Deprecated: the same budget as a count of checks.
     :param external_id_namespace: Mixed into derived ids, for deployments sharing one account.
     :param variant: A deliberate fresh take of every item (templated), mixed into the derived ids.
     :param max_bytes: Refuse a video larger than this when keeping videos.
@@ -126,10 +126,11 @@ class KirinBatchTextToVideoOperator(BaseOperator):
         timeout: float | None = None,
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         kirin_conn_id: str = defaults.DEFAULT_CONN_ID,
-        max_consecutive_poll_errors: int = defaults.MAX_CONSECUTIVE_POLL_ERRORS,
+        max_poll_error_seconds: float = defaults.MAX_POLL_ERROR_SECONDS,
+        max_consecutive_poll_errors: int | None = None,
         external_id_namespace: str = "",
         variant: str | None = None,
-        max_bytes: int = 2 * 1024**3,
+        max_bytes: int = defaults.DEFAULT_MAX_BYTES,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -148,7 +149,9 @@ class KirinBatchTextToVideoOperator(BaseOperator):
         self.timeout = timeout
         self.deferrable = deferrable
         self.kirin_conn_id = kirin_conn_id
-        self.max_consecutive_poll_errors = max_consecutive_poll_errors
+        self.max_poll_error_seconds = resolve_error_seconds(
+            max_poll_error_seconds, max_consecutive_poll_errors, poll_interval
+        )
         self.external_id_namespace = external_id_namespace
         self.variant = variant
         self.max_bytes = max_bytes
@@ -164,9 +167,9 @@ class KirinBatchTextToVideoOperator(BaseOperator):
         """Every item validated (nothing is spent on a bad one), each with its derived id."""
         from dataclasses import replace
 
-        from airflow_provider_kirin.batch import check_max_failed, parse_items
+        from airflow_provider_kirin.core.batch import check_max_failed, parse_items
+        from airflow_provider_kirin.core.idempotency import with_derived_external_task_id
         from airflow_provider_kirin.exceptions import KirinValidationError
-        from airflow_provider_kirin.idempotency import with_derived_external_task_id
         from airflow_provider_kirin.models import VIDEO_ARGS
 
         if (
@@ -209,16 +212,18 @@ class KirinBatchTextToVideoOperator(BaseOperator):
             (trigger.deadline or 0) - time.time(),
         )
         if self.deferrable:
-            backstop = timedelta(seconds=(trigger.deadline or 0) - time.time() + DEFER_TIMEOUT_MARGIN)
+            from airflow_provider_kirin.triggers.batch import DEADLINE_GRACE
+
+            seconds = (trigger.deadline or 0) - time.time() + DEADLINE_GRACE
             self.defer(
                 trigger=trigger,
                 method_name="execute_complete",
-                timeout=min(backstop, self.execution_timeout) if self.execution_timeout else backstop,
+                timeout=defer_timeout(seconds, self.execution_timeout),
             )
         return self.execute_complete(context, asyncio.run(_first_event(trigger)), items=items)
 
     def _trigger(self, items: list[BatchItem]) -> KirinBatchTrigger:
-        from airflow_provider_kirin.batch import pack_items
+        from airflow_provider_kirin.core.batch import pack_items
         from airflow_provider_kirin.triggers.batch import KirinBatchTrigger
 
         waves = math.ceil(len(items) / self.max_in_flight)
@@ -231,7 +236,7 @@ class KirinBatchTextToVideoOperator(BaseOperator):
             poll_interval=self.poll_interval,
             deadline=time.time() + timeout,
             first_poll_delay=self.first_poll_delay,
-            max_consecutive_errors=self.max_consecutive_poll_errors,
+            max_poll_error_seconds=self.max_poll_error_seconds,
             expected_seconds=defaults.EXPECTED_SECONDS.get((first.mode, first.duration)),
         )
 
@@ -240,15 +245,12 @@ class KirinBatchTextToVideoOperator(BaseOperator):
     ) -> dict[str, Any]:
         """Turn the trigger's event into the manifest, the kept videos, the summary and the
         task's outcome (``max_failed``)."""
-        from airflow_provider_kirin.batch import BatchTally, ItemResult, too_many_failed
-        from airflow_provider_kirin.exceptions import KirinError, error_from_event
+        from airflow_provider_kirin.core.batch import BatchTally, too_many_failed
+        from airflow_provider_kirin.exceptions import KirinError
+        from airflow_provider_kirin.triggers.batch import BatchEvent
 
-        if not isinstance(event, dict) or event.get("status") not in ("done", "error"):
-            raise KirinError(f"The Kirin batch trigger returned no valid event (got {type(event).__name__}).")
-        if event["status"] == "error":
-            raise error_from_event(event.get("error") or {})
+        results = BatchEvent.decode(event).results
         items = items if items is not None else self._items(context)
-        results = [ItemResult.from_row(row) for row in event.get("rows") or []]
         if sorted(result.index for result in results) != [item.index for item in items]:
             raise KirinError("The Kirin batch trigger's event does not match the task's items.")
         by_index = {item.index: item for item in items}
@@ -291,8 +293,8 @@ class KirinBatchTextToVideoOperator(BaseOperator):
     # -- results -----------------------------------------------------------------------------------
     def _keep_videos(self, results: list[ItemResult], items: dict[int, BatchItem]) -> dict[int, list[str]]:
         """Stream each completed item's videos (freshly signed URLs: the task is read again)."""
-        from airflow_provider_kirin.batch import item_file_stem
-        from airflow_provider_kirin.operators.download import destination_dir, keep_task_videos
+        from airflow_provider_kirin.core.batch import item_file_stem
+        from airflow_provider_kirin.io.storage import destination_dir, keep_task_videos
 
         directory = destination_dir(self.destination)
         stored: dict[int, list[str]] = {}
@@ -315,8 +317,8 @@ class KirinBatchTextToVideoOperator(BaseOperator):
     def _write_manifest(
         self, results: list[ItemResult], items: dict[int, BatchItem], stored: dict[int, list[str]]
     ) -> str:
-        from airflow_provider_kirin.operators.download import destination_dir, location
-        from airflow_provider_kirin.redaction import redact_json
+        from airflow_provider_kirin.core.redaction import redact_json
+        from airflow_provider_kirin.io.storage import destination_dir, location
 
         directory = destination_dir(self.destination)
         directory.mkdir(parents=True, exist_ok=True)

@@ -29,14 +29,15 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 
-from airflow_provider_kirin import defaults
 from airflow_provider_kirin._compat import conf
+from airflow_provider_kirin.core import defaults
 from airflow_provider_kirin.links.kirin import KirinVideoLink
 from airflow_provider_kirin.operators.waiting import (
     KIRIN_REQUEST_XCOM_KEY,
     KIRIN_TASK_ID_XCOM_KEY,
     KirinWaitMixin,
     WaitSettings,
+    resolve_error_seconds,
 )
 
 if TYPE_CHECKING:
@@ -84,7 +85,10 @@ class KirinTextToVideoOperator(KirinWaitMixin, BaseOperator):
     :param poll_interval: Seconds between status checks while waiting (an upper bound).
     :param first_poll_delay: Seconds before the first status check (a generation takes 30 s or more).
     :param timeout: Seconds to wait for the generation before :class:`KirinTaskTimeoutError`.
-    :param max_consecutive_poll_errors: Failed status checks in a row that end the wait.
+    :param max_poll_error_seconds: How long failed status checks (429, 5xx, timeouts) may go on
+        before they end the wait with the last check's error; until then a failed check is "not
+        yet" (default five minutes, ``core/defaults.py``).
+    :param max_consecutive_poll_errors: Deprecated: the same budget as a count of checks.
     :param external_id_namespace: Mixed into derived ids, for deployments sharing one account.
     :param expected_seconds: How long the generation should take (default: by mode and duration,
         ``defaults.EXPECTED_SECONDS``); around then, status checks come twice as often within the
@@ -120,7 +124,8 @@ class KirinTextToVideoOperator(KirinWaitMixin, BaseOperator):
         poll_interval: float = defaults.POLL_INTERVAL,
         first_poll_delay: float = defaults.FIRST_POLL_DELAY,
         timeout: float = defaults.TIMEOUT,
-        max_consecutive_poll_errors: int = defaults.MAX_CONSECUTIVE_POLL_ERRORS,
+        max_poll_error_seconds: float = defaults.MAX_POLL_ERROR_SECONDS,
+        max_consecutive_poll_errors: int | None = None,
         external_id_namespace: str = "",
         expected_seconds: float | None = None,
         variant: str | None = None,
@@ -141,7 +146,9 @@ class KirinTextToVideoOperator(KirinWaitMixin, BaseOperator):
         self.poll_interval = poll_interval
         self.first_poll_delay = first_poll_delay
         self.timeout = timeout
-        self.max_consecutive_poll_errors = max_consecutive_poll_errors
+        self.max_poll_error_seconds = resolve_error_seconds(
+            max_poll_error_seconds, max_consecutive_poll_errors, poll_interval
+        )
         self.external_id_namespace = external_id_namespace
         self.expected_seconds = expected_seconds
         self.variant = variant
@@ -155,7 +162,7 @@ class KirinTextToVideoOperator(KirinWaitMixin, BaseOperator):
         return KirinHook(kirin_conn_id=self.kirin_conn_id)
 
     def execute(self, context: Context) -> str:
-        from airflow_provider_kirin.idempotency import with_derived_external_task_id
+        from airflow_provider_kirin.core.idempotency import with_derived_external_task_id
         from airflow_provider_kirin.models import BUILD_ARGS, KirinVideoRequest
 
         request = KirinVideoRequest.build(**{name: getattr(self, name) for name in BUILD_ARGS})
@@ -183,7 +190,7 @@ class KirinTextToVideoOperator(KirinWaitMixin, BaseOperator):
                 "poll_interval": self.poll_interval,
                 "timeout": self.timeout,
                 "first_poll_delay": self.first_poll_delay,
-                "max_consecutive_errors": self.max_consecutive_poll_errors,
+                "max_poll_error_seconds": self.max_poll_error_seconds,
                 "expected_seconds": self.expected_seconds
                 or defaults.EXPECTED_SECONDS.get((request.mode, request.duration)),
             }

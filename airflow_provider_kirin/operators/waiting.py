@@ -10,8 +10,11 @@ same "Kirin video" link, the same log line. Imports nothing heavy at DAG parse t
 from __future__ import annotations
 
 import time
+import warnings
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, NoReturn, TypedDict
+
+from airflow_provider_kirin.core.defaults import DEFER_TIMEOUT_MARGIN
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -23,9 +26,30 @@ KIRIN_TASK_ID_XCOM_KEY = "kirin_task_id"
 KIRIN_RESULT_XCOM_KEY = "kirin_result"
 KIRIN_REQUEST_XCOM_KEY = "kirin_request"
 
-#: Extra seconds the deferral may outlive the trigger's own deadline, so the trigger's clean
-#: ``timeout`` event (after a last status check) wins over Airflow's generic deferral timeout.
-DEFER_TIMEOUT_MARGIN = 60.0
+
+def resolve_error_seconds(seconds: float, deprecated_count: int | None, poll_interval: float) -> float:
+    """``max_poll_error_seconds``, or its deprecated count form ``max_consecutive_poll_errors``
+    turned into the span those checks took on the plain schedule (with a ``DeprecationWarning``)."""
+    if deprecated_count is None:
+        return float(seconds)
+    from airflow_provider_kirin.core.waiting import error_seconds_from_count
+
+    converted = error_seconds_from_count(deprecated_count, poll_interval)
+    warnings.warn(
+        f"max_consecutive_poll_errors={deprecated_count} is deprecated; use "
+        f"max_poll_error_seconds={converted:g} (how long failed status checks may go on).",
+        DeprecationWarning,
+        stacklevel=3,
+    )
+    return converted
+
+
+def defer_timeout(seconds: float, execution_timeout: timedelta | None) -> timedelta:
+    """How long a deferral may last: the trigger's own ``seconds`` plus
+    :data:`~airflow_provider_kirin.core.defaults.DEFER_TIMEOUT_MARGIN` (so the trigger's clean
+    timeout event wins over Airflow's generic one), never past the task's ``execution_timeout``."""
+    backstop = timedelta(seconds=max(0.0, seconds) + DEFER_TIMEOUT_MARGIN)
+    return min(backstop, execution_timeout) if execution_timeout else backstop
 
 
 class WaitSettings(TypedDict):
@@ -35,7 +59,7 @@ class WaitSettings(TypedDict):
     poll_interval: float
     timeout: float
     first_poll_delay: float
-    max_consecutive_errors: int
+    max_poll_error_seconds: float
     expected_seconds: float | None
 
 
@@ -60,7 +84,7 @@ class KirinWaitMixin:
         poll_interval: float,
         timeout: float,
         first_poll_delay: float,
-        max_consecutive_errors: int,
+        max_poll_error_seconds: float,
         expected_seconds: float | None = None,
     ) -> NoReturn:
         """Hand the wait to the triggerer; Airflow resumes the task in ``execute_complete``.
@@ -71,7 +95,6 @@ class KirinWaitMixin:
         from airflow_provider_kirin.triggers.kirin import KirinTaskTrigger
 
         now = time.time()
-        backstop = timedelta(seconds=timeout + poll_interval + DEFER_TIMEOUT_MARGIN)
         self.defer(
             trigger=KirinTaskTrigger(
                 kirin_task_id=kirin_task_id,
@@ -79,20 +102,20 @@ class KirinWaitMixin:
                 poll_interval=poll_interval,
                 deadline=now + timeout,
                 first_poll_at=now + first_poll_delay,
-                max_consecutive_errors=max_consecutive_errors,
+                max_poll_error_seconds=max_poll_error_seconds,
                 started_at=now,
                 expected_seconds=expected_seconds,
             ),
             method_name="execute_complete",
-            timeout=min(backstop, self.execution_timeout) if self.execution_timeout else backstop,
+            timeout=defer_timeout(timeout + poll_interval, self.execution_timeout),
         )
 
     def finish(self, context: Context, task: KirinTask) -> dict[str, Any]:
         """The result dict of a completed task (also pushed as ``kirin_result``), with the video
         link recorded; a failed task, or a completed one without a video, raises its typed error."""
-        from airflow_provider_kirin.polling import log_result, raise_for_outcome
+        from airflow_provider_kirin.core.waiting import completed, log_result
 
-        raise_for_outcome(task)  # a reused task may have ended failed or without a video
+        task = completed(task)  # a reused task may have ended failed or without a video
         self.kirin_video_url = task.video_urls[0]  # the "Kirin video" link
         result = task.to_result()
         context["ti"].xcom_push(key=KIRIN_RESULT_XCOM_KEY, value=result)

@@ -25,14 +25,15 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
 
-from airflow_provider_kirin import defaults
 from airflow_provider_kirin._compat import AirflowSensorTimeout, conf
+from airflow_provider_kirin.core import defaults
 from airflow_provider_kirin.links.kirin import KirinVideoLink
-from airflow_provider_kirin.operators.waiting import KirinWaitMixin
+from airflow_provider_kirin.operators.waiting import KirinWaitMixin, resolve_error_seconds
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
+    from airflow_provider_kirin.core.waiting import Wait
     from airflow_provider_kirin.hooks.kirin import KirinHook
 
 
@@ -46,7 +47,14 @@ class KirinTaskSensor(KirinWaitMixin, BaseSensorOperator):
     :param first_poll_delay: Seconds before the first status check.
     :param deferrable: Defer to :class:`~airflow_provider_kirin.triggers.kirin.KirinTaskTrigger`
         at once instead of poking from a worker.
-    :param max_consecutive_poll_errors: Deferrable mode: failed status checks in a row that end the wait.
+    :param max_poll_error_seconds: How long failed status checks may go on before they end the
+        wait with the last check's error (a failed check is "not yet" until then). In reschedule
+        mode each poke is a new process, so there only the sensor's ``timeout`` ends a run of
+        failed checks.
+    :param max_consecutive_poll_errors: Deprecated: the same budget as a count of checks.
+
+    Every mode waits with the core's wait engine (``core/waiting.py``): one check per poke,
+    within the same per-check time budget as the triggerer's.
     """
 
     template_fields: Sequence[str] = ("kirin_task_id",)
@@ -62,7 +70,8 @@ class KirinTaskSensor(KirinWaitMixin, BaseSensorOperator):
         timeout: float = defaults.TIMEOUT,
         first_poll_delay: float = defaults.FIRST_POLL_DELAY,
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
-        max_consecutive_poll_errors: int = defaults.MAX_CONSECUTIVE_POLL_ERRORS,
+        max_poll_error_seconds: float = defaults.MAX_POLL_ERROR_SECONDS,
+        max_consecutive_poll_errors: int | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(poke_interval=poke_interval, timeout=timeout, **kwargs)
@@ -70,8 +79,10 @@ class KirinTaskSensor(KirinWaitMixin, BaseSensorOperator):
         self.kirin_conn_id = kirin_conn_id
         self.first_poll_delay = first_poll_delay
         self.deferrable = deferrable
-        self.max_consecutive_poll_errors = max_consecutive_poll_errors
-        self._first_poll_at = 0.0
+        self.max_poll_error_seconds = resolve_error_seconds(
+            max_poll_error_seconds, max_consecutive_poll_errors, poke_interval
+        )
+        self._wait: Wait | None = None
         self.kirin_video_url: str | None = None
 
     @cached_property
@@ -81,15 +92,27 @@ class KirinTaskSensor(KirinWaitMixin, BaseSensorOperator):
         return KirinHook(kirin_conn_id=self.kirin_conn_id)
 
     def execute(self, context: Context) -> Any:
+        from airflow_provider_kirin.core.waiting import Wait
+
         if self.deferrable:
             self.defer_until_done(
                 self.kirin_task_id,
                 poll_interval=float(self.poke_interval),
                 timeout=float(self.timeout),
                 first_poll_delay=self.first_poll_delay,
-                max_consecutive_errors=self.max_consecutive_poll_errors,
+                max_poll_error_seconds=self.max_poll_error_seconds,
             )
-        self._first_poll_at = self._start_time(context) + self.first_poll_delay
+        started = self._start_time(context)
+        self._wait = Wait(
+            str(self.kirin_task_id),
+            deadline=started + float(self.timeout),
+            poll_interval=float(self.poke_interval),
+            first_check_at=started + self.first_poll_delay,
+            max_error_seconds=self.max_poll_error_seconds,
+            started=started,
+            paced_by_caller=True,  # Airflow paces the pokes
+            logger=self.log,
+        )
         try:
             return super().execute(context)
         except AirflowSensorTimeout as err:
@@ -109,14 +132,16 @@ class KirinTaskSensor(KirinWaitMixin, BaseSensorOperator):
         return time.time()
 
     def poke(self, context: Context) -> bool | PokeReturnValue:
-        if time.time() < self._first_poll_at:
-            self.log.debug("Kirin task %s: first status check not due yet.", self.kirin_task_id)
+        """One step of the wait engine (``waiting.check_plan``): a status check once the first is
+        due; a failed check is "not yet" within ``max_poll_error_seconds``; done when it ends."""
+        from airflow_provider_kirin.core.waiting import check_plan
+
+        if self._wait is None:  # pragma: no cover - execute() sets it before the first poke
+            raise RuntimeError("KirinTaskSensor.poke() before execute()")
+        outcome = self.hook.run(check_plan(self.hook.protocol, self._wait))
+        if outcome is None:
             return False
-        task = self.hook.get_task(self.kirin_task_id)
-        if not task.is_terminal:
-            self.log.info("Kirin task %s is %s.", self.kirin_task_id, task.status)
-            return False
-        return PokeReturnValue(is_done=True, xcom_value=self.finish(context, task))
+        return PokeReturnValue(is_done=True, xcom_value=self.finish(context, outcome.result()))
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
         """Resume after the trigger fired: return the result, or raise the typed error."""

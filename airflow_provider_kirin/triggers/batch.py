@@ -3,20 +3,18 @@ one event, however many prompts.
 
 ``KirinBatchTextToVideoOperator`` creates it for you. What it does:
 
-- submits the items idempotently (``idempotency.submit_plan`` over ``KirinAsyncHook``: look the
-  derived id up, reuse, next ``.gN`` suffix after a failed generation, create, 409 -> lookup),
-  keeping at most ``max_in_flight`` of them unfinished at once, the next one submitted as soon as
-  one ends;
-- polls the unfinished ones (``polling.PollState`` per item; once a generation of a kind has been
-  seen done, later items of that kind are first checked that long after their create, see
-  ``batch.LearnedDurations``), all requests paced by one
-  :class:`~airflow_provider_kirin.retry.SharedPause`, so a 429 slows the whole batch;
+- keeps ``max_in_flight`` workers busy: each takes the next item, submits it idempotently
+  (``idempotency.submit_plan``: look the derived id up, reuse, next ``.gN`` suffix after a failed
+  generation, create, 409 -> lookup) and waits for it (``waiting.wait_plan``), then takes the next
+  one; items are started as slots free up, never all at once. Once a generation of a kind has been
+  seen done, later items of that kind are first checked that long after their create
+  (``batch.LearnedDurations``). All requests are paced by one
+  :class:`~airflow_provider_kirin.core.retry.SharedPause`, so a 429 slows the whole batch;
 - logs a progress line every ``progress_interval`` seconds
   (``312/500 done, 4 failed, 22 in flight, $109.20 so far``) and each failed item with its code;
-- yields one event when every item has ended or the deadline passed:
-  ``{"status": "done", "rows": [...], "counts": {...}, "total_cost": "..."}`` with one short
-  row per item (no envelopes: 1,000 items stay well under a megabyte), or
-  ``{"status": "error", "error": {...}}`` if the batch could not run at all.
+- yields one :class:`BatchEvent` when every item has ended or the deadline passed: one short row
+  per item (no envelopes), the counts and the total cost; or an error event if the batch could
+  not run at all. :meth:`BatchEvent.decode` turns it back into results for the operator.
 
 Its state lives in its kwargs (the items and their derived ids, deterministic) and in the API:
 after a triggerer restart, or while two copies run during a takeover, every item is looked up
@@ -27,20 +25,31 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
+import math
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 # Imported here, not on first use, so that the import never runs inside the triggerer's event loop.
 import aiohttp  # noqa: F401
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from airflow_provider_kirin.batch import BatchItem, BatchTally, ItemResult, LearnedDurations, unpack_items
-from airflow_provider_kirin.defaults import DEFAULT_CONN_ID, MAX_CONSECUTIVE_POLL_ERRORS, POLL_INTERVAL
-from airflow_provider_kirin.exceptions import KirinError
-from airflow_provider_kirin.polling import PollState
-from airflow_provider_kirin.redaction import redact, redact_json
+from airflow_provider_kirin.core.batch import (
+    BatchItem,
+    BatchTally,
+    ItemResult,
+    LearnedDurations,
+    item_plan,
+    unpack_items,
+)
+from airflow_provider_kirin.core.defaults import DEFAULT_CONN_ID, MAX_POLL_ERROR_SECONDS, POLL_INTERVAL
+from airflow_provider_kirin.core.redaction import redact, redact_json
+from airflow_provider_kirin.core.retry import SharedPause
+from airflow_provider_kirin.core.waiting import Wait, error_seconds_from_count
+from airflow_provider_kirin.exceptions import KirinError, error_from_event
+from airflow_provider_kirin.hooks.kirin import KirinAsyncHook
+from airflow_provider_kirin.models import KirinTask
 
 #: Seconds between two progress lines in the triggerer log.
 PROGRESS_INTERVAL = 30.0
@@ -48,17 +57,34 @@ PROGRESS_INTERVAL = 30.0
 DEADLINE_GRACE = 30.0
 
 
-class _Quiet:
-    """A logger for the per-item ``PollState``: status changes of 1,000 items go to debug; warnings stay."""
+@dataclass(frozen=True)
+class BatchEvent:
+    """What a :class:`KirinBatchTrigger` reports: every item's result, the counts and the total."""
 
-    def __init__(self, logger: logging.Logger | Any) -> None:
-        self._logger = logger
+    results: list[ItemResult]
+    counts: dict[str, int]
+    total_cost: str
 
-    def info(self, *args: Any, **kwargs: Any) -> None:
-        self._logger.debug(*args, **kwargs)
+    def to_payload(self) -> dict[str, Any]:
+        return {
+            "status": "done",
+            "rows": [redact_json(result.to_row()) for result in self.results],
+            "counts": dict(self.counts),
+            "total_cost": self.total_cost,
+        }
 
-    def warning(self, *args: Any, **kwargs: Any) -> None:
-        self._logger.warning(*args, **kwargs)
+    @classmethod
+    def decode(cls, event: dict[str, Any] | None) -> BatchEvent:
+        """The event a :class:`KirinBatchTrigger` fired, or the typed error it describes raised."""
+        if not isinstance(event, dict) or event.get("status") not in ("done", "error"):
+            raise KirinError(f"The Kirin batch trigger returned no valid event (got {type(event).__name__}).")
+        if event["status"] == "error":
+            raise error_from_event(event.get("error") or {})
+        try:
+            results = [ItemResult.from_row(row) for row in event.get("rows") or []]
+        except (TypeError, ValueError) as err:
+            raise KirinError(f"The Kirin batch trigger's event holds an unreadable row: {err}") from None
+        return cls(results, dict(event.get("counts") or {}), str(event.get("total_cost") or "0.00"))
 
 
 class KirinBatchTrigger(BaseTrigger):
@@ -71,9 +97,12 @@ class KirinBatchTrigger(BaseTrigger):
     :param poll_interval: Seconds between two status checks of one item (an upper bound).
     :param deadline: Absolute wall-clock deadline of the whole batch (``time.time()`` seconds).
     :param first_poll_delay: Seconds between an item's create and its first status check.
-    :param max_consecutive_errors: Failed checks in a row that end an item with ``error``.
+    :param max_poll_error_seconds: How long failed checks of one item may go on before they end
+        that item with ``error``.
     :param expected_seconds: How long one generation should take (checks come more often then).
     :param progress_interval: Seconds between progress log lines.
+    :param max_consecutive_errors: Deprecated count form of ``max_poll_error_seconds`` (read so a
+        trigger serialized by an earlier release resumes after an upgrade).
     """
 
     def __init__(
@@ -84,9 +113,10 @@ class KirinBatchTrigger(BaseTrigger):
         poll_interval: float = POLL_INTERVAL,
         deadline: float | None = None,
         first_poll_delay: float = 0.0,
-        max_consecutive_errors: int = MAX_CONSECUTIVE_POLL_ERRORS,
+        max_poll_error_seconds: float = MAX_POLL_ERROR_SECONDS,
         expected_seconds: float | None = None,
         progress_interval: float = PROGRESS_INTERVAL,
+        max_consecutive_errors: int | None = None,
     ) -> None:
         super().__init__()
         self.items = items
@@ -95,7 +125,9 @@ class KirinBatchTrigger(BaseTrigger):
         self.poll_interval = float(poll_interval)
         self.deadline = deadline
         self.first_poll_delay = float(first_poll_delay)
-        self.max_consecutive_errors = int(max_consecutive_errors)
+        if max_consecutive_errors is not None:
+            max_poll_error_seconds = error_seconds_from_count(max_consecutive_errors, self.poll_interval)
+        self.max_poll_error_seconds = float(max_poll_error_seconds)
         self.expected_seconds = expected_seconds
         self.progress_interval = float(progress_interval)
 
@@ -116,182 +148,113 @@ class KirinBatchTrigger(BaseTrigger):
                 "poll_interval": self.poll_interval,
                 "deadline": self.deadline,
                 "first_poll_delay": self.first_poll_delay,
-                "max_consecutive_errors": self.max_consecutive_errors,
+                "max_poll_error_seconds": self.max_poll_error_seconds,
                 "expected_seconds": self.expected_seconds,
                 "progress_interval": self.progress_interval,
             },
         )
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        from airflow_provider_kirin.hooks.kirin import KirinAsyncHook
-        from airflow_provider_kirin.retry import SharedPause
-
-        hook = KirinAsyncHook(self.kirin_conn_id, pause=SharedPause())
-        slots = asyncio.Semaphore(self.max_in_flight)
-        deadline = self.deadline if self.deadline is not None else float("inf")
-        workers: list[asyncio.Task[ItemResult]] = []
-        reporter: asyncio.Task[None] | None = None
         try:
             items = unpack_items(self.items)
-            tally = BatchTally(total=len(items))
-            learned = LearnedDurations()
-            await hook.get_config()
-            self.log.info("Kirin batch of %d items, at most %d in flight", len(items), self.max_in_flight)
-            workers = [
-                asyncio.create_task(self._run_item(hook, item, slots, tally, deadline, learned))
-                for item in items
-            ]
-            reporter = asyncio.create_task(self._report(tally))
-            budget = max(0.0, deadline - time.time()) + DEADLINE_GRACE if self.deadline is not None else None
-            done, _ = await asyncio.wait(workers, timeout=budget)
-            results = {
-                item.index: worker.result() if worker in done else self._cut_short(item, tally)
-                for item, worker in zip(items, workers, strict=True)
-            }
-            self.log.info("Kirin batch finished: %s", tally.progress())
-            yield TriggerEvent(
-                {
-                    "status": "done",
-                    "rows": [redact_json(results[item.index].to_row()) for item in items],
-                    "counts": dict(tally.counts),
-                    "total_cost": tally.total_cost(),
-                }
-            )
+            async with KirinAsyncHook(self.kirin_conn_id, pause=SharedPause()) as hook:
+                event = await self._run_batch(hook, items)
+            yield TriggerEvent(event.to_payload())
         except KirinError as err:
             yield TriggerEvent({"status": "error", "error": err.to_dict()})
         except Exception as err:  # never let a bug become a silent, endlessly retried trigger
             self.log.exception("The Kirin batch failed unexpectedly")
             wrapped = KirinError(f"The Kirin batch failed unexpectedly: {type(err).__name__}: {err}")
             yield TriggerEvent({"status": "error", "error": wrapped.to_dict()})
+
+    async def _run_batch(self, hook: KirinAsyncHook, items: list[BatchItem]) -> BatchEvent:
+        """Run ``max_in_flight`` workers over the items until all ended or the deadline passed."""
+        deadline = self.deadline if self.deadline is not None else math.inf
+        tally = BatchTally(total=len(items))
+        results: dict[int, ItemResult] = {}
+        learned = LearnedDurations()
+        queue = iter(items)
+        self.log.info("Kirin batch of %d items, at most %d in flight", len(items), self.max_in_flight)
+        workers = [
+            asyncio.create_task(self._worker(hook, queue, results, tally, deadline, learned))
+            for _ in range(min(self.max_in_flight, len(items)))
+        ]
+        reporter = asyncio.create_task(self._report(tally))
+        try:
+            budget = max(0.0, deadline - time.time()) + DEADLINE_GRACE if self.deadline is not None else None
+            await asyncio.wait(workers, timeout=budget)
         finally:
-            for task in [*workers, *([reporter] if reporter else [])]:
+            for task in (*workers, reporter):
                 task.cancel()
             with contextlib.suppress(BaseException):
-                await asyncio.gather(*workers, *([reporter] if reporter else []), return_exceptions=True)
-            await hook.close()
+                await asyncio.gather(*workers, reporter, return_exceptions=True)
+        for item in items:  # cut short by the deadline: still running, or never started
+            if item.index not in results:
+                results[item.index] = ItemResult.cut_short(item, started=item.index in tally.running)
+                tally.record(results[item.index])
+        self.log.info("Kirin batch finished: %s", tally.progress())
+        return BatchEvent([results[item.index] for item in items], dict(tally.counts), tally.total_cost())
 
-    def _cut_short(self, item: BatchItem, tally: BatchTally) -> ItemResult:
-        result = ItemResult(item.index, "timeout", external_task_id=item.request.external_task_id)
-        result.error_message = "the batch's deadline passed before this item ended"
-        tally.record(result)
-        return result
+    async def _worker(
+        self,
+        hook: KirinAsyncHook,
+        queue: Iterator[BatchItem],
+        results: dict[int, ItemResult],
+        tally: BatchTally,
+        deadline: float,
+        learned: LearnedDurations,
+    ) -> None:
+        """Take items until none is left: each submitted and waited for in this worker's slot."""
+        protocol = await hook.get_protocol()
+        for item in queue:
+            if time.time() >= deadline:
+                result = ItemResult.cut_short(item, started=False)
+            else:
+                tally.start(item.index)
+                submitted = time.monotonic()
+
+                def new_wait(task: KirinTask, reused: bool, item: BatchItem = item) -> Wait:
+                    first = 0.0 if reused else learned.first_delay(item.request, self.first_poll_delay)
+                    return Wait(
+                        task.task_id,
+                        deadline=deadline,
+                        poll_interval=self.poll_interval,
+                        first_check_at=time.time() + first,
+                        max_error_seconds=self.max_poll_error_seconds,
+                        expected_seconds=self.expected_seconds,
+                        logger=_Quiet(self.log),
+                    )
+
+                # Not in ``finally``: an item cut short by the deadline stays "running" (a timeout).
+                result = await hook.run(item_plan(protocol, item, new_wait))
+                tally.finish(item.index)
+                if result.status == "completed" and not result.reused:
+                    learned.ended(item.request, time.monotonic() - submitted)
+            results[item.index] = result
+            tally.record(result)
+            if result.status != "completed":
+                self.log.warning(
+                    "Kirin batch %s %s: %s %s",
+                    item.label,
+                    result.status,
+                    result.error_code or "no code",
+                    redact(result.error_message or ""),
+                )
 
     async def _report(self, tally: BatchTally) -> None:
         while True:
             await asyncio.sleep(self.progress_interval)
             self.log.info("Kirin batch: %s", tally.progress())
 
-    async def _run_item(
-        self,
-        hook: Any,
-        item: BatchItem,
-        slots: asyncio.Semaphore,
-        tally: BatchTally,
-        deadline: float,
-        learned: LearnedDurations,
-    ) -> ItemResult:
-        """Submit one item within a slot and poll it until it ends; never raises a KirinError."""
-        async with slots:
-            if time.time() >= deadline:
-                result = ItemResult(
-                    item.index, "not_submitted", external_task_id=item.request.external_task_id
-                )
-                result.error_message = "the batch's deadline passed before this item's turn"
-            else:
-                tally.in_flight += 1
-                try:
-                    result = await self._submit_and_wait(hook, item, deadline, learned)
-                finally:
-                    tally.in_flight -= 1
-        tally.record(result)
-        if result.status != "completed":
-            self.log.warning(
-                "Kirin batch %s %s: %s %s",
-                item.label,
-                result.status,
-                result.error_code or "no code",
-                redact(result.error_message or ""),
-            )
-        return result
 
-    async def _submit_and_wait(
-        self, hook: Any, item: BatchItem, deadline: float, learned: LearnedDurations
-    ) -> ItemResult:
-        from airflow_provider_kirin.retry import TransientKirinError
+class _Quiet:
+    """A logger for the per-item waits: status changes of 1,000 items go to debug; warnings stay."""
 
-        ext_id = item.request.external_task_id
-        try:
-            task, reused = await hook.submit_idempotent(item.request)
-        except KirinError as err:
-            return ItemResult(item.index, "error", ext_id, error_code=_code(err), error_message=err.message)
-        submitted = time.monotonic()
-        ext_id = task.external_task_id or ext_id
-        state = PollState(
-            task_id=task.task_id,
-            deadline=deadline,
-            poll_interval=self.poll_interval,
-            max_consecutive_errors=self.max_consecutive_errors,
-            expected_seconds=self.expected_seconds,
-            logger=_Quiet(self.log),
-        )
-        try:
-            outcome = _observe(state, item, task, ext_id, reused)
-            delay = state.first_delay(
-                0.0 if reused else learned.first_delay(item.request, self.first_poll_delay)
-            )
-            while outcome is None:
-                if state.expired():
-                    return ItemResult(
-                        item.index,
-                        "timeout",
-                        ext_id,
-                        task.task_id,
-                        error_message=f"still {task.status} at the batch's deadline",
-                        reused=reused,
-                    )
-                await asyncio.sleep(delay)
-                retry_after = None
-                try:
-                    task = await hook.poll_once(task.task_id)
-                except TransientKirinError as err:
-                    retry_after = state.observe_error(err)
-                else:
-                    outcome = _observe(state, item, task, ext_id, reused)
-                delay = state.next_delay(retry_after)
-            if outcome.status == "completed" and not reused:
-                learned.ended(item.request, time.monotonic() - submitted)
-            return outcome
-        except KirinError as err:
-            return ItemResult(
-                item.index, "error", ext_id, task.task_id, error_code=_code(err), error_message=err.message
-            )
+    def __init__(self, logger: Any) -> None:
+        self._logger = logger
 
+    def info(self, *args: Any, **kwargs: Any) -> None:
+        self._logger.debug(*args, **kwargs)
 
-def _observe(
-    state: PollState, item: BatchItem, task: Any, ext_id: str | None, reused: bool
-) -> ItemResult | None:
-    """The item's result once its task has ended, else ``None`` (``PollState`` decides)."""
-    try:
-        if state.observe(task) is None:
-            return None
-    except KirinError:
-        pass
-    return _ended(item, task, ext_id, reused)
-
-
-def _code(error: KirinError) -> str:
-    return error.code or type(error).__name__
-
-
-def _ended(item: BatchItem, task: Any, external_task_id: str | None, reused: bool) -> ItemResult:
-    """The result of an item whose task ended: completed with a video, or failed (also a
-    ``completed`` task without a video URL: nothing to keep)."""
-    if task.is_completed and task.video_urls:
-        return ItemResult(
-            item.index, "completed", external_task_id, task.task_id, task.video_urls, task.cost, reused=reused
-        )
-    code = task.error_code or ("no_video" if task.is_completed else None)
-    message = task.error_message or ("completed without a video URL" if task.is_completed else None)
-    return ItemResult(
-        item.index, "failed", external_task_id, task.task_id, [], task.cost, code, message, reused
-    )
+    def warning(self, *args: Any, **kwargs: Any) -> None:
+        self._logger.warning(*args, **kwargs)

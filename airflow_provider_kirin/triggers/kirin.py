@@ -13,7 +13,7 @@ Operators and sensors create it for you when ``deferrable=True``; to defer on it
 
 from __future__ import annotations
 
-import asyncio
+import math
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -22,10 +22,18 @@ from typing import Any
 import aiohttp  # noqa: F401
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from airflow_provider_kirin.defaults import DEFAULT_CONN_ID, MAX_CONSECUTIVE_POLL_ERRORS, POLL_INTERVAL
-from airflow_provider_kirin.exceptions import KirinBadResponseError, KirinError, error_from_event
-from airflow_provider_kirin.polling import PollState
-from airflow_provider_kirin.redaction import redact, redact_json
+from airflow_provider_kirin.core.defaults import DEFAULT_CONN_ID, MAX_POLL_ERROR_SECONDS, POLL_INTERVAL
+from airflow_provider_kirin.core.redaction import redact, redact_json
+from airflow_provider_kirin.core.waiting import Outcome, Wait, error_seconds_from_count
+from airflow_provider_kirin.exceptions import (
+    KirinBadResponseError,
+    KirinError,
+    KirinTaskFailedError,
+    KirinTaskTimeoutError,
+    error_from_event,
+)
+from airflow_provider_kirin.hooks.kirin import KirinAsyncHook
+from airflow_provider_kirin.models import KirinTask
 
 #: The statuses a :class:`KirinTaskTrigger` event can carry.
 EVENT_STATUSES = ("success", "failed", "timeout", "error")
@@ -40,19 +48,22 @@ class KirinTaskTrigger(BaseTrigger):
 
     Everything it needs is serialized, with times as absolute epoch seconds, so a triggerer
     restart or a move to another triggerer resumes polling the same task against the same
-    deadline. Transient errors (429, 5xx, timeouts, resets) are "not yet" until
-    ``max_consecutive_errors`` in a row.
+    deadline. The wait itself is the core's (``core/waiting.py``): transient errors (429, 5xx,
+    timeouts, resets) are "not yet" until they have gone on for ``max_poll_error_seconds``.
 
     :param kirin_task_id: The Kirin task to wait for.
     :param kirin_conn_id: The ``kirin`` connection.
     :param poll_interval: Seconds between status checks (an upper bound on the gap).
     :param deadline: Absolute wall-clock deadline (``time.time()`` seconds); None waits forever.
     :param first_poll_at: Absolute time of the first status check; None checks at once.
-    :param max_consecutive_errors: Failed checks in a row that end the wait with an error event.
+    :param max_poll_error_seconds: How long failed status checks may go on before they end the wait
+        with an error event.
     :param started_at: When the wait began (epoch seconds): elapsed times in the logs, and the
         clock of ``expected_seconds``.
     :param expected_seconds: How long the generation should take; around then the trigger checks
         twice as often, within the request budget of the plain schedule.
+    :param max_consecutive_errors: Deprecated count form of ``max_poll_error_seconds``, still read
+        so that a trigger serialized by an earlier release resumes after an upgrade.
     """
 
     def __init__(
@@ -62,9 +73,10 @@ class KirinTaskTrigger(BaseTrigger):
         poll_interval: float = POLL_INTERVAL,
         deadline: float | None = None,
         first_poll_at: float | None = None,
-        max_consecutive_errors: int = MAX_CONSECUTIVE_POLL_ERRORS,
+        max_poll_error_seconds: float = MAX_POLL_ERROR_SECONDS,
         started_at: float | None = None,
         expected_seconds: float | None = None,
+        max_consecutive_errors: int | None = None,
     ) -> None:
         super().__init__()
         self.kirin_task_id = kirin_task_id
@@ -72,7 +84,9 @@ class KirinTaskTrigger(BaseTrigger):
         self.poll_interval = float(poll_interval)
         self.deadline = deadline
         self.first_poll_at = first_poll_at
-        self.max_consecutive_errors = max_consecutive_errors
+        if max_consecutive_errors is not None:
+            max_poll_error_seconds = error_seconds_from_count(max_consecutive_errors, self.poll_interval)
+        self.max_poll_error_seconds = float(max_poll_error_seconds)
         self.started_at = time.time() if started_at is None else started_at
         self.expected_seconds = expected_seconds
 
@@ -91,72 +105,61 @@ class KirinTaskTrigger(BaseTrigger):
                 "poll_interval": self.poll_interval,
                 "deadline": self.deadline,
                 "first_poll_at": self.first_poll_at,
-                "max_consecutive_errors": self.max_consecutive_errors,
+                "max_poll_error_seconds": self.max_poll_error_seconds,
                 "started_at": self.started_at,
                 "expected_seconds": self.expected_seconds,
             },
         )
 
-    async def run(self) -> AsyncIterator[TriggerEvent]:
-        from airflow_provider_kirin.hooks.kirin import KirinAsyncHook
-        from airflow_provider_kirin.retry import TransientKirinError
-
-        hook = KirinAsyncHook(self.kirin_conn_id)
-        state = PollState(
-            task_id=self.kirin_task_id,
-            deadline=self.deadline if self.deadline is not None else float("inf"),
+    def _wait(self) -> Wait:
+        return Wait(
+            self.kirin_task_id,
+            deadline=self.deadline if self.deadline is not None else math.inf,
             poll_interval=self.poll_interval,
-            max_consecutive_errors=self.max_consecutive_errors,
-            started=self.started_at,
+            first_check_at=self.first_poll_at,
+            max_error_seconds=self.max_poll_error_seconds,
             expected_seconds=self.expected_seconds,
+            started=self.started_at,
             logger=self.log,
         )
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
         try:
-            config = await hook.get_config()
-            first = self.first_poll_at - time.time() if self.first_poll_at is not None else 0.0
-            await asyncio.sleep(state.first_delay(first))
-            while True:
-                retry_after = None
-                try:
-                    task = await hook.poll_once(
-                        self.kirin_task_id, state.request_budget(config.request_timeout)
-                    )
-                except TransientKirinError as err:
-                    retry_after = state.observe_error(err)
-                else:
-                    try:
-                        done = state.observe(task)
-                    except KirinError as err:
-                        yield self._event("failed", task=task.model_dump(mode="json"), error=err)
-                        return
-                    if done is not None:
-                        yield self._event("success", task=done.model_dump(mode="json"))
-                        return
-                if state.expired():
-                    yield self._event("timeout", error=state.timeout_error())
-                    return
-                await asyncio.sleep(state.next_delay(retry_after))
-        except KirinError as err:
+            async with KirinAsyncHook(self.kirin_conn_id) as hook:
+                outcome = await hook.wait(self._wait())
+        except KirinError as err:  # bad input, or the connection could not be read
             yield self._event("error", error=err)
+            return
         except Exception as err:  # never let a bug become a silent, endlessly retried trigger
+            self.log.exception("Unexpected error while waiting for Kirin task %s", self.kirin_task_id)
             wrapped = KirinError(
                 f"Waiting for the Kirin task failed unexpectedly: {type(err).__name__}: {err}"
             )
-            self.log.exception("Unexpected error while waiting for Kirin task %s", self.kirin_task_id)
             yield self._event("error", error=wrapped)
-        finally:
-            await hook.close()
+            return
+        yield self._outcome_event(outcome)
+
+    def _outcome_event(self, outcome: Outcome) -> TriggerEvent:
+        error = outcome.error
+        if error is None:
+            return self._event("success", task=outcome.task)
+        if isinstance(error, KirinTaskTimeoutError):
+            return self._event("timeout", error=error)
+        if isinstance(error, KirinTaskFailedError) and outcome.task is not None and outcome.task.is_terminal:
+            return self._event("failed", task=outcome.task, error=error)
+        return self._event("error", error=error)
 
     def _event(
-        self, status: str, *, task: dict[str, Any] | None = None, error: KirinError | None = None
+        self, status: str, *, task: KirinTask | None = None, error: KirinError | None = None
     ) -> TriggerEvent:
         if error is not None and error.task_id is None:
             error.task_id = self.kirin_task_id
+        envelope = task.model_dump(mode="json") if task is not None else None
         return TriggerEvent(
             {
                 "status": status,
                 "kirin_task_id": self.kirin_task_id,
-                "task": redact_json(task),  # events are stored in the metadata DB: keep them clean
+                "task": redact_json(envelope),  # events are stored in the metadata DB: keep them clean
                 "error": error.to_dict() if error is not None else None,
             }
         )
@@ -173,11 +176,10 @@ class KirinTaskTrigger(BaseTrigger):
         )
 
 
-def task_from_event(event: dict[str, Any] | None) -> Any:
-    """The completed :class:`~airflow_provider_kirin.models.KirinTask` a trigger event carries, or
-    the typed error it describes. A missing event or an unknown status is an error, never a success."""
-    from airflow_provider_kirin.models import KirinTask
-
+def task_from_event(event: dict[str, Any] | None) -> KirinTask:
+    """The completed :class:`~airflow_provider_kirin.models.KirinTask` a :class:`KirinTaskTrigger`
+    event carries, or the typed error it describes raised. A missing event or an unknown status is
+    an error, never a success."""
     if not isinstance(event, dict):
         raise KirinError(f"The Kirin trigger returned no event (got {type(event).__name__}).")
     status = event.get("status")

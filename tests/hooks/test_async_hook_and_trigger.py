@@ -108,25 +108,27 @@ async def test_trigger_rides_out_transient_errors(emulator: EmulatorServer) -> N
     emulator.add_fault(endpoint="get", kind="reset_before", times=1)
     emulator.add_fault(endpoint="get", kind="http_error", status=429, retry_after="0", times=1)
     (event,) = await run_trigger(
-        KirinTaskTrigger(task_id, poll_interval=0.05, deadline=time.time() + 20, max_consecutive_errors=5)
+        KirinTaskTrigger(task_id, poll_interval=0.05, deadline=time.time() + 20, max_poll_error_seconds=10)
     )
     assert event["status"] == "success"
 
 
-async def test_trigger_gives_up_after_consecutive_errors_with_sleeps_between(
+async def test_trigger_gives_up_after_its_error_span_with_sleeps_between(
     emulator: EmulatorServer,
 ) -> None:
     task_id = submit("tr-2")
     emulator.add_fault(endpoint="get", kind="http_error", status=502, times=-1)
     started = time.monotonic()
     (event,) = await run_trigger(
-        KirinTaskTrigger(task_id, poll_interval=0.1, deadline=time.time() + 30, max_consecutive_errors=3)
+        KirinTaskTrigger(task_id, poll_interval=0.1, deadline=time.time() + 30, max_poll_error_seconds=0.2)
     )
+    elapsed = time.monotonic() - started
     assert event["status"] == "error"
-    with pytest.raises(KirinStatusCheckError, match="3 status checks in a row failed"):
+    with pytest.raises(KirinStatusCheckError, match="status checks in a row failed over"):
         task_from_event(event)
-    assert emulator.stats()["gets"] == 3  # one request per poll: no hidden busy loop
-    assert time.monotonic() - started >= 0.18  # two sleeps of >= 0.09 s between the three polls
+    assert elapsed >= 0.2  # not before the span had passed
+    # one request per poll, >= 0.1 s apart: no hidden busy loop (2 or 3, by how long each took)
+    assert 2 <= emulator.stats()["gets"] <= 3
 
 
 async def test_trigger_serializes_and_resumes_the_same_task(emulator: EmulatorServer) -> None:

@@ -11,32 +11,13 @@ import time
 from typing import Any
 
 import pytest
+from kirin_fakes import batch_items
 
-from airflow_provider_kirin.batch import BatchItem, ItemResult, pack_items, parse_items
+from airflow_provider_kirin.core.batch import BatchItem, ItemResult, pack_items
 from airflow_provider_kirin.emulator import EmulatorServer
-from airflow_provider_kirin.idempotency import derive_external_task_id
 from airflow_provider_kirin.triggers.batch import KirinBatchTrigger
 
 FAST: dict[str, Any] = {"poll_interval": 0.05, "first_poll_delay": 0.0}
-
-
-def batch_items(prompts: list[Any], run_id: str = "run-1") -> list[BatchItem]:
-    """Validated items with the ids the operator derives for them."""
-    items = parse_items(prompts, {"duration": 5})
-    return [
-        BatchItem(
-            item.index,
-            item.key,
-            item.request.model_copy(
-                update={
-                    "external_task_id": derive_external_task_id(
-                        "dag", run_id, "batch", -1, fingerprint=item.request.fingerprint(), item=item.item_id
-                    )
-                }
-            ),
-        )
-        for item in items
-    ]
 
 
 def trigger_for(items: list[BatchItem], **kwargs: Any) -> KirinBatchTrigger:

@@ -30,7 +30,7 @@ def memory_store() -> None:
 
 def completed_task(hook: KirinHook, external_id: str) -> str:
     task = hook.create_task("a fox", external_task_id=external_id)
-    return hook.wait_for_task(task.task_id, poll_interval=0.1, timeout=10).task_id
+    return hook.wait_for_task(task.task_id, poll_interval=0.1, timeout=10, first_poll_delay=0).task_id
 
 
 @pytest.mark.parametrize("scheme", ["file", "memory"])

@@ -12,7 +12,6 @@ from pathlib import Path
 import av
 import pytest
 
-from airflow_provider_kirin.download import safe_file_name
 from airflow_provider_kirin.emulator import EmulatorConfig, EmulatorServer
 from airflow_provider_kirin.exceptions import (
     KirinAuthError,
@@ -31,6 +30,7 @@ from airflow_provider_kirin.exceptions import (
     KirinValidationError,
 )
 from airflow_provider_kirin.hooks.kirin import KirinHook
+from airflow_provider_kirin.io.storage import safe_file_name
 
 
 def api_requests(server: EmulatorServer) -> int:
@@ -51,7 +51,7 @@ def test_create_get_lookup_wait_download(emulator: EmulatorServer, tmp_path: Pat
     assert found.task_id == created.task_id
     assert hook.get_task_by_external_id("no-such-id") is None
 
-    done = hook.wait_for_task(created.task_id, poll_interval=0.1, timeout=10)
+    done = hook.wait_for_task(created.task_id, poll_interval=0.1, timeout=10, first_poll_delay=0)
     assert done.is_completed
     assert done.cost == "1.20"
     assert done.to_result()["videos"][0]["size"] == "960x960"
@@ -89,7 +89,7 @@ def test_bad_input_costs_nothing(emulator: EmulatorServer, fields: dict) -> None
 
 def test_429_with_retry_after_is_honoured(emulator: EmulatorServer, caplog: pytest.LogCaptureFixture) -> None:
     emulator.add_fault(endpoint="create", kind="http_error", status=429, retry_after="1", times=2)
-    with caplog.at_level(logging.WARNING, logger="airflow_provider_kirin.retry"):
+    with caplog.at_level(logging.WARNING, logger="airflow_provider_kirin.core.retry"):
         task = KirinHook().create_task("p", external_task_id="rl-1")
     assert task.external_task_id == "rl-1"
     stats = emulator.stats()
@@ -227,7 +227,7 @@ def test_read_timeout_is_retried(emulator: EmulatorServer, use_conn: Callable[..
 def test_wait_times_out_after_a_last_check(emulator: EmulatorServer) -> None:
     task = KirinHook().create_task("p", external_task_id="to-1")
     with pytest.raises(KirinTaskTimeoutError) as info:
-        KirinHook().wait_for_task(task.task_id, poll_interval=0.2, timeout=0.5)
+        KirinHook().wait_for_task(task.task_id, poll_interval=0.2, timeout=0.5, first_poll_delay=0)
     assert info.value.task_id == task.task_id
     assert "processing" in str(info.value) or "pending" in str(info.value)
 
@@ -236,7 +236,7 @@ def test_wait_tolerates_unknown_statuses_and_aliases(emulator: EmulatorServer) -
     task = KirinHook().create_task("p", external_task_id="unk-1")
     emulator.add_fault(endpoint="get", kind="unknown_status", times=2)
     emulator.add_fault(endpoint="get", kind="id_alias", times=2)
-    done = KirinHook().wait_for_task(task.task_id, poll_interval=0.1, timeout=10)
+    done = KirinHook().wait_for_task(task.task_id, poll_interval=0.1, timeout=10, first_poll_delay=0)
     assert done.is_completed
 
 
@@ -244,13 +244,13 @@ def test_completed_without_video_is_a_parse_error(emulator: EmulatorServer) -> N
     task = KirinHook().create_task("p", external_task_id="nv-1")
     emulator.add_fault(endpoint="get", kind="completed_no_video", times=-1)
     with pytest.raises(KirinResultParsingError, match="no video URL"):
-        KirinHook().wait_for_task(task.task_id, poll_interval=0.1, timeout=5)
+        KirinHook().wait_for_task(task.task_id, poll_interval=0.1, timeout=5, first_poll_delay=0)
 
 
 # -- downloads -----------------------------------------------------------------------------------
 def completed(hook: KirinHook, external_id: str) -> str:
     task = hook.create_task("p", external_task_id=external_id)
-    return hook.wait_for_task(task.task_id, poll_interval=0.1, timeout=10).video_urls[0]
+    return hook.wait_for_task(task.task_id, poll_interval=0.1, timeout=10, first_poll_delay=0).video_urls[0]
 
 
 def test_key_goes_only_to_the_api_origin(emulator: EmulatorServer, tmp_path: Path) -> None:
@@ -325,7 +325,7 @@ def test_paths_come_from_the_connection(emulator: EmulatorServer) -> None:
     hook = KirinHook()
     assert hook.config.create_path == "/gateway/v1/videos/generations"
     task = hook.create_task("p", external_task_id="gw-1")
-    assert hook.wait_for_task(task.task_id, poll_interval=0.1, timeout=10).is_completed
+    assert hook.wait_for_task(task.task_id, poll_interval=0.1, timeout=10, first_poll_delay=0).is_completed
 
 
 def test_idempotent_submit_replaces_a_completed_task_without_video(emulator: EmulatorServer) -> None:

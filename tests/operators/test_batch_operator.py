@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from airflow_helpers import AirflowHome, decode_xcom
 
-from airflow_provider_kirin.download import safe_name
 from airflow_provider_kirin.emulator import EmulatorServer
+from airflow_provider_kirin.io.storage import safe_name
 
 pytestmark = pytest.mark.airflow  # real `airflow dags test`: not in `make test-fast`
 

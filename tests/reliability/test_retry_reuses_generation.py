@@ -26,8 +26,8 @@ from pathlib import Path
 import pytest
 from airflow_helpers import AirflowHome, api_server_settings, free_port, http_ok, wait_until
 
+from airflow_provider_kirin.core.idempotency import derive_external_task_id
 from airflow_provider_kirin.emulator import EmulatorConfig, EmulatorServer
-from airflow_provider_kirin.idempotency import derive_external_task_id
 from airflow_provider_kirin.models import KirinVideoRequest
 
 pytestmark = pytest.mark.airflow  # starts real Airflow processes: not in `make test-fast`

@@ -142,7 +142,7 @@ async def test_the_api_key_appears_nowhere(
             fault("get", "reset_before"),
         ]
     )
-    done = hook.wait_for_task(created.task_id, poll_interval=0.05, timeout=15)
+    done = hook.wait_for_task(created.task_id, poll_interval=0.05, timeout=15, first_poll_delay=0)
     evidence.add("wait_for_task result", done.model_dump(mode="json"))
     evidence.add("xcom: to_result", done.to_result())
     path = hook.download_video(done.video_urls[0], tmp_path).path
@@ -176,7 +176,7 @@ async def test_the_api_key_appears_nowhere(
         evidence,
         "failed generation echo",
         KirinGenerationError,
-        lambda: hook.wait_for_task(failing.task_id, poll_interval=0.05, timeout=15),
+        lambda: hook.wait_for_task(failing.task_id, poll_interval=0.05, timeout=15, first_poll_delay=0),
     )
 
     # -- the async hook and the trigger -----------------------------------------------------------
@@ -215,7 +215,7 @@ async def test_the_api_key_appears_nowhere(
     event = await run_trigger(
         evidence,
         "trigger 5xx forever",
-        KirinTaskTrigger(second.task_id, poll_interval=0.05, deadline=deadline, max_consecutive_errors=2),
+        KirinTaskTrigger(second.task_id, poll_interval=0.05, deadline=deadline, max_poll_error_seconds=0.05),
     )
     assert event["status"] == "error"
     canary.clear_faults()

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_kirin.batch import (
+from airflow_provider_kirin.core.batch import (
     BatchTally,
     ItemResult,
     LearnedDurations,
@@ -18,8 +18,8 @@ from airflow_provider_kirin.batch import (
     too_many_failed,
     unpack_items,
 )
+from airflow_provider_kirin.core.idempotency import derive_external_task_id
 from airflow_provider_kirin.exceptions import KirinValidationError
-from airflow_provider_kirin.idempotency import derive_external_task_id
 
 DEFAULTS: dict[str, Any] = {"duration": 5, "mode": "std"}
 
@@ -139,7 +139,8 @@ def test_tally_progress_line_and_hostile_costs() -> None:
         tally.record(ItemResult(312 + index, "failed", error_code="002011095"))
     tally.record(ItemResult(400, "completed", cost="NaN"))  # nothing the server sends is trusted
     tally.record(ItemResult(401, "completed", cost="-5"))
-    tally.in_flight = 22
+    for index in range(450, 472):
+        tally.start(index)
     assert tally.progress() == "318/500 done, 4 failed, 22 in flight, $109.20 so far"
     with pytest.raises(ValueError, match="unknown item status"):
         ItemResult.from_row([0, "success", None, None, [], None, None, None, False])

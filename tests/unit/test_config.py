@@ -7,7 +7,7 @@ import json
 import pytest
 from airflow.sdk import Connection
 
-from airflow_provider_kirin.config import KirinConnectionConfig
+from airflow_provider_kirin.core.config import KirinConnectionConfig
 from airflow_provider_kirin.exceptions import KirinValidationError
 from airflow_provider_kirin.hooks.kirin import KirinHook
 
@@ -121,9 +121,9 @@ def test_a_misspelt_extra_is_named_in_a_warning(
 ) -> None:
     conn = {"conn_type": "kirin", "host": "http://127.0.0.1:8765", "password": KEY, "extra": {"timout": 5}}
     monkeypatch.setenv("AIRFLOW_CONN_KIRIN_DEFAULT", json.dumps(conn))
-    with caplog.at_level("WARNING", logger="airflow_provider_kirin.config"):
+    with caplog.at_level("WARNING", logger="airflow_provider_kirin.core.config"):
         config = KirinHook().config
     assert config.timeout == 30.0  # not applied...
-    (record,) = [r for r in caplog.records if r.name == "airflow_provider_kirin.config"]
+    (record,) = [r for r in caplog.records if r.name == "airflow_provider_kirin.core.config"]
     assert "'timout'" in record.getMessage()  # ...but never dropped silently
     assert "did you mean 'timeout'?" in record.getMessage()

@@ -7,6 +7,7 @@ import pickle
 import pytest
 from airflow.sdk.exceptions import AirflowException, AirflowSensorTimeout
 
+from airflow_provider_kirin.core.redaction import clean_text, redact, register_secret
 from airflow_provider_kirin.exceptions import (
     KirinAuthError,
     KirinBadResponseError,
@@ -27,7 +28,6 @@ from airflow_provider_kirin.exceptions import (
     exception_class_for,
     normalize_code,
 )
-from airflow_provider_kirin.redaction import clean_text, redact, register_secret
 
 SEED = {
     "002011095": KirinGenerationError,

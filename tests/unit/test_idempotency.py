@@ -8,8 +8,16 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_kirin.idempotency import derive_external_task_id, with_derived_external_task_id
+from airflow_provider_kirin.core.config import KirinConnectionConfig
+from airflow_provider_kirin.core.idempotency import (
+    create_plan,
+    derive_external_task_id,
+    submit_plan,
+    with_derived_external_task_id,
+)
+from airflow_provider_kirin.core.steps import PlanRunner, Send, Sleep, Step
 from airflow_provider_kirin.models import KirinVideoRequest
+from airflow_provider_kirin.protocol import KirinProtocol
 
 BASE: dict[str, Any] = {"prompt": "a fox", "negative_prompt": None, "duration": 5, "aspect_ratio": "16:9"}
 
@@ -82,6 +90,13 @@ def test_context_helper_derives_only_when_the_author_set_no_id() -> None:
 
 
 # -- the sans-I/O submit plan both hooks carry out -------------------------------------------------------
+PROTOCOL = KirinProtocol(
+    KirinConnectionConfig.model_validate(
+        {"base_url": "http://127.0.0.1:1", "api_key": "k" * 8, "max_retries": 3}
+    )
+)
+
+
 def _task(status: str, external_task_id: str, **extra: Any) -> Any:
     from airflow_provider_kirin.models import KirinTask
 
@@ -89,50 +104,52 @@ def _task(status: str, external_task_id: str, **extra: Any) -> Any:
                                      "external_task_id": external_task_id, **extra})  # fmt: skip
 
 
-def test_submit_plan_looks_up_then_creates() -> None:
-    from airflow_provider_kirin.idempotency import Create, Lookup, submit_plan
+def what(step: Step) -> tuple[str, ...]:
+    """A step in words: ``("lookup", id)``, ``("create", id)``, ``("get", task id)`` or ``("sleep",)``."""
+    if isinstance(step, Sleep):
+        return ("sleep",)
+    return (step.call.operation, str(step.call.external_task_id or step.call.task_id))
 
-    plan = submit_plan(KirinVideoRequest.build(prompt="p", external_task_id="x"))
-    assert next(plan) == Lookup("x")
+
+def test_submit_plan_looks_up_then_creates() -> None:
+    plan = submit_plan(PROTOCOL, KirinVideoRequest.build(prompt="p", external_task_id="x"))
+    assert what(next(plan)) == ("lookup", "x")
     step = plan.send(None)
-    assert isinstance(step, Create)
-    assert step.request.external_task_id == "x"
+    assert what(step) == ("create", "x")
+    assert isinstance(step, Send)
+    assert (step.call.body or {})["external_task_id"] == "x"
     with pytest.raises(StopIteration) as done:
         plan.send(_task("pending", "x"))
     assert done.value.value[1] is False
 
 
 def test_submit_plan_moves_past_failed_generations_and_reuses_the_rest() -> None:
-    from airflow_provider_kirin.idempotency import Create, Lookup, submit_plan
-
-    plan = submit_plan(KirinVideoRequest.build(prompt="p", external_task_id="x"))
-    assert next(plan) == Lookup("x")
-    assert plan.send(_task("failed", "x")) == Lookup("x.g2")
-    assert plan.send(_task("completed", "x.g2")) == Lookup("x.g3")  # completed without a video
+    plan = submit_plan(PROTOCOL, KirinVideoRequest.build(prompt="p", external_task_id="x"))
+    assert what(next(plan)) == ("lookup", "x")
+    assert what(plan.send(_task("failed", "x"))) == ("lookup", "x.g2")
+    assert what(plan.send(_task("completed", "x.g2"))) == ("lookup", "x.g3")  # completed without a video
     with pytest.raises(StopIteration) as done:
         plan.send(_task("processing", "x.g3"))
     assert done.value.value == (_task("processing", "x.g3"), True)
 
-    plan = submit_plan(KirinVideoRequest.build(prompt="p", external_task_id="y"))
+    plan = submit_plan(PROTOCOL, KirinVideoRequest.build(prompt="p", external_task_id="y"))
     next(plan)
-    step = plan.send(_task("failed", "y"))
+    plan.send(_task("failed", "y"))
     step = plan.send(None)
-    assert isinstance(step, Create)
-    assert step.request.external_task_id == "y.g2"
+    assert what(step) == ("create", "y.g2")
 
 
 def test_a_409_is_resolved_by_lookup_or_raised() -> None:
     from airflow_provider_kirin.exceptions import KirinConflictError
-    from airflow_provider_kirin.idempotency import Lookup, create_plan
 
-    plan = create_plan(KirinVideoRequest.build(prompt="p", external_task_id="z"))
-    next(plan)
-    assert plan.throw(KirinConflictError("409")) == Lookup("z")
+    plan = create_plan(PROTOCOL, KirinVideoRequest.build(prompt="p", external_task_id="z"))
+    assert what(next(plan)) == ("create", "z")
+    assert what(plan.throw(KirinConflictError("409"))) == ("lookup", "z")
     with pytest.raises(StopIteration) as done:
         plan.send(_task("pending", "z"))
     assert done.value.value[1] is True
 
-    plan = create_plan(KirinVideoRequest.build(prompt="p", external_task_id="z"))
+    plan = create_plan(PROTOCOL, KirinVideoRequest.build(prompt="p", external_task_id="z"))
     next(plan)
     plan.throw(KirinConflictError("409"))
     with pytest.raises(KirinConflictError, match="finds no task"):
@@ -140,14 +157,41 @@ def test_a_409_is_resolved_by_lookup_or_raised() -> None:
 
 
 def test_create_retries_look_up_only_after_an_attempt_that_may_have_created() -> None:
+    from airflow_provider_kirin.core.retry import TransientKirinError
     from airflow_provider_kirin.exceptions import KirinBadResponseError, KirinUnreachableError
-    from airflow_provider_kirin.idempotency import CreateRetries
-    from airflow_provider_kirin.retry import TransientKirinError
 
-    retries = CreateRetries("x")
-    assert retries.lookup_first() is None
-    retries.failed(TransientKirinError(KirinBadResponseError("503"), may_have_created=False))
-    assert retries.lookup_first() is None
-    retries.failed(TransientKirinError(KirinUnreachableError("reset"), may_have_created=True))
-    assert retries.lookup_first() == "x"
-    assert CreateRetries(None).lookup_first() is None
+    plan = create_plan(PROTOCOL, KirinVideoRequest.build(prompt="p", external_task_id="x"))
+    assert what(next(plan)) == ("create", "x")
+    # a failure that did not create anything: the retry creates again, no lookup
+    not_created = TransientKirinError(KirinBadResponseError("503"), may_have_created=False)
+    assert what(plan.throw(not_created)) == ("sleep",)
+    assert what(plan.send(None)) == ("create", "x")
+    # an attempt that may have created the task: the next attempt looks it up first ...
+    maybe = TransientKirinError(KirinUnreachableError("reset"), may_have_created=True)
+    assert what(plan.throw(maybe)) == ("sleep",)
+    assert what(plan.send(None)) == ("lookup", "x")
+    # ... and uses what it finds instead of creating again
+    with pytest.raises(StopIteration) as done:
+        plan.send(_task("pending", "x"))
+    assert done.value.value == (_task("pending", "x"), False)
+
+
+def test_the_retry_policy_ends_with_the_typed_error() -> None:
+    from airflow_provider_kirin.core.retry import TransientKirinError
+    from airflow_provider_kirin.exceptions import KirinBadResponseError
+
+    plan = create_plan(PROTOCOL, KirinVideoRequest.build(prompt="p", external_task_id="w"))
+    runner = PlanRunner(plan)
+    steps = []
+    with pytest.raises(KirinBadResponseError, match="503"):
+        drive(runner, steps, TransientKirinError(KirinBadResponseError("503"), may_have_created=False))
+    assert steps.count(("create", "w")) == 4  # max_retries=3: four tries in all
+    assert steps.count(("sleep",)) == 3
+
+
+def drive(runner: PlanRunner[Any], steps: list[tuple[str, ...]], error: Exception) -> None:
+    """Answer every request with ``error`` and every sleep with nothing, recording the steps."""
+    while (step := runner.next_step()) is not None:
+        steps.append(what(step))
+        if isinstance(step, Send):
+            runner.fail(error)

@@ -71,18 +71,18 @@ def test_limits_are_inclusive() -> None:
         ("prompt", 42, "1 to 2500 characters"),
         ("prompt", None, "1 to 2500 characters"),
         ("negative_prompt", "n" * 2501, "at most 2500 characters"),
-        ("duration", 7, "5 or 10"),
-        ("duration", "15", "5 or 10"),
-        ("duration", True, "5 or 10"),
-        ("duration", 5.0, "5 or 10"),
+        ("duration", 7, "'5', '10'"),
+        ("duration", "15", "'5', '10'"),
+        ("duration", True, "'5', '10'"),
+        ("duration", 5.0, "'5', '10'"),
         ("aspect_ratio", "4:3", "'16:9', '9:16', '1:1'"),
         ("mode", "turbo", "'std', 'pro'"),
         ("watermark", "yes", "True or False"),
         ("callback_url", "ftp://example.com/x", "http:// or https:// URL"),
         ("callback_url", "not a url", "http:// or https:// URL"),
         ("callback_url", "https://", "http:// or https:// URL"),
-        ("external_task_id", "", "non-empty string"),
-        ("external_task_id", " padded ", "non-empty string"),
+        ("external_task_id", "", "1 to 256 characters"),
+        ("external_task_id", " padded ", "no white space at either end"),
         ("external_task_id", "x" * 257, "at most 256 characters"),
     ],
 )
@@ -199,3 +199,32 @@ def test_unknown_fields_and_id_alias_are_tolerated() -> None:
 def test_malformed_envelopes_are_rejected_by_the_model(raw: dict) -> None:
     with pytest.raises(ValidationError):
         KirinTask.model_validate(raw)
+
+
+def test_every_request_field_is_an_argument_everywhere() -> None:
+    """A field declared on the model is accepted by each place a DAG author or the server meets
+    it; adding a field and forgetting one of them fails here, naming it."""
+    import inspect
+
+    from airflow_provider_kirin.emulator.validation import KNOWN_FIELDS
+    from airflow_provider_kirin.models import BUILD_ARGS, VIDEO_ARGS, RequestArgs
+    from airflow_provider_kirin.operators.batch import KirinBatchTextToVideoOperator
+    from airflow_provider_kirin.operators.kirin import KirinTextToVideoOperator
+
+    declared = {"watermark" if name == "watermark_info" else name for name in KirinVideoRequest.model_fields}
+    declared.discard("model")  # fixed, never an argument
+    places = {
+        "RequestArgs": {"prompt", *RequestArgs.__annotations__},
+        "BUILD_ARGS": set(BUILD_ARGS),
+        "KirinTextToVideoOperator": set(inspect.signature(KirinTextToVideoOperator.__init__).parameters),
+        "KirinBatchTextToVideoOperator (shared defaults)": {
+            "prompt",
+            *inspect.signature(KirinBatchTextToVideoOperator.__init__).parameters,
+        },
+        "the emulator": {"watermark" if name == "watermark_info" else name for name in KNOWN_FIELDS},
+    }
+    missing = {
+        place: sorted((declared if "Batch" not in place else set(VIDEO_ARGS)) - names)
+        for place, names in places.items()
+    }
+    assert {place: names for place, names in missing.items() if names} == {}

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 from pydantic import SecretStr
 
-from airflow_provider_kirin.config import KirinConnectionConfig
+from airflow_provider_kirin.core.config import KirinConnectionConfig
+from airflow_provider_kirin.core.retry import TransientKirinError
 from airflow_provider_kirin.exceptions import (
     KirinAuthError,
     KirinBadResponseError,
@@ -22,7 +24,6 @@ from airflow_provider_kirin.exceptions import (
 )
 from airflow_provider_kirin.models import KirinVideoRequest
 from airflow_provider_kirin.protocol import KirinProtocol
-from airflow_provider_kirin.retry import TransientKirinError
 
 KEY = "kirin-protocol-test-key"
 
@@ -170,7 +171,7 @@ def test_an_oversized_body_is_a_parse_error_and_quotes_a_short_snippet(protocol:
 
 
 def test_error_bodies_are_scrubbed_of_the_key(protocol: KirinProtocol) -> None:
-    from airflow_provider_kirin.redaction import register_secret
+    from airflow_provider_kirin.core.redaction import register_secret
 
     register_secret(KEY)
     with pytest.raises(KirinAuthError) as info:
@@ -182,26 +183,81 @@ def test_error_bodies_are_scrubbed_of_the_key(protocol: KirinProtocol) -> None:
 
 def test_transport_failures(protocol: KirinProtocol) -> None:
     get = protocol.get("kt_1")
-    failure = protocol.transport_failure(get, ConnectionResetError("reset"), reached_server=True)
+    failure = protocol.transport_failure(get, ConnectionResetError("reset"))
     assert isinstance(failure, TransientKirinError)
     assert type(failure.final) is KirinUnreachableError
     assert failure.final.may_have_created is None  # a read never creates anything
 
     with_id = protocol.create(KirinVideoRequest.build(prompt="p", external_task_id="e1"))
-    failure = protocol.transport_failure(with_id, TimeoutError("read"), reached_server=True)
+    failure = protocol.transport_failure(with_id, TimeoutError("read"))
     assert isinstance(failure, TransientKirinError)
     assert failure.may_have_created
     assert type(failure.final) is KirinUnreachableError
     assert failure.final.may_have_created is True
 
     no_id = protocol.create(KirinVideoRequest.build(prompt="p"))
-    not_retried = protocol.transport_failure(no_id, TimeoutError(), reached_server=True)
+    not_retried = protocol.transport_failure(no_id, TimeoutError())
     assert type(not_retried) is KirinUnreachableError
     assert not_retried.may_have_created is True
     assert not isinstance(not_retried, KirinTaskFailedError)
-    refused = protocol.transport_failure(no_id, ConnectionRefusedError(), reached_server=False)
+    refused = protocol.transport_failure(no_id, ConnectionRefusedError())
     assert isinstance(refused, TransientKirinError)
     assert not refused.may_have_created
+
+
+def _requests_connect_failure(reason: BaseException) -> BaseException:
+    """What ``requests`` raises when urllib3 could not connect: ConnectionError(MaxRetryError(reason))."""
+    import requests
+    import urllib3.exceptions
+
+    return requests.ConnectionError(urllib3.exceptions.MaxRetryError(None, "/v1/tasks", reason))  # type: ignore[arg-type]
+
+
+def _aiohttp_connector_error() -> BaseException:
+    import aiohttp
+    from aiohttp.client_reqrep import ConnectionKey
+
+    key = ConnectionKey("gw.example.com", 443, True, True, None, None, None)
+    return aiohttp.ClientConnectorError(key, OSError(111, "no route"))
+
+
+@pytest.mark.parametrize(
+    ("make_error", "reached"),
+    [
+        # never connected, whatever the text says (decided by type, not by message)
+        (
+            lambda: _requests_connect_failure(
+                __import__("urllib3").exceptions.NewConnectionError(None, "zzz")
+            ),
+            False,
+        ),
+        (
+            lambda: _requests_connect_failure(
+                __import__("urllib3").exceptions.NameResolutionError("h", None, OSError())
+            ),
+            False,
+        ),
+        (lambda: __import__("requests").ConnectTimeout("connect timed out"), False),
+        (_aiohttp_connector_error, False),
+        (lambda: ConnectionRefusedError(111, "refused"), False),
+        # may have reached the server: resets, read timeouts, total deadlines, unknown failures
+        (
+            lambda: _requests_connect_failure(
+                __import__("urllib3").exceptions.ProtocolError("Connection refused")
+            ),
+            True,
+        ),
+        (lambda: __import__("requests").ReadTimeout("Connection refused"), True),
+        (lambda: __import__("aiohttp").ServerDisconnectedError(), True),
+        (lambda: ConnectionResetError("reset"), True),
+        (lambda: TimeoutError("total deadline"), True),
+        (lambda: RuntimeError("NewConnectionError"), True),
+    ],
+)
+def test_whether_a_request_reached_the_server_is_decided_by_type(make_error: Any, reached: bool) -> None:
+    from airflow_provider_kirin.protocol import reached_server
+
+    assert reached_server(make_error()) is reached
 
 
 def test_a_create_answer_without_the_external_id_still_carries_the_id_sent(protocol: KirinProtocol) -> None:

@@ -17,7 +17,7 @@ Format: ``af-<dag_id>-<task_id>-<instance>-<inputs>``, where the readable parts 
 ``(namespace, dag_id, run_id, task_id, map_index)`` and ``<inputs>`` 16 hex digits of SHA-256
 over ``(request fingerprint, variant)``. At most 126 characters (130 with a ``.g50`` suffix),
 well inside the 256 this provider allows (the API states no limit). A failed generation's retry
-adds ``.g2``, ``.g3``, ... (see :meth:`~airflow_provider_kirin.hooks.kirin.KirinHook.submit_idempotent`).
+adds ``.g2``, ``.g3``, ... (see :func:`submit_plan`).
 
 An ``external_task_id`` the DAG author sets is used exactly as given: it is the author's key, and
 it alone then decides what is reused.
@@ -28,15 +28,16 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
-from collections.abc import Generator
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from airflow_provider_kirin.exceptions import KirinBadResponseError, KirinConflictError, KirinValidationError
+from airflow_provider_kirin.core.retry import TransientKirinError, retried
+from airflow_provider_kirin.core.steps import Plan, send
+from airflow_provider_kirin.core.waiting import outcome_of
+from airflow_provider_kirin.exceptions import KirinConflictError, KirinValidationError
 
 if TYPE_CHECKING:
     from airflow_provider_kirin.models import KirinTask, KirinVideoRequest
-    from airflow_provider_kirin.retry import TransientKirinError
+    from airflow_provider_kirin.protocol import KirinProtocol
 
 log = logging.getLogger(__name__)
 
@@ -127,32 +128,11 @@ def with_derived_external_task_id(
     return request.model_copy(update={"external_task_id": derived})
 
 
-# -- submitting at most once per id, without I/O -------------------------------------------------------
+# -- submitting at most once per id, without I/O -------------------------------------------------
 #
-# The decisions of an idempotent submit live here, once; ``KirinHook`` (requests) and
-# ``KirinAsyncHook`` (aiohttp) only carry out the steps. A plan is a generator: it yields a step,
-# the transport performs it and sends back its result (the task, or ``None`` for a lookup that
-# found nothing), or throws the step's ``KirinConflictError`` into it; the plan's return value is
-# ``(task, reused)``.
-
-
-@dataclass(frozen=True)
-class Lookup:
-    """Step: look ``external_task_id`` up; send back the task or ``None``."""
-
-    external_task_id: str
-
-
-@dataclass(frozen=True)
-class Create:
-    """Step: create ``request`` (with its retries, see :class:`CreateRetries`); send back the task,
-    or throw the ``KirinConflictError`` of a 409 into the plan."""
-
-    request: KirinVideoRequest
-
-
-Step = Lookup | Create
-SubmitPlan = Generator[Step, "KirinTask | None", "tuple[KirinTask, bool]"]
+# The decisions of an idempotent submit live here, once, as plans (``steps.py``): they yield the
+# requests to send and the sleeps between retries; ``KirinHook`` (requests) and ``KirinAsyncHook``
+# (aiohttp) only carry them out.
 
 
 def generation_id(external_task_id: str, generation: int) -> str:
@@ -161,20 +141,65 @@ def generation_id(external_task_id: str, generation: int) -> str:
 
 
 def is_unusable(task: KirinTask) -> bool:
-    """A generation no retry could succeed with: ``failed``, or ``completed`` without a video."""
-    return task.is_failed or (task.is_completed and not task.video_urls)
+    """A generation no retry could succeed with: it ended, and not as a usable video
+    (``waiting.outcome_of``: ``failed``, or ``completed`` without a video)."""
+    outcome = outcome_of(task)
+    return outcome is not None and not outcome.ok
 
 
-def create_plan(request: KirinVideoRequest) -> SubmitPlan:
-    """Create ``request``; a 409 ("external_task_id already used") means another try won the race
-    between our lookup and our create, so that task is the generation we wanted: look it up and
-    reuse it. Only if the lookup still finds nothing is the conflict raised."""
+def lookup_plan(protocol: KirinProtocol, external_task_id: str) -> Plan[KirinTask | None]:
+    """The task created with ``external_task_id``, or ``None`` (404), under the retry policy."""
+    call = protocol.lookup(external_task_id)
+    return (yield from retried(protocol.config, call.label, lambda: send(call)))
+
+
+def get_plan(protocol: KirinProtocol, task_id: str) -> Plan[KirinTask]:
+    """The task's current envelope, under the retry policy."""
+    call = protocol.get(task_id)
+    answer = yield from retried(protocol.config, call.label, lambda: send(call))
+    return protocol.one_task(call, answer)
+
+
+def create_once_plan(protocol: KirinProtocol, request: KirinVideoRequest) -> Plan[KirinTask]:
+    """One create under the retry policy. After an attempt that may have created the task (its
+    answer was lost: a 5xx, a reset, a timeout after sending), the next attempt looks the
+    ``external_task_id`` up first and returns the task it finds, so a retry never pays twice. A
+    create without an ``external_task_id`` that may have reached Kirin is not retried at all
+    (``KirinProtocol`` raises it as final). A 409 is raised as :class:`KirinConflictError`."""
+    call = protocol.create(request)
+    may_exist = False
+
+    def attempt() -> Plan[KirinTask]:
+        nonlocal may_exist
+        if may_exist and call.external_task_id:
+            existing = yield from send(protocol.lookup(call.external_task_id))
+            if existing is not None:
+                log.info(
+                    "Kirin task %s was created by this create's earlier attempt, whose answer was "
+                    "lost; using it.",
+                    existing.task_id,
+                )
+                return existing
+        try:
+            return protocol.one_task(call, (yield from send(call)))
+        except TransientKirinError as err:
+            may_exist = may_exist or err.may_have_created
+            raise
+
+    return (yield from retried(protocol.config, call.label, attempt))
+
+
+def create_plan(protocol: KirinProtocol, request: KirinVideoRequest) -> Plan[tuple[KirinTask, bool]]:
+    """Create ``request``; return ``(task, reused)``. A 409 ("external_task_id already used")
+    means another try won the race between our lookup and our create, so that task is the
+    generation we wanted: look it up and reuse it. Only if the lookup still finds nothing is the
+    conflict raised."""
     try:
-        created = yield Create(request)
+        created = yield from create_once_plan(protocol, request)
     except KirinConflictError:
         if not request.external_task_id:
             raise
-        existing = yield Lookup(request.external_task_id)
+        existing = yield from lookup_plan(protocol, request.external_task_id)
         if existing is None:
             raise KirinConflictError(
                 f"Kirin answered 409 (external_task_id already used) for {request.external_task_id!r}, "
@@ -186,16 +211,18 @@ def create_plan(request: KirinVideoRequest) -> SubmitPlan:
             request.external_task_id,
         )
         return existing, True
-    if created is None:  # transports answer a Create with a task (``KirinProtocol.one_task``)
-        raise KirinBadResponseError("Kirin create returned no task.")
     return created, False
 
 
-def submit_plan(request: KirinVideoRequest) -> SubmitPlan:
-    """At most one paid generation per external id (see ``KirinHook.submit_idempotent``).
+def submit_plan(protocol: KirinProtocol, request: KirinVideoRequest) -> Plan[tuple[KirinTask, bool]]:
+    """At most one paid generation per external id; return ``(task, reused)``.
 
-    Looks ``<id>``, ``<id>.g2``, ... up in turn: the first usable task is reused; an unusable one
-    (:func:`is_unusable`) moves on to the next id; the first id with no task is created.
+    Looks ``<id>``, ``<id>.g2``, ``<id>.g3``, ... up in turn: the first task that is pending,
+    processing (or in a status not seen before) or completed with a video is reused; each one that
+    ended unusable (:func:`is_unusable`: ``failed``, or ``completed`` without a video, so no retry
+    could ever succeed with it) moves on to the next id; the first id with no task is created. So
+    a retry after a failed generation pays for a new one under a new, deterministic id, and a
+    retry after anything else pays for nothing.
     """
     from airflow_provider_kirin.models import KirinVideoRequest, validate_model
 
@@ -204,12 +231,12 @@ def submit_plan(request: KirinVideoRequest) -> SubmitPlan:
     base = request.external_task_id
     for generation in range(1, MAX_GENERATIONS_PER_ID + 1):
         candidate = generation_id(base, generation)
-        existing = yield Lookup(candidate)
+        existing = yield from lookup_plan(protocol, candidate)
         if existing is None:
             retry_request = validate_model(
                 KirinVideoRequest, {**request.to_payload(), "external_task_id": candidate}
             )
-            return (yield from create_plan(retry_request))
+            return (yield from create_plan(protocol, retry_request))
         if not is_unusable(existing):
             return existing, True
         log.info(
@@ -223,31 +250,3 @@ def submit_plan(request: KirinVideoRequest) -> SubmitPlan:
         f"external_task_id={base!r} already has {MAX_GENERATIONS_PER_ID} failed generations; "
         "allowed: an id with fewer. Use a new external_task_id."
     )
-
-
-class CreateRetries:
-    """What one create's retries remember: after an attempt that may have created the task (its
-    answer was lost), the next attempt looks the ``external_task_id`` up before creating again.
-
-    A transport's retry loop asks :meth:`lookup_first` before each attempt and reports each
-    transient failure to :meth:`failed`.
-    """
-
-    def __init__(self, external_task_id: str | None) -> None:
-        self.external_task_id = external_task_id
-        self._recheck = False
-
-    def lookup_first(self) -> str | None:
-        """The id to look up before this attempt, or ``None`` to create straight away."""
-        return self.external_task_id if self._recheck and self.external_task_id else None
-
-    def failed(self, error: TransientKirinError) -> None:
-        self._recheck = self._recheck or error.may_have_created
-
-    @staticmethod
-    def found(task: KirinTask) -> KirinTask:
-        log.info(
-            "Kirin task %s was created by this create's earlier attempt, whose answer was lost; using it.",
-            task.task_id,
-        )
-        return task

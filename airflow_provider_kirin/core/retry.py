@@ -21,19 +21,28 @@ for 429; for a 5xx the class of its seed code if it carries one, else
 last two are the "could not talk to Kirin" family, ``KirinServiceError``, never a failed
 generation.
 
-Polling is different: one failed status check is "not yet"; ``max_consecutive_poll_errors`` in a
-row (see ``polling.py``) raise the last check's typed error.
+The policy runs as a plan (:func:`retried`, see ``steps.py``): tenacity decides whether and how
+long to wait, the transport does the waiting, so the same policy serves ``requests`` and
+``aiohttp`` without a second copy.
+
+Polling is different: one failed status check is "not yet"; failed checks end a wait only after
+``max_poll_error_seconds`` without a good answer (see ``waiting.py``).
 """
 
 from __future__ import annotations
 
 import logging
+import sys
 import time
+from collections.abc import Callable
 from email.utils import parsedate_to_datetime
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 from tenacity import (
+    DoAttempt,
+    DoSleep,
     RetryCallState,
+    Retrying,
     retry_if_exception_type,
     stop_after_attempt,
     stop_before_delay,
@@ -41,10 +50,13 @@ from tenacity import (
 )
 from tenacity.wait import wait_base
 
+from airflow_provider_kirin.core.steps import Plan, Sleep
 from airflow_provider_kirin.exceptions import KirinError
 
 if TYPE_CHECKING:
-    from airflow_provider_kirin.config import KirinConnectionConfig
+    from airflow_provider_kirin.core.config import KirinConnectionConfig
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
@@ -137,6 +149,31 @@ def retry_kwargs(config: KirinConnectionConfig, what: str) -> dict[str, Any]:
         "before_sleep": before_sleep,
         "retry_error_callback": _raise_final,
     }
+
+
+def retried(config: KirinConnectionConfig, what: str, attempt: Callable[[], Plan[T]]) -> Plan[T]:
+    """Run the plan ``attempt()`` under the retry policy: a ``TransientKirinError`` it raises is
+    retried after a :class:`~airflow_provider_kirin.core.steps.Sleep` the transport carries out;
+    when the policy gives up, the error's typed form is raised. Any other error ends at once.
+
+    tenacity decides (``Retrying.iter``: attempt, sleep how long, or stop); this generator only
+    hands its sleeps to the transport instead of blocking, so one policy serves both transports.
+    """
+    retrying = Retrying(**retry_kwargs(config, what))
+    retrying.begin()
+    state = RetryCallState(retry_object=retrying, fn=None, args=(), kwargs={})
+    while True:
+        action = retrying.iter(retry_state=state)
+        if isinstance(action, DoAttempt):
+            try:
+                state.set_result((yield from attempt()))
+            except TransientKirinError:
+                state.set_exception(sys.exc_info())  # type: ignore[arg-type]
+        elif isinstance(action, DoSleep):
+            state.prepare_for_next_attempt()
+            yield Sleep(float(action))
+        else:
+            return action
 
 
 class SharedPause:

@@ -4,7 +4,7 @@ message, event and log line.
 
 ::
 
-    from airflow_provider_kirin.redaction import clean_text, redact, register_secret
+    from airflow_provider_kirin.core.redaction import clean_text, redact, register_secret
 
     register_secret(conn.password)  # done by the hooks as soon as the connection is read
     redact(f"server said {text}")   # the key, plain or JSON/URL-escaped, becomes ***

@@ -1,4 +1,6 @@
-"""Streaming a generated video to a local path or an Airflow ``ObjectStoragePath``, safely.
+"""Keeping generated videos: streaming one to a local path or an Airflow ``ObjectStoragePath``,
+safely, and the files around it (sidecars, where a file landed). Used by ``KirinHook.download_video``,
+``KirinDownloadVideoOperator`` and the batch operator.
 
 - Only ``http``/``https`` URLs; the caller decides whether the API key goes along (only to the
   API's own origin, see ``KirinHook.download_video``).
@@ -8,8 +10,8 @@
   video (Content-Type), one over ``max_bytes``, or any error leaves nothing behind.
 - A destination that is a directory gets a file name from the URL only if it is a plain, safe
   ``*.mp4`` name; otherwise ``video.mp4``. Nothing from the URL can point outside the directory.
-- Every file name the provider writes (here, in ``KirinDownloadVideoOperator``, in a batch
-  manifest) comes from :func:`safe_name`, the one place that knows what a safe name is.
+- Every file name the provider writes (videos, sidecars, a batch manifest) comes from
+  :func:`safe_name`, the one place that knows what a safe name is.
 - The whole download (connect + headers + body) has a total deadline (``download_timeout``),
   so a host that drips bytes cannot hold it; ``identity`` encoding is asked for, and a body sent
   compressed anyway is decoded, its length checked on the wire bytes.
@@ -21,27 +23,32 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import re
 import unicodedata
 import uuid
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
-from airflow_provider_kirin.deadline import DeadlineExceeded, request_deadline
+from airflow_provider_kirin.core.defaults import DEFAULT_MAX_BYTES
+from airflow_provider_kirin.core.redaction import clean_text
 from airflow_provider_kirin.exceptions import KirinStorageError, KirinValidationError
+from airflow_provider_kirin.io.deadline import DeadlineExceeded, request_deadline
 from airflow_provider_kirin.models import is_http_url
-from airflow_provider_kirin.redaction import clean_text
 
 if TYPE_CHECKING:
     import requests
+    from airflow.sdk import ObjectStoragePath
+
+    from airflow_provider_kirin.hooks.kirin import KirinHook
+    from airflow_provider_kirin.models import KirinTask
 
 #: 64 KiB: measured faster than 1 MiB chunks (fewer page faults on fresh buffers), memory stays flat.
 CHUNK_BYTES = 64 * 1024
-#: A generated clip is tens of MB; anything past this is not a video we asked for.
-DEFAULT_MAX_BYTES = 2 * 1024**3
 VIDEO_CONTENT_TYPES = ("video/", "application/octet-stream", "binary/octet-stream")
 #: Content encodings ``requests`` decodes; anything else is refused (identity is asked for).
 DECODED_ENCODINGS = ("gzip", "x-gzip", "deflate")
@@ -77,7 +84,7 @@ def safe_name(stem: object, suffix: str = ".mp4", *, fallback: str = "video") ->
 
     Use it for every file you add next to the videos, e.g. a batch manifest::
 
-        from airflow_provider_kirin.download import safe_name
+        from airflow_provider_kirin.io.storage import safe_name
 
         (directory / safe_name(batch_key, ".manifest.json")).write_text(...)
     """
@@ -245,3 +252,80 @@ def _remove(path: Any) -> None:
 def _suppress_missing() -> contextlib.suppress:
     # Object stores may refuse to mkdir or unlink what does not exist; neither matters here.
     return contextlib.suppress(FileNotFoundError, NotImplementedError)
+
+
+# -- where videos and their sidecars go --------------------------------------------------------
+def location(path: Any) -> str:
+    """Where a file landed, written the same way on every Airflow line: as a URL (``file:///...``,
+    ``s3://...``). Older ``universal-pathlib`` releases (Airflow 3.0) print a local
+    ``ObjectStoragePath`` without its ``file://``."""
+    text = str(path)
+    return text if "://" in text or not text.startswith("/") else Path(text).as_uri()
+
+
+def destination_dir(destination: Any) -> ObjectStoragePath:
+    """An ``ObjectStoragePath`` for a URL (``s3://...``, ``file:///...``) or a local directory path."""
+    from airflow.sdk import ObjectStoragePath
+
+    if isinstance(destination, ObjectStoragePath):
+        return destination
+    text = str(destination)
+    if "://" not in text:
+        text = Path(text).expanduser().resolve().as_uri()
+    return ObjectStoragePath(text)
+
+
+def keep_task_videos(
+    hook: KirinHook,
+    task: KirinTask,
+    directory: ObjectStoragePath,
+    stem: str,
+    request: dict[str, Any] | None,
+    *,
+    max_bytes: int,
+    log: Any,
+    require_video_type: bool = True,
+) -> list[str]:
+    """Stream every video of a completed ``task`` to ``directory/<stem>.mp4`` (``<stem>-2.mp4``...
+    for more than one), each with its ``.json`` sidecar; return the stored paths. Every name goes
+    through :func:`safe_name`, so whatever ``stem`` holds (a task
+    id the server sent, an item key), no file lands outside ``directory``."""
+    stored_paths: list[str] = []
+    for index, video in enumerate(task.videos, start=1):
+        item_stem = stem if index == 1 else f"{stem}-{index}"
+        stored = hook.download_video(
+            str(video.url),
+            directory / safe_name(item_stem, ".mp4"),
+            max_bytes=max_bytes,
+            checksum=True,
+            require_video_type=require_video_type,
+        )
+        sidecar = _sidecar(task, request, video.size, stored)
+        (directory / safe_name(item_stem, ".mp4.json")).write_text(
+            json.dumps(sidecar, indent=2, sort_keys=True)
+        )
+        stored_paths.append(location(stored.path))
+        log.info("Kept %s (%d bytes, sha256 %s) with its sidecar", stored.path, stored.size, stored.sha256)
+    return stored_paths
+
+
+def _sidecar(
+    task: KirinTask, request: dict[str, Any] | None, frame_size: str | None, stored: Any
+) -> dict[str, Any]:
+    return {
+        "kirin_task_id": task.task_id,
+        "external_task_id": task.external_task_id,
+        "model": task.model,
+        "status": task.status,
+        "request": request,
+        "prompt": (request or {}).get("prompt"),
+        "cost": task.cost,
+        "discount": task.discount,
+        "created_at": task.created_at,
+        "completed_at": task.updated_at,
+        "stored_at": datetime.now(timezone.utc).isoformat(),
+        "frame_size": frame_size,
+        "bytes": stored.size,
+        "sha256": stored.sha256,
+        "content_type": stored.content_type,
+    }

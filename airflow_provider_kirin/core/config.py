@@ -30,9 +30,15 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 if TYPE_CHECKING:
     from airflow.sdk import Connection
 
-from airflow_provider_kirin.defaults import DEFAULT_CONN_ID
+from airflow_provider_kirin.core.defaults import DEFAULT_CONN_ID
 
-__all__ = ["CONN_TYPE", "DEFAULT_CONN_ID", "KirinConnectionConfig", "connection_form_fields"]
+__all__ = [
+    "CONN_TYPE",
+    "DEFAULT_CONN_ID",
+    "KirinConnectionConfig",
+    "connection_form_fields",
+    "connection_type_info",
+]
 
 #: The Airflow connection type this provider registers (``get_provider_info``, the hooks).
 CONN_TYPE = "kirin"
@@ -142,8 +148,8 @@ class KirinConnectionConfig(BaseModel):
         without blocking the loop); by default ``conn.extra_dejson``. An extra this provider does
         not read (a misspelling, usually) is named in a warning, never dropped silently.
         """
+        from airflow_provider_kirin.core.redaction import register_secret
         from airflow_provider_kirin.exceptions import KirinConnectionError
-        from airflow_provider_kirin.redaction import register_secret
 
         if not conn.host:
             raise KirinConnectionError(
@@ -225,3 +231,23 @@ def connection_form_fields() -> dict[str, Any]:
             "schema": {"type": [_JSON_TYPES[type(default)], "null"]},
         }
     return fields
+
+
+def connection_type_info() -> dict[str, Any]:
+    """The provider info's ``connection-types`` entry for ``kirin``: the connection form, declared
+    once (Airflow 3.2+ reads it from the provider info; on 3.0/3.1 the hook's
+    ``get_ui_field_behaviour``/``get_connection_form_widgets`` derive it, see ``_compat.py``)."""
+    return {
+        "connection-type": CONN_TYPE,
+        "hook-class-name": "airflow_provider_kirin.hooks.kirin.KirinHook",
+        "hook-name": "Kirin",
+        "conn-fields": connection_form_fields(),
+        "ui-field-behaviour": {
+            "hidden-fields": ["schema", "port", "login"],
+            "relabeling": {"host": "Base URL", "password": "API key"},
+            "placeholders": {
+                "host": "https://api.example.com (emulator: http://127.0.0.1:8765)",
+                "password": "your Kirin API key",
+            },
+        },
+    }

@@ -5,8 +5,9 @@
   spent; a bad item is named by index (and key), field, value and what is allowed.
 - :func:`pack_items` / :func:`unpack_items` keep the trigger's serialized kwargs compact: the
   shared request fields once, and per item only what differs.
-- :class:`ItemResult` is one item's outcome (one manifest row; a compact list in the trigger
-  event), :class:`BatchTally` the running counts behind the progress lines and the summary.
+- :func:`item_plan` submits one item and waits for it (a plan, see ``steps.py``), ending in its
+  :class:`ItemResult`: one item's outcome (one manifest row; a compact list in the trigger
+  event). :class:`BatchTally` holds the running counts behind the progress lines and the summary.
 """
 
 from __future__ import annotations
@@ -14,13 +15,24 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
-from airflow_provider_kirin.exceptions import KirinValidationError
-from airflow_provider_kirin.models import VIDEO_ARGS, KirinVideoRequest, validate_model
+from airflow_provider_kirin.core.idempotency import submit_plan
+from airflow_provider_kirin.core.steps import Plan
+from airflow_provider_kirin.core.waiting import Outcome, Wait, outcome_of, wait_plan
+from airflow_provider_kirin.exceptions import (
+    KirinError,
+    KirinTaskFailedError,
+    KirinTaskTimeoutError,
+    KirinValidationError,
+)
+from airflow_provider_kirin.models import ALLOWED, VIDEO_ARGS, KirinTask, KirinVideoRequest, validate_model
+
+if TYPE_CHECKING:
+    from airflow_provider_kirin.protocol import KirinProtocol
 
 #: Request fields a batch item may set for itself (the operator's arguments are the defaults).
 ITEM_FIELDS: Final = VIDEO_ARGS
@@ -56,8 +68,8 @@ def item_file_stem(index: int, key: str | None) -> str:
     """The stem of an item's file names: from the item's index and key only, never from anything
     the server sent (``00042``, ``00042-spring_sale``). Made a plain name, unable to leave the
     destination, by the provider's one file-name function,
-    :func:`~airflow_provider_kirin.download.safe_name`."""
-    from airflow_provider_kirin.download import safe_name
+    :func:`~airflow_provider_kirin.io.storage.safe_name`."""
+    from airflow_provider_kirin.io.storage import safe_name
 
     return safe_name(f"{index:05d}-{key}" if key else f"{index:05d}", "")
 
@@ -107,7 +119,7 @@ def parse_items(prompts: object, defaults: dict[str, Any]) -> list[BatchItem]:
             where = f"{where} (key {key!r})"
         fields = {**defaults, **{name: raw[name] for name in ITEM_FIELDS if name in raw}}
         if "prompt" not in raw:
-            raise _fail(where, "prompt", None, "a string of 1 to 2500 characters", "missing")
+            raise _fail(where, "prompt", None, ALLOWED["prompt"], "missing")
         try:
             request = KirinVideoRequest.build(**fields)
         except KirinValidationError as err:
@@ -167,6 +179,50 @@ class ItemResult:
     #: Longest error message kept per item (the event stays small; the code says what happened).
     MESSAGE_CHARS = 300
 
+    @classmethod
+    def of(cls, item: BatchItem, outcome: Outcome, reused: bool) -> ItemResult:
+        """The result of an item whose wait ended (``waiting.outcome_of`` decided how): completed
+        with a video; ``failed`` (the generation failed, or completed without a video);
+        ``timeout`` (still unfinished at the deadline); or ``error`` (its checks failed)."""
+        task, error = outcome.task, outcome.error
+        ext_id = (task.external_task_id if task is not None else None) or item.request.external_task_id
+        task_id = task.task_id if task is not None else None
+        if error is None and task is not None:
+            return cls(item.index, "completed", ext_id, task_id, task.video_urls, task.cost, reused=reused)
+        if isinstance(error, KirinTaskTimeoutError):
+            status = "timeout"
+        elif isinstance(error, KirinTaskFailedError) and task is not None and task.is_terminal:
+            status = "failed"
+        else:
+            status = "error"
+        cost = task.cost if task is not None and task.is_terminal else None
+        return cls(item.index, status, ext_id, task_id, [], cost, _code(error), _message(error), reused)
+
+    @classmethod
+    def not_submitted(cls, item: BatchItem, error: KirinError) -> ItemResult:
+        """The item could not be submitted (its typed error's code is recorded)."""
+        ext_id = item.request.external_task_id
+        return cls(item.index, "error", ext_id, error_code=_code(error), error_message=_message(error))
+
+    @classmethod
+    def cut_short(cls, item: BatchItem, *, started: bool) -> ItemResult:
+        """The batch's deadline passed: ``timeout`` for an item in flight (it may still complete,
+        and be billed), ``not_submitted`` for one whose turn never came (nothing was spent)."""
+        ext_id = item.request.external_task_id
+        if started:
+            return cls(
+                item.index,
+                "timeout",
+                ext_id,
+                error_message="the batch's deadline passed before this item ended",
+            )
+        return cls(
+            item.index,
+            "not_submitted",
+            ext_id,
+            error_message="the batch's deadline passed before this item's turn",
+        )
+
     def to_row(self) -> list[Any]:
         message = self.error_message[: self.MESSAGE_CHARS] if self.error_message else None
         return [
@@ -216,6 +272,30 @@ class ItemResult:
         }
 
 
+def _code(error: KirinError | None) -> str | None:
+    """What a manifest row names as the item's error: Kirin's code, else the provider's error class."""
+    return None if error is None else error.code or type(error).__name__
+
+
+def _message(error: KirinError | None) -> str | None:
+    return None if error is None else error.message
+
+
+def item_plan(
+    protocol: KirinProtocol, item: BatchItem, new_wait: Callable[[KirinTask, bool], Wait]
+) -> Plan[ItemResult]:
+    """Submit ``item`` idempotently, wait for its generation (``new_wait(task, reused)`` says how),
+    and return its result; never raises a ``KirinError``."""
+    try:
+        task, reused = yield from submit_plan(protocol, item.request)
+    except KirinError as err:
+        return ItemResult.not_submitted(item, err)
+    outcome = outcome_of(task)
+    if outcome is None:
+        outcome = yield from wait_plan(protocol, new_wait(task, reused))
+    return ItemResult.of(item, outcome, reused)
+
+
 def parse_cost(cost: str | None) -> Decimal:
     """A cost string as a Decimal (0 for a missing or unreadable one: the server is not trusted)."""
     if not cost:
@@ -233,8 +313,19 @@ class BatchTally:
 
     total: int
     counts: dict[str, int] = field(default_factory=dict)
-    in_flight: int = 0
     cost: Decimal = Decimal(0)
+    #: Items submitted (or being submitted) and not ended yet.
+    running: set[int] = field(default_factory=set)
+
+    def start(self, index: int) -> None:
+        self.running.add(index)
+
+    def finish(self, index: int) -> None:
+        self.running.discard(index)
+
+    @property
+    def in_flight(self) -> int:
+        return len(self.running)
 
     def record(self, result: ItemResult) -> None:
         self.counts[result.status] = self.counts.get(result.status, 0) + 1
