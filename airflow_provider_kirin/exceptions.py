@@ -33,9 +33,11 @@ Three families a DAG author can tell apart, and the specific answers beside them
     ├── KirinNotFoundError        404
     ├── KirinConflictError        409, external_task_id already used (and no lookup finds it)
     ├── KirinRateLimitError       429 after retries
+    ├── KirinBudgetExceededError  a spend ceiling (max_cost) would be passed; nothing was created
     └── KirinTaskTimeoutError     waiting passed its deadline (also an AirflowSensorTimeout)
 
-No message ever holds the API key: every message is passed through :func:`redact` before it is stored.
+No message ever holds the API key or a control character: every message is redacted and its control
+characters escaped before it is stored.
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ from collections.abc import Iterator
 from typing import Any, ClassVar
 
 from airflow_provider_kirin._compat import AirflowException, AirflowSensorTimeout
-from airflow_provider_kirin.core.redaction import clean_text, redact
+from airflow_provider_kirin.core.redaction import clean_text, escape_controls, redact
 
 
 def normalize_code(code: object) -> str | None:
@@ -90,7 +92,7 @@ class KirinError(AirflowException):
         http_status: int | None = None,
         may_have_created: bool | None = None,
     ) -> None:
-        self.message = redact(str(message))
+        self.message = escape_controls(redact(str(message)))
         self.may_have_created = may_have_created
         normalized = normalize_code(code)
         # A hostile server may echo the key in a code, or send megabytes of one.
@@ -211,6 +213,15 @@ class KirinRateLimitError(KirinError):
 
     http_statuses = (429,)
     hint = "Lower concurrency (an Airflow pool with include_deferred=True) or raise the account's limits."
+
+
+class KirinBudgetExceededError(KirinError):
+    """A spend ceiling (``max_cost``) would be passed: nothing more was created. Retrying with the
+    same ceiling changes nothing, so the task fails at once."""
+
+    hint = "Raise max_cost (or set the connection's prices), or ask for fewer or cheaper generations."
+    #: A retry cannot fix it (read by the retry policy).
+    retryable: ClassVar[bool] = False
 
 
 class KirinTaskTimeoutError(KirinError, AirflowSensorTimeout):

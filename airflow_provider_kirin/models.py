@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import re
 from decimal import Decimal, InvalidOperation
@@ -34,12 +35,14 @@ from pydantic import (
     StrictBool,
     StrictStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
 from pydantic.fields import FieldInfo
 from typing_extensions import Unpack
 
+from airflow_provider_kirin.core.defaults import MAX_VIDEOS
 from airflow_provider_kirin.core.redaction import MAX_TEXT_CHARS, clean_text, redact_json
 from airflow_provider_kirin.exceptions import KirinValidationError, normalize_code
 
@@ -48,12 +51,12 @@ MAX_PROMPT_CHARS: Final = 2500
 TERMINAL_STATUSES: Final = frozenset({"completed", "failed"})
 #: A task id the provider accepts, from the server or a DAG: a plain identifier, never ``.``/``..``,
 #: never a path, so it is safe in a URL path segment, a log line and a file name.
-TASK_ID_PATTERN: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
-TASK_ID_ALLOWED: Final = "1 to 128 letters, digits, '.', '_', ':' or '-', starting with a letter or digit"
+TASK_ID_PATTERN: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
+TASK_ID_ALLOWED: Final = "1 to 64 letters, digits, '.', '_', ':' or '-', starting with a letter or digit"
 #: A cost the provider passes on: a plain, finite, non-negative decimal (``0.35``).
-_COST = re.compile(r"\d{1,12}(\.\d{1,12})?")
+_COST = re.compile(r"[0-9]{1,12}(\.[0-9]{1,12})?")
 #: Longest video URL kept (signed URLs are long, but not this long).
-MAX_URL_CHARS: Final = 8192
+MAX_URL_CHARS: Final = 4096
 
 
 class RequestArgs(TypedDict, total=False):
@@ -211,9 +214,12 @@ VIDEO_ARGS: Final = tuple(name for name in BUILD_ARGS if name not in NOT_SHAPING
 
 
 def is_http_url(url: object) -> bool:
-    """Whether ``url`` is an ``http``/``https`` URL with a host: the only kind the provider links to
-    or downloads (never ``javascript:``, ``file:``, ``data:``...)."""
+    """Whether ``url`` is an ``http``/``https`` URL with a host, in plain printable ASCII with no
+    space or backslash: the only kind the provider links to or downloads (never ``javascript:``,
+    ``file:``, ``data:``, nor one carrying control characters)."""
     if not isinstance(url, str) or len(url) > MAX_URL_CHARS:
+        return False
+    if not (url.isascii() and url.isprintable()) or " " in url or "\\" in url:
         return False
     try:
         parts = urlsplit(url)
@@ -258,6 +264,142 @@ def validate_model(model: type[Any], data: dict[str, Any]) -> Any:
 
 # ---------------------------------------------------------------------------------------------------
 # The task envelope
+#
+# What one task answer may hold is bounded where it enters (``KirinTask``'s first validator), so
+# everything built from it is bounded too, whatever a server sends: at most ``max_videos`` videos
+# (a connection extra, default ``core.defaults.MAX_VIDEOS``) whose URLs total at most
+# :data:`MAX_URL_BUDGET` characters, more cut with a warning; short text fields; ``metadata`` and
+# unknown fields kept only while small. A trigger event or the ``kirin_result`` XCom built from a
+# task therefore stays under 16 KB (``tests/reliability/test_bounded_answers.py``).
+
+#: The most characters of video URLs one task keeps in all.
+MAX_URL_BUDGET: Final = 12 * 1024
+#: Longest text kept in a short field (model, timestamps, discount); longer is cut.
+MAX_SHORT_CHARS: Final = 64
+#: ``metadata`` and each unknown top-level field are kept only while their JSON is this small.
+MAX_EXTRA_CHARS: Final = 1024
+#: Unknown top-level fields kept at most (each within :data:`MAX_EXTRA_CHARS`).
+MAX_EXTRA_FIELDS: Final = 8
+#: How many ``output`` blocks, and items per block, are looked at.
+MAX_SCANNED: Final = 64
+_KNOWN_FIELDS = frozenset(
+    {"task_id", "id", "external_task_id", "model", "status", "created_at", "updated_at", "output",
+     "usage", "error", "metadata"}
+)  # fmt: skip
+log = logging.getLogger(__name__)
+
+
+def clean_status(status: str) -> str:
+    """A status as the provider compares and logs it: trimmed, lower case, plain text, short."""
+    return clean_text(status.strip().lower(), MAX_SHORT_CHARS)
+
+
+def _json_chars(value: Any, budget: int) -> int | None:
+    """About how many characters ``value`` takes as JSON, or ``None`` once past ``budget``: a
+    bounded walk, so a huge value is not serialised just to be measured."""
+    todo, used = [value], 0
+    while todo:
+        item = todo.pop()
+        if isinstance(item, dict):
+            todo.extend(item.keys())
+            todo.extend(item.values())
+            used += 2
+        elif isinstance(item, list):
+            todo.extend(item)
+            used += 2
+        else:
+            used += len(item) + 3 if isinstance(item, str) else 8
+        if used > budget:
+            return None
+    return used
+
+
+def _short(value: object, limit: int = MAX_SHORT_CHARS) -> object:
+    return value[:limit] if isinstance(value, str) else value
+
+
+def _is_video(item: dict[str, Any]) -> bool:
+    kind = item.get("type")
+    return is_http_url(item.get("url")) and (
+        kind is None or (isinstance(kind, str) and kind.lower() == "video")
+    )
+
+
+def _bounded_videos(output: object, max_videos: int) -> tuple[list[dict[str, Any]], bool]:
+    """The first videos of ``output`` (at most ``max_videos``, URLs within :data:`MAX_URL_BUDGET`,
+    looking at no more than :data:`MAX_SCANNED` blocks and items per block), and whether any was
+    cut. Only ``type``, ``url`` and ``size`` of each are kept."""
+    candidates = (
+        item
+        for block in (output[:MAX_SCANNED] if isinstance(output, list) else [])
+        if isinstance(block, dict) and isinstance(block.get("content"), list)
+        for item in block["content"][:MAX_SCANNED]
+        if isinstance(item, dict) and _is_video(item)
+    )
+    videos: list[dict[str, Any]] = []
+    url_chars = 0
+    for item in candidates:
+        url = item["url"]
+        if len(videos) >= max_videos or url_chars + len(url) > MAX_URL_BUDGET:
+            return videos, True
+        url_chars += len(url)
+        videos.append({"type": _short(item.get("type")), "url": url, "size": _short(item.get("size"))})
+    return videos, False
+
+
+def bounded_envelope(data: dict[str, Any], max_videos: int) -> dict[str, Any]:
+    """``data`` with everything a task keeps bounded (see the section comment): the one place a
+    server's envelope is cut down to size, before it is cleaned and validated."""
+    bounded: dict[str, Any] = {name: data[name] for name in ("task_id", "id") if name in data}
+    if "status" in data:
+        status = data["status"]
+        bounded["status"] = status.strip()[:MAX_SHORT_CHARS] if isinstance(status, str) else status
+    external = data.get("external_task_id")
+    if isinstance(external, str) and 0 < len(external) <= 256:
+        bounded["external_task_id"] = external
+    for name in ("model", "created_at", "updated_at"):
+        if name in data:
+            bounded[name] = _short(data[name])
+    output = data.get("output")
+    if isinstance(output, list):
+        videos, cut = _bounded_videos(output, max_videos)
+        bounded["output"] = [{"content": videos}] if videos else []
+        if cut:
+            log.warning(
+                "Kirin task %s names more videos than kept: the first %d (max_videos=%d, at most "
+                "%d characters of URLs) were kept.",
+                clean_text(data.get("task_id") or data.get("id"), MAX_SHORT_CHARS),
+                len(videos),
+                max_videos,
+                MAX_URL_BUDGET,
+            )
+    elif "output" in data:
+        bounded["output"] = _short(output)  # not a list: the model refuses it
+    usage, error = data.get("usage"), data.get("error")
+    if isinstance(usage, dict):
+        bounded["usage"] = {"cost": _short(usage.get("cost")), "discount": _short(usage.get("discount"))}
+    elif "usage" in data:
+        bounded["usage"] = _short(usage)  # not an object: the model refuses it
+    if isinstance(error, dict):
+        message = error.get("error_message", error.get("message"))
+        bounded["error"] = {
+            "code": _short(error.get("code")),
+            "error_message": _short(message, MAX_TEXT_CHARS * 2),
+        }
+    elif "error" in data:
+        bounded["error"] = _short(error)
+    metadata = data.get("metadata")
+    if isinstance(metadata, dict) and _json_chars(metadata, MAX_EXTRA_CHARS) is not None:
+        bounded["metadata"] = metadata
+    extras = 0
+    for name, value in data.items():
+        if extras >= MAX_EXTRA_FIELDS:
+            break
+        small = name not in _KNOWN_FIELDS and len(name) <= MAX_SHORT_CHARS
+        if small and _json_chars(value, MAX_EXTRA_CHARS) is not None:
+            bounded[name] = value
+            extras += 1
+    return bounded
 
 
 class KirinVideo(BaseModel):
@@ -272,8 +414,8 @@ class KirinVideo(BaseModel):
     @field_validator("url", mode="before")
     @classmethod
     def _http_only(cls, value: object) -> object:
-        # Anything but an http(s) URL (``javascript:``, ``file:``...) is no video: dropped here, so
-        # no link, XCom or download ever carries it.
+        # Anything but an http(s) URL (``javascript:``, ``file:``, one with control characters...)
+        # is no video: dropped here, so no link, XCom or download ever carries it.
         return value if value is None or is_http_url(value) else None
 
 
@@ -297,7 +439,8 @@ class KirinUsage(BaseModel):
     @classmethod
     def _cost_as_text(cls, value: object) -> object:
         # The contract says a decimal string; a JSON number is tolerated and kept exact as text.
-        # Only a plain, finite, non-negative decimal passes: not 1e400, NaN, -3.5 or "lots".
+        # Only a plain, finite, non-negative decimal in ASCII digits passes: not 1e400, NaN,
+        # -3.5, "lots" or "١٢٣".
         if value is None:
             return None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -334,15 +477,17 @@ class KirinTaskError(BaseModel):
 
 
 class KirinTask(BaseModel):
-    """A Kirin task as the API reports it. Unknown fields are kept, unknown statuses mean "not yet".
+    """A Kirin task as the API reports it. Unknown statuses mean "not yet"; small unknown fields
+    are kept.
 
     Every hook method that returns a task returns this model. Nothing the server sent reaches
-    it unchecked: every string (task id, URLs, timestamps, error text, unknown fields) has the
-    API key removed as it is read (:func:`~airflow_provider_kirin.core.redaction.redact`, which also
-    knows its JSON- and URL-escaped forms), the task id must be a plain identifier, video URLs
-    must be http(s), the cost a plain decimal and error text is capped. So every XCom, event,
-    log line, link, sidecar and file name built from a task is clean, on the sync and async
-    paths alike.
+    it unchecked: the envelope is first cut down to size (:func:`bounded_envelope`: at most
+    ``max_videos`` videos, short fields, small metadata), then every string has the API key
+    removed and its control characters escaped (``core.redaction``); the task id must be a plain
+    identifier, video URLs http(s) and plain ASCII, the cost a plain ASCII decimal, error text
+    capped. So every XCom, event, log line, link, sidecar and file name built from a task is
+    clean and bounded, on the sync and async paths alike. Pass
+    ``context={"max_videos": n}`` to :meth:`model_validate` for another video cap.
     """
 
     model_config = ConfigDict(extra="allow", populate_by_name=True)
@@ -360,9 +505,13 @@ class KirinTask(BaseModel):
 
     @model_validator(mode="before")
     @classmethod
-    def _redacted(cls, data: object) -> object:
-        # Redaction where values enter: every string of the envelope, before anything reads it.
-        return redact_json(data) if isinstance(data, dict) else data
+    def _entered(cls, data: object, info: ValidationInfo) -> object:
+        # Where server values enter: bounded, then every string redacted and made plain text,
+        # before anything reads it.
+        if not isinstance(data, dict):
+            return data
+        max_videos = (info.context or {}).get("max_videos", MAX_VIDEOS)
+        return redact_json(bounded_envelope(data, max_videos))
 
     @field_validator("task_id", mode="before")
     @classmethod
@@ -376,7 +525,15 @@ class KirinTask(BaseModel):
     @field_validator("status", mode="before")
     @classmethod
     def _status_lower(cls, value: object) -> object:
-        return clean_text(value.strip().lower(), 64) if isinstance(value, str) else value
+        return clean_status(value) if isinstance(value, str) else value
+
+    @classmethod
+    def pending(cls, task_id: str, status: str) -> KirinTask:
+        """A task known only by its id and a not-yet-terminal status: what a status check reads of
+        an unfinished task (the rest of the envelope is not needed, so it is not parsed). Both
+        values must already be clean: ``task_id`` the one asked for, ``status`` cleaned. A copy of
+        one prototype: the cheapest way to make one, and every status check makes one."""
+        return _PENDING.model_copy(update={"task_id": task_id, "status": status})
 
     @property
     def is_terminal(self) -> bool:
@@ -422,7 +579,8 @@ class KirinTask(BaseModel):
         return self.error.error_message if self.error else None
 
     def to_result(self) -> dict[str, Any]:
-        """The plain, JSON-serialisable result that operators and sensors push to XCom."""
+        """The plain, JSON-serialisable result that operators and sensors push to XCom (bounded:
+        see the section comment)."""
         return {
             "task_id": self.task_id,
             "external_task_id": self.external_task_id,
@@ -432,3 +590,11 @@ class KirinTask(BaseModel):
             "discount": self.discount,
             "metadata": dict(self.metadata or {}),
         }
+
+    def to_event(self) -> dict[str, Any]:
+        """The task as a trigger event carries it: the envelope's known fields (bounded), without
+        unknown ones; :meth:`model_validate` reads it back."""
+        return self.model_dump(mode="json", include=set(type(self).model_fields), exclude_none=True)
+
+
+_PENDING = KirinTask.model_construct(task_id="pending", status="pending")

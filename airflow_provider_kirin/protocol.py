@@ -34,15 +34,24 @@ from airflow_provider_kirin.exceptions import (
     KirinValidationError,
     exception_class_for,
 )
-from airflow_provider_kirin.models import TASK_ID_ALLOWED, KirinTask, KirinVideoRequest, plain_task_id
+from airflow_provider_kirin.models import (
+    TASK_ID_ALLOWED,
+    TERMINAL_STATUSES,
+    KirinTask,
+    KirinVideoRequest,
+    clean_status,
+    plain_task_id,
+)
 
-Operation = Literal["create", "get", "lookup"]
+#: ``check`` is a status check while waiting: the same request as ``get``, read only as far as
+#: needed (an unfinished task's id and status; a finished one in full).
+Operation = Literal["create", "get", "check", "lookup"]
 
 #: How much of a bad response body an error message quotes.
 SNIPPET_CHARS = 300
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ApiCall:
     """One request, ready for a transport to send. Holds no secret: headers come from the protocol."""
 
@@ -71,18 +80,22 @@ class KirinProtocol:
 
     def __init__(self, config: KirinConnectionConfig) -> None:
         self.config = config
+        self._headers: dict[str, str] | None = None
 
     def __repr__(self) -> str:
         return f"KirinProtocol(base_url={self.config.base_url!r})"
 
     # -- requests ------------------------------------------------------------------------------
     def headers(self) -> dict[str, str]:
-        """Headers of every API request. The only place the API key is read."""
-        return {
-            "Authorization": f"Bearer {self.config.api_key.get_secret_value()}",
-            "Accept": "application/json",
-            "User-Agent": _user_agent(),
-        }
+        """Headers of every API request (one dict, built once: do not change it). The only place
+        the API key is read."""
+        if self._headers is None:
+            self._headers = {
+                "Authorization": f"Bearer {self.config.api_key.get_secret_value()}",
+                "Accept": "application/json",
+                "User-Agent": _user_agent(),
+            }
+        return self._headers
 
     def create(self, request: KirinVideoRequest) -> ApiCall:
         return ApiCall(
@@ -94,14 +107,19 @@ class KirinProtocol:
             label=f"create (external_task_id={request.external_task_id})",
         )
 
-    def get(self, task_id: str) -> ApiCall:
+    def get(self, task_id: str, operation: Literal["get", "check"] = "get") -> ApiCall:
         task_id = _require_id("task_id", task_id)
         if plain_task_id(task_id) is None:  # never ``.``/``..`` or a path in the URL
             raise KirinValidationError(
                 f"task_id={clean_text(task_id, 80)!r} is invalid; allowed: {TASK_ID_ALLOWED}"
             )
         path = self.config.task_path.replace("{task_id}", quote(task_id, safe=""))
-        return ApiCall("get", "GET", self.config.base_url + path, task_id=task_id, label=f"get {task_id}")
+        url = self.config.base_url + path
+        return ApiCall(operation, "GET", url, task_id=task_id, label=f"{operation} {task_id}")
+
+    def check(self, task_id: str) -> ApiCall:
+        """A status check while waiting (see :data:`Operation`)."""
+        return self.get(task_id, "check")
 
     def lookup(self, external_task_id: str) -> ApiCall:
         external_task_id = _require_id("external_task_id", external_task_id)
@@ -162,15 +180,45 @@ class KirinProtocol:
     def parse_task(
         self, call: ApiCall | None, body: bytes | str, *, http_status: int | None = None
     ) -> KirinTask:
-        """Parse a task envelope; an unparseable one is transient (the next try may read a good one)."""
+        """Parse a task envelope; an unparseable one, or one about another task than the one asked
+        for, is transient (the next try may read a good one).
+
+        The body is decoded with ``json.loads`` and cut down to size before pydantic sees it
+        (``models.bounded_envelope``): a hostile body costs its decode and no more. A status check
+        (``check``) of an unfinished task reads only its id and status."""
         try:
-            return KirinTask.model_validate_json(body)
+            data = json.loads(body.decode("utf-8") if isinstance(body, bytes) else body)
+        except (ValueError, RecursionError):  # also UnicodeDecodeError; RecursionError: absurdly nested
+            data = None
+        if not isinstance(data, dict):
+            reason = f"the response is not a JSON object; body: {snippet(body)}"
+            raise TransientKirinError(
+                self._error(KirinBadResponseError, call, reason, http_status=http_status)
+            )
+        asked = call.task_id if call is not None else None
+        if call is not None and call.operation == "check" and asked is not None:
+            status = data.get("status")
+            answered = data.get("task_id", data.get("id"))
+            if isinstance(status, str) and str(answered) == asked:
+                status = clean_status(status)
+                if status not in TERMINAL_STATUSES:
+                    return KirinTask.pending(asked, status)
+        try:
+            task = KirinTask.model_validate(data, context={"max_videos": self.config.max_videos})
         except ValidationError as err:
             problems = "; ".join(
                 f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in err.errors()[:3]
             )
             reason = f"the response is not a task envelope ({problems}); body: {snippet(body)}"
-        raise TransientKirinError(self._error(KirinBadResponseError, call, reason, http_status=http_status))
+            raise TransientKirinError(
+                self._error(KirinBadResponseError, call, reason, http_status=http_status)
+            ) from None
+        if asked is not None and task.task_id != asked:
+            reason = f"the answer is about task {task.task_id!r}, not the one asked for"
+            raise TransientKirinError(
+                self._error(KirinBadResponseError, call, reason, http_status=http_status)
+            )
+        return task
 
     def transport_failure(self, call: ApiCall, error: BaseException) -> Exception:
         """What a connection error, timeout or reset means: something to retry, or to raise now.

@@ -4,43 +4,61 @@
   fields per item, with an optional stable ``key``) into validated requests, before anything is
   spent; a bad item is named by index (and key), field, value and what is allowed.
 - :func:`pack_items` / :func:`unpack_items` keep the trigger's serialized kwargs compact: the
-  shared request fields once, and per item only what differs.
-- :func:`item_plan` submits one item and waits for it (a plan, see ``steps.py``), ending in its
-  :class:`ItemResult`: one item's outcome (one manifest row; a compact list in the trigger
-  event). :class:`BatchTally` holds the running counts behind the progress lines and the summary.
+  shared request fields once, per item only what differs, the rows compressed.
+- :class:`ItemResult` is one item's outcome (one manifest row); :func:`encode_results` /
+  :func:`decode_results` carry a batch's results in its trigger event within a fixed budget per
+  item (:data:`ROW_BUDGET_BYTES`), whatever the server said. :class:`BatchTally` holds the running
+  counts and the ledger (``budget.Budget``) behind the progress lines and the summary.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import re
+import zlib
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from decimal import Decimal, InvalidOperation
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
-from airflow_provider_kirin.core.idempotency import submit_plan
-from airflow_provider_kirin.core.steps import Plan
-from airflow_provider_kirin.core.waiting import Outcome, Wait, outcome_of, wait_plan
+from airflow_provider_kirin.core.budget import Budget, kind_of
+from airflow_provider_kirin.core.idempotency import generation_id
+from airflow_provider_kirin.core.waiting import Outcome
 from airflow_provider_kirin.exceptions import (
     KirinError,
     KirinTaskFailedError,
     KirinTaskTimeoutError,
     KirinValidationError,
 )
-from airflow_provider_kirin.models import ALLOWED, VIDEO_ARGS, KirinTask, KirinVideoRequest, validate_model
-
-if TYPE_CHECKING:
-    from airflow_provider_kirin.protocol import KirinProtocol
+from airflow_provider_kirin.models import ALLOWED, VIDEO_ARGS, KirinVideoRequest, validate_model
 
 #: Request fields a batch item may set for itself (the operator's arguments are the defaults).
 ITEM_FIELDS: Final = VIDEO_ARGS
 #: Item statuses: the two Kirin outcomes, plus what the batch itself may report.
 #: ``timeout``: still unfinished at the deadline (it may still complete, and be billed);
 #: ``error``: the item could not be submitted or checked (its typed error's code is recorded);
-#: ``not_submitted``: the deadline passed before the item's turn came (nothing was spent).
-ITEM_STATUSES: Final = ("completed", "failed", "timeout", "error", "not_submitted")
+#: ``not_submitted``: the deadline passed before the item's turn came (nothing was spent);
+#: ``over_budget``: its estimated cost did not fit ``max_cost`` (nothing was spent).
+ITEM_STATUSES: Final = ("completed", "failed", "timeout", "error", "not_submitted", "over_budget")
+#: What one item's result may take in a trigger event at most, besides error text, whatever the
+#: server said: a 64-character task id, a 25-character cost and a 32-character code, none of them
+#: compressible (a real one takes about 32: task ids and costs repeat their shape).
+ROW_BUDGET_BYTES: Final = 256
+#: The longest error code a row keeps (Kirin's are 9 digits).
+CODE_CHARS: Final = 32
+#: Error text carried in an event: at most this much per item, and this much for the whole batch
+#: (past it, only the code); the code alone says what happened.
+MESSAGE_CHARS: Final = 200
+EVENT_MESSAGE_CHARS: Final = 100_000
+
+
+def event_budget_bytes(items: int) -> int:
+    """The most a batch event's results may take, whatever the server said: a fixed budget per item
+    and one for all error text (base64 of incompressible text, at worst)."""
+    return ROW_BUDGET_BYTES * items + EVENT_MESSAGE_CHARS * 4 // 3 + 1024
+
+
 MAX_KEY_CHARS: Final = 200
 _NAME_UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
 
@@ -128,9 +146,19 @@ def parse_items(prompts: object, defaults: dict[str, Any]) -> list[BatchItem]:
     return items
 
 
+def _zip(value: Any) -> str:
+    return base64.b64encode(zlib.compress(json.dumps(value, separators=(",", ":")).encode(), 6)).decode()
+
+
+def _unzip(text: str) -> Any:
+    return json.loads(zlib.decompress(base64.b64decode(text)))
+
+
 def pack_items(items: Iterable[BatchItem]) -> dict[str, Any]:
     """The items in a compact, JSON-serializable form for trigger kwargs: the most common value of
-    each request field once, then ``[index, key, fields that differ]`` per item."""
+    each request field once, then ``[index, key, fields that differ]`` per item, compressed (the
+    prompts and derived ids of a batch repeat themselves a lot). Derived ids are kept, not derived
+    again in the trigger: an upgrade between the deferral and the trigger's run cannot change them."""
     payloads = [(item, item.request.to_payload()) for item in items]
     shared: dict[str, Any] = {}
     names = {name for _, payload in payloads for name in payload} - {"prompt", "external_task_id"}
@@ -150,45 +178,43 @@ def pack_items(items: Iterable[BatchItem]) -> dict[str, Any]:
         ]
         for item, payload in payloads
     ]
-    return {"shared": shared, "items": rows}
+    return {"shared": shared, "count": len(rows), "rows": _zip(rows)}
 
 
 def unpack_items(packed: dict[str, Any]) -> list[BatchItem]:
     """Reverse :func:`pack_items`."""
     shared = packed.get("shared") or {}
+    rows = _unzip(packed["rows"])
     return [
         BatchItem(index=int(index), key=key, request=validate_model(KirinVideoRequest, {**shared, **own}))
-        for index, key, own in packed["items"]
+        for index, key, own in rows
     ]
 
 
 @dataclass
 class ItemResult:
-    """One item's outcome. In the trigger event it travels as :meth:`to_row` (a short list)."""
+    """One item's outcome. In the trigger event it travels as a short row (:func:`encode_results`)."""
 
     index: int
     status: str
-    external_task_id: str | None = None  # the id of the generation used (``<id>`` or ``<id>.gN``)
     task_id: str | None = None
-    video_urls: list[str] = field(default_factory=list)
     cost: str | None = None
     error_code: str | None = None
     error_message: str | None = None
     reused: bool = False
-
-    #: Longest error message kept per item (the event stays small; the code says what happened).
-    MESSAGE_CHARS = 300
+    #: Which generation of the item's external id was used: 1 for ``<id>``, N for ``<id>.gN``
+    #: (after failed ones). From what this provider asked for, never from the server's echo.
+    generation: int = 1
 
     @classmethod
-    def of(cls, item: BatchItem, outcome: Outcome, reused: bool) -> ItemResult:
+    def of(cls, item: BatchItem, outcome: Outcome, reused: bool, generation: int = 1) -> ItemResult:
         """The result of an item whose wait ended (``waiting.outcome_of`` decided how): completed
         with a video; ``failed`` (the generation failed, or completed without a video);
         ``timeout`` (still unfinished at the deadline); or ``error`` (its checks failed)."""
         task, error = outcome.task, outcome.error
-        ext_id = (task.external_task_id if task is not None else None) or item.request.external_task_id
         task_id = task.task_id if task is not None else None
         if error is None and task is not None:
-            return cls(item.index, "completed", ext_id, task_id, task.video_urls, task.cost, reused=reused)
+            return cls(item.index, "completed", task_id, task.cost, reused=reused, generation=generation)
         if isinstance(error, KirinTaskTimeoutError):
             status = "timeout"
         elif isinstance(error, KirinTaskFailedError) and task is not None and task.is_terminal:
@@ -196,80 +222,81 @@ class ItemResult:
         else:
             status = "error"
         cost = task.cost if task is not None and task.is_terminal else None
-        return cls(item.index, status, ext_id, task_id, [], cost, _code(error), _message(error), reused)
+        return cls(item.index, status, task_id, cost, _code(error), _message(error), reused, generation)
 
     @classmethod
     def not_submitted(cls, item: BatchItem, error: KirinError) -> ItemResult:
         """The item could not be submitted (its typed error's code is recorded)."""
-        ext_id = item.request.external_task_id
-        return cls(item.index, "error", ext_id, error_code=_code(error), error_message=_message(error))
+        return cls(item.index, "error", error_code=_code(error), error_message=_message(error))
+
+    @classmethod
+    def over_budget(cls, item: BatchItem, reason: str) -> ItemResult:
+        """The item's estimated cost did not fit ``max_cost``: not submitted, nothing spent."""
+        return cls(item.index, "over_budget", error_code="over_budget", error_message=reason)
 
     @classmethod
     def cut_short(cls, item: BatchItem, *, started: bool) -> ItemResult:
         """The batch's deadline passed: ``timeout`` for an item in flight (it may still complete,
         and be billed), ``not_submitted`` for one whose turn never came (nothing was spent)."""
-        ext_id = item.request.external_task_id
         if started:
             return cls(
-                item.index,
-                "timeout",
-                ext_id,
-                error_message="the batch's deadline passed before this item ended",
+                item.index, "timeout", error_message="the batch's deadline passed before this item ended"
             )
         return cls(
-            item.index,
-            "not_submitted",
-            ext_id,
-            error_message="the batch's deadline passed before this item's turn",
+            item.index, "not_submitted", error_message="the batch's deadline passed before this item's turn"
         )
 
-    def to_row(self) -> list[Any]:
-        message = self.error_message[: self.MESSAGE_CHARS] if self.error_message else None
-        return [
-            self.index,
-            self.status,
-            self.external_task_id,
-            self.task_id,
-            self.video_urls,
-            self.cost,
-            self.error_code,
-            message,
-            self.reused,
-        ]
-
-    @classmethod
-    def from_row(cls, row: Sequence[Any]) -> ItemResult:
-        index, status, external_task_id, task_id, urls, cost, code, message, reused = row
-        if status not in ITEM_STATUSES:
-            raise ValueError(f"unknown item status {status!r}")
-        return cls(
-            index=int(index),
-            status=str(status),
-            external_task_id=external_task_id,
-            task_id=task_id,
-            video_urls=[str(url) for url in urls or []],
-            cost=cost,
-            error_code=code,
-            error_message=message,
-            reused=bool(reused),
-        )
-
-    def manifest_row(self, item: BatchItem, base_external_task_id: str | None) -> dict[str, Any]:
+    def manifest_row(
+        self, item: BatchItem, *, video_urls: Sequence[str] = (), stored: Sequence[str] = ()
+    ) -> dict[str, Any]:
         """The manifest's row: the item's inputs (key, fingerprint) and its outcome."""
         return {
             "index": self.index,
             "key": item.key,
             "fingerprint": item.request.fingerprint(),
-            "external_task_id": self.external_task_id or base_external_task_id,
+            "external_task_id": generation_id(str(item.request.external_task_id), self.generation),
             "task_id": self.task_id,
             "status": self.status,
             "reused": self.reused,
-            "video_urls": self.video_urls,
+            "video_urls": list(video_urls),
+            "stored": list(stored),
             "cost": self.cost,
             "error_code": self.error_code,
             "error_message": self.error_message,
             "prompt": item.request.prompt,
         }
+
+
+def encode_results(results: Sequence[ItemResult]) -> str:
+    """The results as an event carries them: one short row per item (no envelope, no URL, the
+    generation's number instead of its id), error text cut to :data:`MESSAGE_CHARS` per item and
+    :data:`EVENT_MESSAGE_CHARS` in all, compressed."""
+    left = EVENT_MESSAGE_CHARS
+    rows = []
+    for result in results:
+        message = (result.error_message or "")[:MESSAGE_CHARS] or None
+        if message is not None:
+            message = message if len(message) <= left else None
+            left -= len(message or "")
+        status = ITEM_STATUSES.index(result.status)
+        code = result.error_code[:CODE_CHARS] if result.error_code else None
+        rows.append([result.index, status, result.generation, result.task_id, result.cost, code, message,
+                     int(result.reused)])  # fmt: skip
+    return _zip(rows)
+
+
+def decode_results(encoded: str) -> list[ItemResult]:
+    """Reverse :func:`encode_results`."""
+    results = []
+    for index, status, generation, task_id, cost, code, message, reused in _unzip(encoded):
+        if not isinstance(status, int) or not 0 <= status < len(ITEM_STATUSES):
+            raise ValueError(f"unknown item status {status!r}")
+        results.append(
+            ItemResult(
+                int(index), ITEM_STATUSES[status], task_id, cost, code, message, bool(reused), int(generation)
+            )
+        )
+    return results
 
 
 def _code(error: KirinError | None) -> str | None:
@@ -281,39 +308,13 @@ def _message(error: KirinError | None) -> str | None:
     return None if error is None else error.message
 
 
-def item_plan(
-    protocol: KirinProtocol, item: BatchItem, new_wait: Callable[[KirinTask, bool], Wait]
-) -> Plan[ItemResult]:
-    """Submit ``item`` idempotently, wait for its generation (``new_wait(task, reused)`` says how),
-    and return its result; never raises a ``KirinError``."""
-    try:
-        task, reused = yield from submit_plan(protocol, item.request)
-    except KirinError as err:
-        return ItemResult.not_submitted(item, err)
-    outcome = outcome_of(task)
-    if outcome is None:
-        outcome = yield from wait_plan(protocol, new_wait(task, reused))
-    return ItemResult.of(item, outcome, reused)
-
-
-def parse_cost(cost: str | None) -> Decimal:
-    """A cost string as a Decimal (0 for a missing or unreadable one: the server is not trusted)."""
-    if not cost:
-        return Decimal(0)
-    try:
-        value = Decimal(cost)
-    except (InvalidOperation, ValueError):
-        return Decimal(0)
-    return value if value.is_finite() and value >= 0 else Decimal(0)
-
-
 @dataclass
 class BatchTally:
-    """Running counts of one batch: what the progress lines say and the summary holds."""
+    """Running counts and the ledger of one batch: what the progress lines say and the summary holds."""
 
     total: int
+    budget: Budget = field(default_factory=Budget)
     counts: dict[str, int] = field(default_factory=dict)
-    cost: Decimal = Decimal(0)
     #: Items submitted (or being submitted) and not ended yet.
     running: set[int] = field(default_factory=set)
 
@@ -327,9 +328,10 @@ class BatchTally:
     def in_flight(self) -> int:
         return len(self.running)
 
-    def record(self, result: ItemResult) -> None:
+    def record(self, result: ItemResult, item: BatchItem) -> None:
+        """Count ``result`` and book its cost (a reused generation was paid by an earlier try)."""
         self.counts[result.status] = self.counts.get(result.status, 0) + 1
-        self.cost += parse_cost(result.cost)
+        self.budget.ended(result.index, kind_of(item.request), result.cost, created=not result.reused)
 
     @property
     def ended(self) -> int:
@@ -340,7 +342,7 @@ class BatchTally:
         return self.ended - self.counts.get("completed", 0)
 
     def total_cost(self) -> str:
-        return f"{self.cost:.2f}"
+        return self.budget.usd(self.budget.spent)
 
     def progress(self) -> str:
         """``312/500 done, 4 failed, 22 in flight, $109.20 so far``."""

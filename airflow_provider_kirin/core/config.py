@@ -11,7 +11,7 @@ The connection (UI, ``AIRFLOW_CONN_KIRIN_DEFAULT`` as URI or JSON, or a secrets 
   ``verify_ssl``, ``max_retries``,
   ``retry_max_wait`` (s, one backoff step at most), ``max_retry_after`` (s, cap on a server's
   ``Retry-After``), ``retry_total_seconds`` (s, all retries of one call at most),
-  ``max_response_bytes``.
+  ``max_response_bytes`` (1 MiB; at most 8 MiB), ``max_videos`` (videos kept per task answer).
 
 For example::
 
@@ -22,6 +22,7 @@ For example::
 from __future__ import annotations
 
 import difflib
+import json
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -30,7 +31,9 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 if TYPE_CHECKING:
     from airflow.sdk import Connection
 
-from airflow_provider_kirin.core.defaults import DEFAULT_CONN_ID
+    from airflow_provider_kirin.core.budget import PriceTable
+
+from airflow_provider_kirin.core.defaults import DEFAULT_CONN_ID, MAX_VIDEOS
 
 __all__ = [
     "CONN_TYPE",
@@ -107,10 +110,25 @@ class KirinConnectionConfig(BaseModel):
         default=180.0, gt=0, title="Retry budget (s)", description="All retries of one request at most."
     )
     max_response_bytes: int = Field(
-        default=8 * 1024 * 1024,
+        default=1024 * 1024,
         ge=1024,
+        le=8 * 1024 * 1024,
         title="Largest API response (bytes)",
-        description="Larger responses are refused as unreadable.",
+        description="Larger responses are refused as unreadable (a task envelope is a few KB).",
+    )
+    max_videos: int = Field(
+        default=MAX_VIDEOS,
+        ge=1,
+        le=16,
+        title="Most videos per task",
+        description="A task answer naming more videos is cut to the first ones, with a warning.",
+    )
+    prices: str = Field(
+        default="",
+        title="Prices (USD per generation)",
+        description='JSON, e.g. {"std/5": "0.35", "std/10": "0.70", "pro/5": "1.20", "pro/10": "2.40"}: '
+        "what max_cost and dry runs estimate with. A kind without a price is learned from its first "
+        "generation.",
     )
 
     @field_validator("base_url")
@@ -131,6 +149,22 @@ class KirinConnectionConfig(BaseModel):
         if "{task_id}" not in value:
             raise ValueError("task_path must contain '{task_id}'")
         return value if value.startswith("/") else f"/{value}"
+
+    @field_validator("prices", mode="before")
+    @classmethod
+    def _prices(cls, value: object) -> str:
+        from airflow_provider_kirin.core.budget import PriceTable
+
+        text = json.dumps(value) if isinstance(value, dict) else ("" if value is None else str(value))
+        PriceTable.parse(text)  # refuse a bad table when the connection is read, naming the entry
+        return text
+
+    @property
+    def price_table(self) -> PriceTable:
+        """The ``prices`` extra, parsed (``core.budget.PriceTable``)."""
+        from airflow_provider_kirin.core.budget import PriceTable
+
+        return PriceTable.parse(self.prices)
 
     @property
     def origin(self) -> str:

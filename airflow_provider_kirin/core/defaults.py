@@ -25,6 +25,13 @@ MAX_POLL_ERROR_SECONDS = 300.0
 #: ``timeout`` event (after a last status check) wins over Airflow's generic deferral timeout.
 DEFER_TIMEOUT_MARGIN = 60.0
 
+#: The most videos one task answer may name (connection extra ``max_videos``): a generation makes
+#: one, two with a watermarked copy. More are cut with a warning (``models.bounded_envelope``).
+MAX_VIDEOS = 4
+
+#: Videos a batch keeps at once: a CDN's time to first byte, not bandwidth, makes one at a time slow.
+KEEP_CONCURRENCY = 8
+
 #: A generated clip is tens of MB; a download past this is not a video we asked for.
 DEFAULT_MAX_BYTES = 2 * 1024**3
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_kirin.core.retry import TransientKirinError, retried
@@ -214,16 +215,23 @@ def create_plan(protocol: KirinProtocol, request: KirinVideoRequest) -> Plan[tup
     return created, False
 
 
-def submit_plan(protocol: KirinProtocol, request: KirinVideoRequest) -> Plan[tuple[KirinTask, bool]]:
-    """At most one paid generation per external id; return ``(task, reused)``.
+@dataclass(frozen=True)
+class Found:
+    """What :func:`find_plan` found for a request: a generation to reuse (``task``), or none, and
+    then ``request`` carries the external id to create it under (``<id>`` or the next ``<id>.gN``).
+    ``generation`` is N of the id found or to create (1 for ``<id>``)."""
 
-    Looks ``<id>``, ``<id>.g2``, ``<id>.g3``, ... up in turn: the first task that is pending,
-    processing (or in a status not seen before) or completed with a video is reused; each one that
-    ended unusable (:func:`is_unusable`: ``failed``, or ``completed`` without a video, so no retry
-    could ever succeed with it) moves on to the next id; the first id with no task is created. So
-    a retry after a failed generation pays for a new one under a new, deterministic id, and a
-    retry after anything else pays for nothing.
-    """
+    task: KirinTask | None
+    request: KirinVideoRequest
+    generation: int = 1
+
+
+def find_plan(protocol: KirinProtocol, request: KirinVideoRequest) -> Plan[Found]:
+    """Look ``<id>``, ``<id>.g2``, ``<id>.g3``, ... up in turn: the first task that is pending,
+    processing (or in a status not seen before) or completed with a video is found for reuse; each
+    one that ended unusable (:func:`is_unusable`: ``failed``, or ``completed`` without a video, so
+    no retry could ever succeed with it) moves on to the next id; the first id with no task is the
+    one to create under. Creates nothing."""
     from airflow_provider_kirin.models import KirinVideoRequest, validate_model
 
     if not request.external_task_id:
@@ -233,12 +241,13 @@ def submit_plan(protocol: KirinProtocol, request: KirinVideoRequest) -> Plan[tup
         candidate = generation_id(base, generation)
         existing = yield from lookup_plan(protocol, candidate)
         if existing is None:
-            retry_request = validate_model(
-                KirinVideoRequest, {**request.to_payload(), "external_task_id": candidate}
-            )
-            return (yield from create_plan(protocol, retry_request))
+            if candidate != base:
+                request = validate_model(
+                    KirinVideoRequest, {**request.to_payload(), "external_task_id": candidate}
+                )
+            return Found(None, request, generation)
         if not is_unusable(existing):
-            return existing, True
+            return Found(existing, request, generation)
         log.info(
             "Kirin task %s (external id %s) ended %s (%s); the next try uses a new id.",
             existing.task_id,
@@ -250,3 +259,14 @@ def submit_plan(protocol: KirinProtocol, request: KirinVideoRequest) -> Plan[tup
         f"external_task_id={base!r} already has {MAX_GENERATIONS_PER_ID} failed generations; "
         "allowed: an id with fewer. Use a new external_task_id."
     )
+
+
+def submit_plan(protocol: KirinProtocol, request: KirinVideoRequest) -> Plan[tuple[KirinTask, bool]]:
+    """At most one paid generation per external id; return ``(task, reused)``: the generation
+    :func:`find_plan` finds, else a new one created under the id it names (:func:`create_plan`).
+    So a retry after a failed generation pays for a new one under a new, deterministic id, and a
+    retry after anything else pays for nothing."""
+    found = yield from find_plan(protocol, request)
+    if found.task is not None:
+        return found.task, True
+    return (yield from create_plan(protocol, found.request))

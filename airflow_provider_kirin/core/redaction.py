@@ -1,6 +1,6 @@
-"""Keeping the API key out of everything the provider produces: the one registry of secrets, and
-the redaction applied where server values enter (``models.KirinTask``), in every exception
-message, event and log line.
+"""Keeping the API key and terminal tricks out of everything the provider produces: the one registry
+of secrets, and the cleaning applied where server values enter (``models.KirinTask``, error
+bodies), in every exception message, event and log line.
 
 ::
 
@@ -8,6 +8,12 @@ message, event and log line.
 
     register_secret(conn.password)  # done by the hooks as soon as the connection is read
     redact(f"server said {text}")   # the key, plain or JSON/URL-escaped, becomes ***
+    clean_text(server_text)         # redacted, control characters escaped, cut to a length
+
+"Plain text" here means no C0/C1 control character (newline, carriage return, ESC, BEL, NUL,
+U+0085...) and no U+2028/U+2029 line separator: each is written as a visible escape (``\\n``,
+``\\x1b``, ``\\u2028``), so a server's text can neither forge a log line nor move a terminal's
+cursor nor split a JSON Lines file, and the reader still sees what was sent.
 """
 
 from __future__ import annotations
@@ -15,12 +21,28 @@ from __future__ import annotations
 import re
 from typing import Any
 
-__all__ = ["MAX_TEXT_CHARS", "clean_text", "redact", "redact_json", "register_secret"]
+__all__ = [
+    "MAX_TEXT_CHARS",
+    "clean_text",
+    "escape_controls",
+    "has_controls",
+    "redact",
+    "redact_json",
+    "register_secret",
+]
 
 _SECRETS: dict[str, re.Pattern[str]] = {}
 _BEARER = re.compile(r"(?i)(bearer\s+)[^\s\"',;]+")
 #: Longest server text (error messages, codes) an exception or log line quotes.
 MAX_TEXT_CHARS = 500
+
+_CONTROLS = [*range(0x00, 0x20), 0x7F, *range(0x80, 0xA0), 0x2028, 0x2029]
+_NAMED = {0x09: "\\t", 0x0A: "\\n", 0x0D: "\\r"}
+#: Each control character and its visible escape (``str.translate``: one pass in C).
+_ESCAPES = {
+    code: _NAMED.get(code, f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}") for code in _CONTROLS
+}
+_CONTROL_RE = re.compile("[" + "".join(re.escape(chr(code)) for code in _CONTROLS) + "]")
 
 
 def _secret_pattern(secret: str) -> re.Pattern[str]:
@@ -49,30 +71,47 @@ def register_secret(secret: str | None) -> None:
 
 def redact(text: str) -> str:
     """Return ``text`` with every registered secret (also JSON- or URL-escaped) and every bearer
-    token replaced by ``***``."""
+    token replaced by ``***``.
+
+    Cheap on the common case, which every status check pays: a substring test per secret, and the
+    regular expressions only where an escape (``\\``, ``%``) or the word "bearer" is present."""
+    escaped = "\\" in text or "%" in text
     for secret, pattern in _SECRETS.items():
         if secret in text:
             text = text.replace(secret, "***")
-        if "\\" in text or "%" in text:
+        if escaped:
             text = pattern.sub("***", text)
-    return _BEARER.sub(r"\1***", text)
+    if "bearer" in text.lower():
+        text = _BEARER.sub(r"\1***", text)
+    return text
+
+
+def has_controls(text: str) -> bool:
+    """Whether ``text`` holds a control character or a Unicode line separator."""
+    return _CONTROL_RE.search(text) is not None
+
+
+def escape_controls(text: str) -> str:
+    """``text`` with every control character and U+2028/U+2029 written as a visible escape."""
+    return text.translate(_ESCAPES)
 
 
 def clean_text(value: object, limit: int = MAX_TEXT_CHARS) -> str:
-    """Server text made safe to quote: redacted first, then cut to ``limit`` characters (cutting
-    first could leave the head of a key that straddles the cut)."""
-    text = redact(str(value))
+    """Server text made safe to quote: redacted, control characters escaped, then cut to ``limit``
+    characters (cutting first could leave the head of a key that straddles the cut)."""
+    text = escape_controls(redact(str(value)))
     if len(text) > limit:
         text = f"{text[:limit]}... ({len(text)} characters in all)"
     return text
 
 
 def redact_json(value: Any) -> Any:
-    """``value`` (JSON-like: dicts, lists, strings...) with :func:`redact` applied to every string."""
+    """``value`` (JSON-like: dicts, lists, strings...) with every string, keys included, redacted
+    and its control characters escaped."""
     if isinstance(value, str):
-        return redact(value)
+        return escape_controls(redact(value))
     if isinstance(value, dict):
-        return {redact(str(k)): redact_json(v) for k, v in value.items()}
+        return {escape_controls(redact(str(k))): redact_json(v) for k, v in value.items()}
     if isinstance(value, list):
         return [redact_json(v) for v in value]
     return value

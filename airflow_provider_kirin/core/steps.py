@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Send:
     """Step: send ``call`` once, in all within ``budget`` seconds (``None``: the connection's
     ``request_timeout``); answer with the task, ``None``, or throw the error."""
@@ -40,7 +40,7 @@ class Send:
     budget: float | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Sleep:
     """Step: wait ``seconds`` (never negative), then answer ``None``."""
 
@@ -62,6 +62,8 @@ class PlanRunner(Generic[T]):
             ...  # carry out the step, then runner.answer(value) or runner.fail(error)
         return runner.result
     """
+
+    __slots__ = ("_answer", "_error", "_plan", "_result")
 
     def __init__(self, plan: Plan[T]) -> None:
         self._plan = plan

@@ -48,7 +48,7 @@ from airflow_provider_kirin.exceptions import (
 
 if TYPE_CHECKING:
     from airflow_provider_kirin.models import KirinTask
-    from airflow_provider_kirin.protocol import KirinProtocol
+    from airflow_provider_kirin.protocol import ApiCall, KirinProtocol
 
 log = logging.getLogger(__name__)
 #: The first check is delayed by a random phase of up to this fraction of the interval.
@@ -60,7 +60,7 @@ DUE_FACTOR = 0.5
 MIN_CHECK_SECONDS = 1.0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Outcome:
     """How a task (or a wait for it) ended: the task as last seen, and the typed error if it is not
     a usable, completed generation. :meth:`result` gives the task or raises the error."""
@@ -132,7 +132,7 @@ def error_seconds_from_count(count: int, poll_interval: float) -> float:
     return max(0, int(count) - 1) * float(poll_interval)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Check:
     """Step of a :class:`Wait`: check the task now, in all within ``budget`` seconds (``None``: no
     deadline; the transport still caps it at the connection's ``request_timeout``)."""
@@ -140,7 +140,7 @@ class Check:
     budget: float | None
 
 
-@dataclass
+@dataclass(slots=True)
 class Wait:
     """Where one wait for ``task_id`` stands (see the module docstring); ask :meth:`next`.
 
@@ -286,13 +286,13 @@ class Wait:
         )
 
 
-def check_plan(protocol: KirinProtocol, wait: Wait) -> Plan[Outcome | None]:
+def check_plan(protocol: KirinProtocol, wait: Wait, call: ApiCall | None = None) -> Plan[Outcome | None]:
     """One step of ``wait``: a status check if one is due now (else nothing); return the wait's
     outcome if it has ended, else ``None``. A check's final error (a 404, a refused key) ends the
-    wait like any other outcome."""
+    wait like any other outcome. ``call`` is ``protocol.check(wait.task_id)``, if already built."""
     step = wait.next()
     if isinstance(step, Check):
-        call = protocol.get(wait.task_id)
+        call = call or protocol.check(wait.task_id)
         try:
             task = protocol.one_task(call, (yield Send(call, step.budget)))
         except TransientKirinError as err:
@@ -307,6 +307,7 @@ def check_plan(protocol: KirinProtocol, wait: Wait) -> Plan[Outcome | None]:
 def wait_plan(protocol: KirinProtocol, wait: Wait) -> Plan[Outcome]:
     """Drive ``wait`` to its :class:`Outcome`, sleeping between checks: every ending is an
     outcome; only bad input (an invalid task id) or a bug raises."""
+    call = protocol.check(wait.task_id)
     while True:
         step = wait.next()
         if isinstance(step, Outcome):
@@ -314,4 +315,4 @@ def wait_plan(protocol: KirinProtocol, wait: Wait) -> Plan[Outcome]:
         if isinstance(step, Sleep):
             yield step
         else:
-            yield from check_plan(protocol, wait)
+            yield from check_plan(protocol, wait, call)

@@ -23,6 +23,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from decimal import Decimal
 from typing import Any
 
 from airflow_provider_kirin.emulator.config import (
@@ -279,13 +280,18 @@ class EmulatorState:
         """Counters plus derived figures, as served by ``GET /_emulator/stats``."""
         now = time.monotonic()
         by_status: dict[str, int] = {}
+        billed = Decimal(0)
         for task in list(self.tasks.values()):
             status = task.status_at(now)
             by_status[status] = by_status.get(status, 0) + 1
+            if status == "completed":
+                billed += Decimal(COSTS[(task.params["mode"], task.params["duration"])])
         return {
             **self.counters,
             "tasks": len(self.tasks),
             "tasks_by_status": by_status,
+            # What the account has been billed: every completed generation at its cost (USD).
+            "billed_usd": f"{billed:.2f}",
             "status_codes": {str(k): v for k, v in sorted(self.status_codes.items())},
             "faults_applied": dict(self.faults.applied),
             "faults_active": len(self.faults.snapshot()),

@@ -23,6 +23,8 @@ In a TaskFlow task::
 from __future__ import annotations
 
 import asyncio
+import functools
+import json
 import os
 import time
 import uuid
@@ -44,13 +46,14 @@ from airflow_provider_kirin._compat import (
     mask_secret,
 )
 from airflow_provider_kirin.core import defaults
+from airflow_provider_kirin.core.budget import Budget, SpendPlan, kind_of, parse_usd, plan_spend
 from airflow_provider_kirin.core.config import (
     CONN_TYPE,
     DEFAULT_CONN_ID,
     KirinConnectionConfig,
     connection_type_info,
 )
-from airflow_provider_kirin.core.idempotency import create_plan, get_plan, lookup_plan, submit_plan
+from airflow_provider_kirin.core.idempotency import create_plan, find_plan, get_plan, lookup_plan, submit_plan
 from airflow_provider_kirin.core.retry import SharedPause, TransientKirinError
 from airflow_provider_kirin.core.steps import Plan, PlanRunner, Sleep
 from airflow_provider_kirin.core.waiting import Outcome, Wait, error_seconds_from_count, wait_plan
@@ -72,10 +75,15 @@ from airflow_provider_kirin.models import KirinTask, KirinVideoRequest, RequestA
 from airflow_provider_kirin.protocol import ApiCall, KirinProtocol, plain_reason
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from decimal import Decimal
+
     import aiohttp
     from airflow.sdk import ObjectStoragePath
 
 T = TypeVar("T")
+#: Answers larger than this are parsed in a worker thread, not on the triggerer's event loop.
+INLINE_PARSE_BYTES = 64 * 1024
 
 
 class _KirinHookBase(BaseHook):
@@ -247,6 +255,29 @@ class KirinHook(_KirinHookBase):
         )
         return self.wait(wait).result()
 
+    def estimate(
+        self,
+        requests: Sequence[KirinVideoRequest],
+        *,
+        max_cost: Decimal | str | float | None = None,
+        concurrency: int = 10,
+    ) -> SpendPlan:
+        """What submitting ``requests`` (each with its ``external_task_id``, as ``submit_idempotent``
+        takes them) would do, without creating anything: how many generations it would create and
+        reuse, their estimated cost by kind (the connection's ``prices``), and which would not fit
+        ``max_cost``. Only lookups are sent, ``concurrency`` at a time. In a TaskFlow task::
+
+            plan = KirinHook().estimate(requests, max_cost="100")
+            print(plan.sentence())  # would create 412, reuse 88, estimated $86.52 of max_cost $100
+        """
+        ceiling = None if max_cost is None else parse_usd("max_cost", max_cost)
+        found = asyncio.run(_find_all(self.kirin_conn_id, list(requests), concurrency))
+        entries = [
+            (index, kind_of(request), task)
+            for index, (request, task) in enumerate(zip(requests, found, strict=True))
+        ]
+        return plan_spend(entries, Budget(ceiling, self.config.price_table))
+
     def download_video(
         self,
         url: str,
@@ -310,6 +341,9 @@ class _SharedSession:
     users: int = 0
 
 
+# Configs (and their protocols) by what the connection read, shared by the async hooks using it.
+_SHARED_CONFIGS: dict[tuple[Any, ...], tuple[KirinConnectionConfig, KirinProtocol]] = {}
+
 # One aiohttp session per event loop and connection settings, shared by every trigger using it.
 _SESSIONS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[Any, ...], _SharedSession]] = (
     weakref.WeakKeyDictionary()
@@ -346,20 +380,37 @@ class KirinAsyncHook(_KirinHookBase):
         await self.close()
 
     async def get_config(self) -> KirinConnectionConfig:
-        """Read the connection once (without blocking the loop) and register the key with the masker."""
+        """Read the connection once (without blocking the loop) and register the key with the masker.
+
+        Hooks whose connections read the same share one config and protocol: a triggerer running a
+        thousand waits on one connection holds one of each, not a thousand."""
         if self._config is None:
             conn = await aget_connection(self.kirin_conn_id)
             if conn.password:
                 await amask_secret(conn.password)
             extra = await aextra_dejson(conn)
-            self._config = self._config_read(KirinConnectionConfig.from_connection(conn, extra))
+            key = (
+                conn.conn_id,
+                conn.host,
+                conn.schema,
+                conn.port,
+                conn.password,
+                json.dumps(extra, sort_keys=True),
+            )
+            shared = _SHARED_CONFIGS.get(key)
+            if shared is None:
+                config = self._config_read(KirinConnectionConfig.from_connection(conn, extra))
+                shared = _SHARED_CONFIGS[key] = (config, KirinProtocol(config))
+                while len(_SHARED_CONFIGS) > 32:  # bounded: the oldest first
+                    del _SHARED_CONFIGS[next(iter(_SHARED_CONFIGS))]
+            self._config, self._protocol = shared
         return self._config
 
     async def get_protocol(self) -> KirinProtocol:
         """The wire protocol for this connection (read once, see :meth:`get_config`)."""
         if self._protocol is None:
-            self._protocol = KirinProtocol(await self.get_config())
-        return self._protocol
+            await self.get_config()
+        return self._protocol  # type: ignore[return-value]  # set with the config
 
     async def _session(self) -> aiohttp.ClientSession:
         import aiohttp
@@ -418,14 +469,7 @@ class KirinAsyncHook(_KirinHookBase):
         config, protocol = await self.get_config(), await self.get_protocol()
         if self.pause is not None:
             await _wait_out(self.pause)
-        limit = config.request_timeout
-        seconds = limit if budget is None else min(budget, limit)
-        # aiohttp's ``total`` covers connect + headers + body: a server dripping bytes is cut off.
-        timeout = aiohttp.ClientTimeout(
-            total=seconds,
-            sock_connect=min(config.connect_timeout, seconds),
-            sock_read=config.timeout,
-        )
+        seconds = config.request_timeout if budget is None else min(budget, config.request_timeout)
         started = time.monotonic()
         try:
             async with session.request(
@@ -434,7 +478,7 @@ class KirinAsyncHook(_KirinHookBase):
                 params=call.params,
                 json=call.body,
                 headers=protocol.headers(),
-                timeout=timeout,
+                timeout=_total_timeout(config, seconds),
             ) as response:
                 body, truncated = await _aread_capped(response, config.max_response_bytes)
                 status, headers = response.status, response.headers
@@ -446,6 +490,10 @@ class KirinAsyncHook(_KirinHookBase):
                 )
             raise protocol.transport_failure(call, error) from None
         try:
+            if len(body) > INLINE_PARSE_BYTES:  # decoding a large body would hold up the loop
+                return await asyncio.to_thread(
+                    protocol.interpret, call, status, headers, body, truncated=truncated
+                )
             return protocol.interpret(call, status, headers, body, truncated=truncated)
         except TransientKirinError as err:
             if self.pause is not None:
@@ -471,6 +519,24 @@ class KirinAsyncHook(_KirinHookBase):
 
 
 # -- helpers -------------------------------------------------------------------------------------
+async def _find_all(
+    kirin_conn_id: str, requests: list[KirinVideoRequest], concurrency: int
+) -> list[KirinTask | None]:
+    """The reusable generation of each request (``None`` where one would be created), looked up
+    ``concurrency`` at a time over one shared session (``idempotency.find_plan``)."""
+    found: list[KirinTask | None] = [None] * len(requests)
+    queue = iter(enumerate(requests))
+    async with KirinAsyncHook(kirin_conn_id) as hook:
+        protocol = await hook.get_protocol()
+
+        async def worker() -> None:
+            for index, request in queue:
+                found[index] = (await hook.run(find_plan(protocol, request))).task
+
+        await asyncio.gather(*(worker() for _ in range(max(1, min(concurrency, len(requests))))))
+    return found
+
+
 async def _wait_out(pause: SharedPause) -> None:
     """Sleep until ``pause`` is over, even if another request extends it meanwhile."""
     for _ in range(1000):  # bounded; each round waits out the longest pause seen so far
@@ -478,6 +544,17 @@ async def _wait_out(pause: SharedPause) -> None:
         if wait <= 0:
             return
         await asyncio.sleep(wait)
+
+
+@functools.lru_cache(maxsize=64)
+def _total_timeout(config: KirinConnectionConfig, seconds: float) -> aiohttp.ClientTimeout:
+    """aiohttp's timeouts for one request of at most ``seconds`` in all (``total`` covers connect,
+    headers and body: a server dripping bytes is cut off). Cached: most checks share one."""
+    import aiohttp
+
+    return aiohttp.ClientTimeout(
+        total=seconds, sock_connect=min(config.connect_timeout, seconds), sock_read=config.timeout
+    )
 
 
 def _read_capped(chunks: Any, limit: int) -> tuple[bytes, bool]:
@@ -490,6 +567,9 @@ def _read_capped(chunks: Any, limit: int) -> tuple[bytes, bool]:
 
 
 async def _aread_capped(response: aiohttp.ClientResponse, limit: int) -> tuple[bytes, bool]:
+    length = response.content_length
+    if length is not None and length <= limit and not response.headers.get("Content-Encoding"):
+        return await response.read(), False  # the common case: one read of a small, announced body
     buffer = bytearray()
     async for chunk in response.content.iter_chunked(65536):
         buffer += chunk

@@ -44,6 +44,8 @@ from airflow_provider_kirin.core import defaults
 from airflow_provider_kirin.operators.waiting import defer_timeout, resolve_error_seconds
 
 if TYPE_CHECKING:
+    from decimal import Decimal
+
     from airflow.sdk import Context
 
     from airflow_provider_kirin.core.batch import BatchItem, ItemResult
@@ -102,9 +104,20 @@ class KirinBatchTextToVideoOperator(BaseOperator):
     :param external_id_namespace: Mixed into derived ids, for deployments sharing one account.
     :param variant: A deliberate fresh take of every item (templated), mixed into the derived ids.
     :param max_bytes: Refuse a video larger than this when keeping videos.
+    :param keep_concurrency: Videos kept at once (each streamed to storage; a CDN's time to first
+        byte, not bandwidth, is what makes one at a time slow).
+    :param max_cost: The batch's spend ceiling in USD (a decimal string or a number, templated),
+        across every try of this task instance: generations reused from earlier tries count with
+        the cost Kirin reported. An item whose estimate does not fit is not submitted and ends
+        ``over_budget`` (it counts against ``max_failed``); a retry with a larger ceiling creates
+        only those. Estimates come from the connection's ``prices`` extra, or are learned (see
+        ``docs/spend.md``). ``None``: no ceiling.
+    :param dry_run: Validate every item, look up which generations exist and are reusable, and
+        return the plan (would create, would reuse, estimated cost by kind, items over
+        ``max_cost``) without creating anything.
     """
 
-    template_fields: Sequence[str] = ("prompts", "negative_prompt", "destination", "variant")
+    template_fields: Sequence[str] = ("prompts", "negative_prompt", "destination", "variant", "max_cost")
     template_fields_renderers = {"prompts": "json"}
     ui_color = "#f3e8ff"
 
@@ -131,6 +144,9 @@ class KirinBatchTextToVideoOperator(BaseOperator):
         external_id_namespace: str = "",
         variant: str | None = None,
         max_bytes: int = defaults.DEFAULT_MAX_BYTES,
+        keep_concurrency: int = defaults.KEEP_CONCURRENCY,
+        max_cost: str | float | None = None,
+        dry_run: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -155,6 +171,10 @@ class KirinBatchTextToVideoOperator(BaseOperator):
         self.external_id_namespace = external_id_namespace
         self.variant = variant
         self.max_bytes = max_bytes
+        self.keep_concurrency = keep_concurrency
+        self.max_cost = max_cost
+        # Not ``self.dry_run``: that name is BaseOperator's (render the templates, run nothing).
+        self.plan_only = dry_run
 
     @cached_property
     def hook(self) -> KirinHook:
@@ -185,6 +205,7 @@ class KirinBatchTextToVideoOperator(BaseOperator):
             raise KirinValidationError(
                 "keep_videos=True is invalid without a destination; allowed: set destination"
             )
+        self._ceiling()  # a bad max_cost fails before anything is sent
         shared = {name: getattr(self, name) for name in VIDEO_ARGS if name != "prompt"}
         items = parse_items(self.prompts, shared)
         return [
@@ -201,15 +222,23 @@ class KirinBatchTextToVideoOperator(BaseOperator):
             for item in items
         ]
 
+    def _ceiling(self) -> Decimal | None:
+        from airflow_provider_kirin.core.budget import parse_usd
+
+        return None if self.max_cost in (None, "") else parse_usd("max_cost", self.max_cost)
+
     # -- run ---------------------------------------------------------------------------------------
     def execute(self, context: Context) -> dict[str, Any]:
         items = self._items(context)
+        if self.plan_only:
+            return self._dry_run(items)
         trigger = self._trigger(items)
         self.log.info(
-            "Kirin batch of %d items, at most %d in flight, deadline in %.0f s",
+            "Kirin batch of %d items, at most %d in flight, deadline in %.0f s%s",
             len(items),
             self.max_in_flight,
             (trigger.deadline or 0) - time.time(),
+            f", max_cost ${trigger.max_cost}" if trigger.max_cost is not None else "",
         )
         if self.deferrable:
             from airflow_provider_kirin.triggers.batch import DEADLINE_GRACE
@@ -229,6 +258,7 @@ class KirinBatchTextToVideoOperator(BaseOperator):
         waves = math.ceil(len(items) / self.max_in_flight)
         timeout = self.timeout if self.timeout is not None else defaults.TIMEOUT * waves
         first = items[0].request
+        ceiling = self._ceiling()
         return KirinBatchTrigger(
             items=pack_items(items),
             kirin_conn_id=self.kirin_conn_id,
@@ -238,15 +268,24 @@ class KirinBatchTextToVideoOperator(BaseOperator):
             first_poll_delay=self.first_poll_delay,
             max_poll_error_seconds=self.max_poll_error_seconds,
             expected_seconds=defaults.EXPECTED_SECONDS.get((first.mode, first.duration)),
+            max_cost=str(ceiling) if ceiling is not None else None,
         )
+
+    def _dry_run(self, items: list[BatchItem]) -> dict[str, Any]:
+        """What the batch would create, reuse and cost: lookups only, nothing created."""
+        requests = [item.request for item in items]
+        plan = self.hook.estimate(requests, max_cost=self._ceiling(), concurrency=self.max_in_flight)
+        self.log.info("Kirin batch dry run of %d items: %s", len(items), plan.sentence())
+        return plan.to_xcom()
 
     def execute_complete(
         self, context: Context, event: dict[str, Any] | None = None, items: list[BatchItem] | None = None
     ) -> dict[str, Any]:
-        """Turn the trigger's event into the manifest, the kept videos, the summary and the
-        task's outcome (``max_failed``)."""
+        """Turn the trigger's event into the kept videos, the manifest, the summary and the task's
+        outcome (``max_failed``)."""
         from airflow_provider_kirin.core.batch import BatchTally, too_many_failed
-        from airflow_provider_kirin.exceptions import KirinError
+        from airflow_provider_kirin.core.budget import Budget
+        from airflow_provider_kirin.exceptions import KirinBudgetExceededError, KirinError
         from airflow_provider_kirin.triggers.batch import BatchEvent
 
         results = BatchEvent.decode(event).results
@@ -254,9 +293,9 @@ class KirinBatchTextToVideoOperator(BaseOperator):
         if sorted(result.index for result in results) != [item.index for item in items]:
             raise KirinError("The Kirin batch trigger's event does not match the task's items.")
         by_index = {item.index: item for item in items}
-        tally = BatchTally(total=len(items))
+        tally = BatchTally(total=len(items), budget=Budget(self._ceiling()))
         for result in results:
-            tally.record(result)
+            tally.record(result, by_index[result.index])
             if result.status != "completed":
                 self.log.warning(
                     "%s %s: %s %s",
@@ -265,57 +304,80 @@ class KirinBatchTextToVideoOperator(BaseOperator):
                     result.error_code or "no code",
                     result.error_message or "",
                 )
-        stored = self._keep_videos(results, by_index) if self.keep_videos else {}
-        manifest = self._write_manifest(results, by_index, stored) if self.destination is not None else None
+        kept = self._keep_videos(results, by_index) if self.keep_videos else {}
+        manifest = self._write_manifest(results, by_index, kept) if self.destination is not None else None
+        ledger = {
+            "total_cost": tally.total_cost(),
+            "spent_total": tally.total_cost(),
+            "spent_this_try": tally.budget.usd(tally.budget.spent_this_try),
+        }
         counts = dict(sorted(tally.counts.items()))
         summary: dict[str, Any] = {
             "counts": counts,
-            "total_cost": tally.total_cost(),
+            **ledger,
+            "max_cost": str(tally.budget.max_cost) if tally.budget.max_cost is not None else None,
             "manifest": manifest,
             "items": len(items),
             "failed": tally.failed,
         }
-        self.log.info("Kirin batch: %s; manifest %s", tally.progress(), manifest or "not written")
+        self.log.info(
+            "Kirin batch: %s (this try paid $%s); manifest %s",
+            tally.progress(),
+            ledger["spent_this_try"],
+            manifest or "not written",
+        )
         for outlet in self.outlets:
-            context["outlet_events"][outlet].extra = {
-                "manifest": manifest,
-                "counts": dict(counts),
-                "total_cost": tally.total_cost(),
-            }
+            context["outlet_events"][outlet].extra = {"manifest": manifest, "counts": dict(counts), **ledger}
         if too_many_failed(tally.failed, len(items), self.max_failed):
-            raise KirinError(
+            message = (
                 f"{tally.failed} of {len(items)} Kirin batch items did not complete "
                 f"(counts {summary['counts']}), more than max_failed={self.max_failed!r}; "
-                f"see the manifest ({manifest or 'not written'}). A retry regenerates only those."
+                f"see the manifest ({manifest or 'not written'})."
             )
+            if tally.failed == counts.get("over_budget", 0):  # a retry with the same ceiling changes nothing
+                raise KirinBudgetExceededError(
+                    f"{message} Raise max_cost to create the rest; nothing else is retried."
+                )
+            raise KirinError(f"{message} A retry regenerates only those.")
         return summary
 
     # -- results -----------------------------------------------------------------------------------
-    def _keep_videos(self, results: list[ItemResult], items: dict[int, BatchItem]) -> dict[int, list[str]]:
-        """Stream each completed item's videos (freshly signed URLs: the task is read again)."""
+    def _keep_videos(
+        self, results: list[ItemResult], items: dict[int, BatchItem]
+    ) -> dict[int, tuple[list[str], list[str]]]:
+        """Stream each completed item's videos to ``destination``, ``keep_concurrency`` at a time;
+        the task is read again first, for freshly signed URLs. Returns each item's
+        ``(video URLs, stored paths)``."""
+        import threading
+        from concurrent.futures import ThreadPoolExecutor
+
         from airflow_provider_kirin.core.batch import item_file_stem
+        from airflow_provider_kirin.hooks.kirin import KirinHook
         from airflow_provider_kirin.io.storage import destination_dir, keep_task_videos
 
         directory = destination_dir(self.destination)
-        stored: dict[int, list[str]] = {}
-        for result in results:
-            if result.status != "completed" or not result.task_id:
-                continue
+        local = threading.local()  # one hook (one pooled HTTP session) per thread
+
+        def keep(result: ItemResult) -> tuple[int, tuple[list[str], list[str]]]:
+            hook = local.__dict__.setdefault("hook", KirinHook(kirin_conn_id=self.kirin_conn_id))
             item = items[result.index]
-            task = self.hook.get_task(result.task_id)
-            stored[result.index] = keep_task_videos(
-                self.hook,
-                task,
-                directory,
-                item_file_stem(item.index, item.key),
-                item.request.to_payload(),
-                max_bytes=self.max_bytes,
-                log=self.log,
+            task = hook.get_task(str(result.task_id))
+            stem = item_file_stem(item.index, item.key)
+            payload = item.request.to_payload()
+            stored = keep_task_videos(
+                hook, task, directory, stem, payload, max_bytes=self.max_bytes, log=self.log
             )
-        return stored
+            return result.index, (task.video_urls, stored)
+
+        completed = [result for result in results if result.status == "completed" and result.task_id]
+        with ThreadPoolExecutor(max_workers=max(1, int(self.keep_concurrency))) as pool:
+            return dict(pool.map(keep, completed))
 
     def _write_manifest(
-        self, results: list[ItemResult], items: dict[int, BatchItem], stored: dict[int, list[str]]
+        self,
+        results: list[ItemResult],
+        items: dict[int, BatchItem],
+        kept: dict[int, tuple[list[str], list[str]]],
     ) -> str:
         from airflow_provider_kirin.core.redaction import redact_json
         from airflow_provider_kirin.io.storage import destination_dir, location
@@ -325,10 +387,10 @@ class KirinBatchTextToVideoOperator(BaseOperator):
         path = directory / MANIFEST_NAME
         lines = []
         for result in sorted(results, key=lambda r: r.index):
-            item = items[result.index]
-            row = result.manifest_row(item, item.request.external_task_id)
-            row["stored"] = stored.get(result.index, [])
-            lines.append(json.dumps(redact_json(row), sort_keys=True, ensure_ascii=False))
+            urls, stored = kept.get(result.index, ([], []))
+            row = result.manifest_row(items[result.index], video_urls=urls, stored=stored)
+            # ASCII JSON: every reader sees one object per line, however it splits lines.
+            lines.append(json.dumps(redact_json(row), sort_keys=True, ensure_ascii=True))
         path.write_text("\n".join(lines) + "\n")
         self.log.info("Wrote the manifest of %d items to %s", len(lines), path)
         return location(path)

@@ -44,6 +44,7 @@ if TYPE_CHECKING:
     from airflow.sdk import Context
 
     from airflow_provider_kirin.hooks.kirin import KirinHook
+    from airflow_provider_kirin.models import KirinVideoRequest
 
 
 class KirinTextToVideoOperator(KirinWaitMixin, BaseOperator):
@@ -90,6 +91,10 @@ class KirinTextToVideoOperator(KirinWaitMixin, BaseOperator):
         yet" (default five minutes, ``core/defaults.py``).
     :param max_consecutive_poll_errors: Deprecated: the same budget as a count of checks.
     :param external_id_namespace: Mixed into derived ids, for deployments sharing one account.
+    :param max_cost: A ceiling in USD for this generation (templated): with a price for its kind in
+        the connection's ``prices``, a request estimated over it fails before anything is sent, and
+        no retry repeats it; what Kirin reports past it is recorded in ``kirin_result``
+        (``over_max_cost``) with a warning.
     :param expected_seconds: How long the generation should take (default: by mode and duration,
         ``defaults.EXPECTED_SECONDS``); around then, status checks come twice as often within the
         same request budget.
@@ -101,6 +106,7 @@ class KirinTextToVideoOperator(KirinWaitMixin, BaseOperator):
         "external_task_id",
         "callback_url",
         "variant",
+        "max_cost",
     )
     template_ext: Sequence[str] = (".txt", ".j2")
     template_fields_renderers = {"prompt": "md", "negative_prompt": "md"}
@@ -129,6 +135,7 @@ class KirinTextToVideoOperator(KirinWaitMixin, BaseOperator):
         external_id_namespace: str = "",
         expected_seconds: float | None = None,
         variant: str | None = None,
+        max_cost: str | float | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -152,6 +159,7 @@ class KirinTextToVideoOperator(KirinWaitMixin, BaseOperator):
         self.external_id_namespace = external_id_namespace
         self.expected_seconds = expected_seconds
         self.variant = variant
+        self.max_cost = max_cost
         self.kirin_task_id: str | None = None
         self.kirin_video_url: str | None = None
 
@@ -169,6 +177,7 @@ class KirinTextToVideoOperator(KirinWaitMixin, BaseOperator):
         request = with_derived_external_task_id(
             request, context, variant=self.variant or "", namespace=self.external_id_namespace
         )
+        ceiling = self._check_ceiling(request)
         task, reused = self.hook.submit_idempotent(request)
         self.kirin_task_id = task.task_id
         context["ti"].xcom_push(key=KIRIN_TASK_ID_XCOM_KEY, value=task.task_id)
@@ -194,11 +203,27 @@ class KirinTextToVideoOperator(KirinWaitMixin, BaseOperator):
                 "expected_seconds": self.expected_seconds
                 or defaults.EXPECTED_SECONDS.get((request.mode, request.duration)),
             }
+            resume = {"reused": reused, "max_cost": ceiling}
             if self.deferrable:
-                self.defer_until_done(task.task_id, **wait)
+                self.defer_until_done(task.task_id, **wait, resume=resume)
             task = self.hook.wait_for_task(task.task_id, **wait)
-        self.finish(context, task)
+        self.finish(context, task, reused=reused, max_cost=ceiling)
         return task.task_id
+
+    def _check_ceiling(self, request: KirinVideoRequest) -> str | None:
+        """Refuse, before any request, a generation whose price is over ``max_cost``; return the
+        ceiling. With no price known for its kind it goes ahead: one generation is the smallest
+        step, and what Kirin reports is recorded against the ceiling."""
+        from airflow_provider_kirin.core.budget import ceiling_error_message, kind_of, parse_usd
+        from airflow_provider_kirin.exceptions import KirinBudgetExceededError
+
+        if self.max_cost in (None, ""):
+            return None
+        ceiling = parse_usd("max_cost", self.max_cost)
+        estimate = self.hook.config.price_table.price(kind_of(request))
+        if estimate is not None and estimate > ceiling:
+            raise KirinBudgetExceededError(ceiling_error_message(request, estimate, ceiling))
+        return str(ceiling)
 
     def _reuse_reason(self, reused: bool) -> str:
         """Why this try reused a generation or paid for a new one, for the task log."""
@@ -216,9 +241,9 @@ class KirinTextToVideoOperator(KirinWaitMixin, BaseOperator):
             "a first run, changed inputs or a new variant"
         )
 
-    def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> str:
+    def execute_complete(self, context: Context, event: dict[str, Any] | None = None, **resume: Any) -> str:
         """Resume after the trigger fired: the completed task's id, or its typed error raised."""
-        return str(self.finish_event(context, event)["task_id"])
+        return str(self.finish_event(context, event, **resume)["task_id"])
 
     def on_kill(self) -> None:
         if self.kirin_task_id:

@@ -86,8 +86,10 @@ class KirinWaitMixin:
         first_poll_delay: float,
         max_poll_error_seconds: float,
         expected_seconds: float | None = None,
+        resume: dict[str, Any] | None = None,
     ) -> NoReturn:
-        """Hand the wait to the triggerer; Airflow resumes the task in ``execute_complete``.
+        """Hand the wait to the triggerer; Airflow resumes the task in ``execute_complete``, with
+        the ``resume`` keywords (e.g. whether the generation was reused) beside the event.
 
         All times become absolute epoch seconds, so the trigger keeps the same deadline when it
         moves to another triggerer.
@@ -107,23 +109,53 @@ class KirinWaitMixin:
                 expected_seconds=expected_seconds,
             ),
             method_name="execute_complete",
+            kwargs=resume,
             timeout=defer_timeout(timeout + poll_interval, self.execution_timeout),
         )
 
-    def finish(self, context: Context, task: KirinTask) -> dict[str, Any]:
+    def finish(
+        self,
+        context: Context,
+        task: KirinTask,
+        *,
+        reused: bool | None = None,
+        max_cost: str | None = None,
+    ) -> dict[str, Any]:
         """The result dict of a completed task (also pushed as ``kirin_result``), with the video
-        link recorded; a failed task, or a completed one without a video, raises its typed error."""
+        link recorded; a failed task, or a completed one without a video, raises its typed error.
+
+        With ``reused`` (the operator knows it; a sensor does not) the result says whether an
+        earlier try paid for the generation. Past a ``max_cost`` it records the overshoot and a
+        warning names it: failing now would not return the money, and a retry would reuse the
+        same generation."""
+        from decimal import Decimal
+
+        from airflow_provider_kirin.core.budget import parse_cost
         from airflow_provider_kirin.core.waiting import completed, log_result
 
         task = completed(task)  # a reused task may have ended failed or without a video
         self.kirin_video_url = task.video_urls[0]  # the "Kirin video" link
         result = task.to_result()
+        if reused is not None:
+            result["reused"] = reused
+        if max_cost is not None:
+            result["max_cost"] = max_cost
+            result["over_max_cost"] = parse_cost(task.cost) > Decimal(max_cost)
+            if result["over_max_cost"]:
+                self.log.warning(
+                    "Kirin reported $%s for generation %s, over max_cost $%s: recorded in kirin_result "
+                    "(the task succeeds: failing would not return the money).",
+                    task.cost,
+                    task.task_id,
+                    max_cost,
+                )
         context["ti"].xcom_push(key=KIRIN_RESULT_XCOM_KEY, value=result)
         log_result(self.log, task)
         return result
 
-    def finish_event(self, context: Context, event: dict[str, Any] | None) -> dict[str, Any]:
-        """:meth:`finish` for the event a :class:`KirinTaskTrigger` fired."""
+    def finish_event(self, context: Context, event: dict[str, Any] | None, **resume: Any) -> dict[str, Any]:
+        """:meth:`finish` for the event a :class:`KirinTaskTrigger` fired (``resume``: what
+        :meth:`defer_until_done` handed over)."""
         from airflow_provider_kirin.triggers.kirin import task_from_event
 
-        return self.finish(context, task_from_event(event))
+        return self.finish(context, task_from_event(event), **resume)

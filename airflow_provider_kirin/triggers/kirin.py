@@ -23,7 +23,7 @@ import aiohttp  # noqa: F401
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_provider_kirin.core.defaults import DEFAULT_CONN_ID, MAX_POLL_ERROR_SECONDS, POLL_INTERVAL
-from airflow_provider_kirin.core.redaction import redact, redact_json
+from airflow_provider_kirin.core.redaction import redact
 from airflow_provider_kirin.core.waiting import Outcome, Wait, error_seconds_from_count
 from airflow_provider_kirin.exceptions import (
     KirinBadResponseError,
@@ -154,12 +154,13 @@ class KirinTaskTrigger(BaseTrigger):
     ) -> TriggerEvent:
         if error is not None and error.task_id is None:
             error.task_id = self.kirin_task_id
-        envelope = task.model_dump(mode="json") if task is not None else None
+        # Both parts are clean and bounded where they were made (``KirinTask``, ``KirinError``):
+        # events are stored in the metadata DB.
         return TriggerEvent(
             {
                 "status": status,
                 "kirin_task_id": self.kirin_task_id,
-                "task": redact_json(envelope),  # events are stored in the metadata DB: keep them clean
+                "task": task.to_event() if task is not None else None,
                 "error": error.to_dict() if error is not None else None,
             }
         )

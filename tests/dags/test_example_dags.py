@@ -443,6 +443,9 @@ def test_batch_catalogue_example_keeps_videos_and_manifest_with_the_cost(
     assert summary == {
         "counts": {"completed": 3},
         "total_cost": "1.05",
+        "spent_total": "1.05",
+        "spent_this_try": "1.05",
+        "max_cost": None,
         "manifest": (folder / "manifest.jsonl").as_uri(),
         "items": 3,
         "failed": 0,

@@ -163,15 +163,16 @@ async def test_trigger_never_blocks_the_event_loop(
     emulator: EmulatorServer, caplog: pytest.LogCaptureFixture
 ) -> None:
     """asyncio debug mode logs every callback slower than ``slow_callback_duration``. The emulator
-    holds some answers back for 0.8 s and fails others: a blocking call anywhere in the trigger
+    holds some answers back for 3 s and fails others: a blocking call anywhere in the trigger
     (sync HTTP, a sync sleep between retries, a sync connection lookup) would hold the loop for
-    at least that long, far above the 0.4 s threshold and any scheduling noise of a busy machine."""
+    at least that long, far above the 2 s threshold and the scheduling noise of a machine shared
+    by several test runs. (How long callbacks really take is measured by the benchmarks.)"""
     task_ids = [submit(f"blk-{i}") for i in range(20)]
     emulator.add_fault(endpoint="get", kind="http_error", status=503, times=5)
-    emulator.add_fault(endpoint="get", kind="delay", seconds=0.8, times=10)
+    emulator.add_fault(endpoint="get", kind="delay", seconds=3.0, times=10)
     loop = asyncio.get_running_loop()
     loop.set_debug(True)
-    loop.slow_callback_duration = 0.4
+    loop.slow_callback_duration = 2.0
     try:
         with caplog.at_level(logging.WARNING, logger="asyncio"):
             results = await asyncio.gather(

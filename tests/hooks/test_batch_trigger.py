@@ -6,16 +6,15 @@ and 1,000 items in one trigger."""
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from typing import Any
 
 import pytest
 from kirin_fakes import batch_items
 
-from airflow_provider_kirin.core.batch import BatchItem, ItemResult, pack_items
+from airflow_provider_kirin.core.batch import BatchItem, ItemResult, event_budget_bytes, pack_items
 from airflow_provider_kirin.emulator import EmulatorServer
-from airflow_provider_kirin.triggers.batch import KirinBatchTrigger
+from airflow_provider_kirin.triggers.batch import BatchEvent, KirinBatchTrigger
 
 FAST: dict[str, Any] = {"poll_interval": 0.05, "first_poll_delay": 0.0}
 
@@ -34,7 +33,7 @@ async def run(trigger: KirinBatchTrigger) -> dict[str, Any]:
 
 def rows(event: dict[str, Any]) -> list[ItemResult]:
     assert event["status"] == "done", event
-    return [ItemResult.from_row(row) for row in event["rows"]]
+    return BatchEvent.decode(event).results
 
 
 def max_overlap(server: EmulatorServer) -> int:
@@ -105,7 +104,8 @@ async def test_retry_regenerates_only_the_failed_items(emulator: EmulatorServer)
     assert emulator.stats()["creates"] == 7  # only the two failed items were paid for again
     assert [r.reused for r in second] == [True, False, False, True, True]
     assert [r.task_id for r in second if r.reused] == [first[i].task_id for i in (0, 3, 4)]
-    assert second[1].external_task_id == items[1].request.external_task_id + ".g2"
+    assert second[1].generation == 2
+    assert second[1].manifest_row(items[1])["external_task_id"] == items[1].request.external_task_id + ".g2"
 
 
 @pytest.mark.kirin_emulator(pending_seconds=0.0, processing_seconds=0.3)
@@ -157,26 +157,14 @@ async def test_deadline_reports_unfinished_and_unsubmitted_items(emulator: Emula
 
 @pytest.mark.timeout(120)
 @pytest.mark.kirin_emulator(pending_seconds=0.0, processing_seconds=0.05)
-async def test_a_thousand_items_in_one_trigger_never_block_the_loop(
-    emulator: EmulatorServer, caplog: pytest.LogCaptureFixture
-) -> None:
+async def test_a_thousand_items_in_one_trigger(emulator: EmulatorServer) -> None:
     """1,000 items in one trigger: each created once, at most ``max_in_flight`` at once, compact
-    kwargs and event, no secret in either, and no callback holding the loop for a second (asyncio
-    debug mode logs every slower one): nothing walks all items on every tick. The bound is wide
-    on purpose: this machine is shared, and a descheduled process looks like a slow callback."""
+    kwargs and event, no secret in either. (How long the event loop is held is measured by
+    ``benchmarks/bench_batch_volume.py``, up to 10,000 items: timings belong in benchmarks.)"""
     items = batch_items([f"catalogue clip {i}" for i in range(1000)])
     trigger = trigger_for(items, max_in_flight=100, seconds=90, progress_interval=1.0)
     kwargs = str(trigger.serialize()[1])
-    loop = asyncio.get_running_loop()
-    loop.set_debug(True)
-    loop.slow_callback_duration = 1.0
-    try:
-        with caplog.at_level(logging.WARNING, logger="asyncio"):
-            event = await run(trigger)
-    finally:
-        loop.set_debug(False)
-    slow = [r.getMessage() for r in caplog.records if r.name == "asyncio" and "took" in r.getMessage()]
-    assert slow == []
+    event = await run(trigger)
     results = rows(event)
     assert event["counts"] == {"completed": 1000}
     assert len({r.task_id for r in results}) == 1000
@@ -184,7 +172,7 @@ async def test_a_thousand_items_in_one_trigger_never_block_the_loop(
     assert stats["creates"] == 1000
     assert stats["lookups"] == 1000  # one lookup before each create, nothing more
     assert max_overlap(emulator) <= 100
-    assert len(kwargs) < 150 * 1000  # per item: its prompt and id, no repeated defaults
-    assert len(str(event)) < 400_000  # short rows, no envelopes
+    assert len(kwargs) < 64 * 1000  # per item: its prompt and id, compressed, no repeated defaults
+    assert len(str(event)) < event_budget_bytes(1000)  # short rows, no envelopes
     assert emulator.api_key not in kwargs
     assert emulator.api_key not in str(event)

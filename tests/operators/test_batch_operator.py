@@ -56,6 +56,9 @@ def test_batch_writes_manifest_videos_and_asset_event(
     assert summary == {
         "counts": {"completed": 4},
         "total_cost": "2.25",  # 3 x 0.35 (std 5 s) + 1.20 (pro 10 s)
+        "spent_total": "2.25",
+        "spent_this_try": "2.25",  # nothing reused: this try paid for all four
+        "max_cost": None,
         "manifest": (tmp_path / "ok" / "manifest.jsonl").as_uri(),
         "items": 4,
         "failed": 0,
@@ -104,7 +107,13 @@ def test_batch_writes_manifest_videos_and_asset_event(
         ("kirin_batch_ok", run_id),
     )
     assert [decode_xcom(extra) for (extra,) in events] == [
-        {"manifest": summary["manifest"], "counts": {"completed": 4}, "total_cost": "2.25"}
+        {
+            "manifest": summary["manifest"],
+            "counts": {"completed": 4},
+            "total_cost": "2.25",
+            "spent_total": "2.25",
+            "spent_this_try": "2.25",
+        }
     ]
     assert "4/4 done, 0 failed, 0 in flight, $2.25 so far" in output
 

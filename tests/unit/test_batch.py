@@ -3,15 +3,25 @@ from items only, the tally and ``max_failed``."""
 
 from __future__ import annotations
 
+import random
+import string
 from typing import Any
 
 import pytest
 
 from airflow_provider_kirin.core.batch import (
+    CODE_CHARS,
+    EVENT_MESSAGE_CHARS,
+    MESSAGE_CHARS,
     BatchTally,
     ItemResult,
     LearnedDurations,
+    _unzip,
+    _zip,
     check_max_failed,
+    decode_results,
+    encode_results,
+    event_budget_bytes,
     item_file_stem,
     pack_items,
     parse_items,
@@ -91,13 +101,50 @@ def test_pack_round_trip_keeps_every_request_and_is_compact() -> None:
     )
     packed = pack_items(items)
     assert packed["shared"]["duration"] == "5"
-    assert packed["items"][0] == [0, None, {"prompt": "clip 0"}]
-    assert packed["items"][50] == [50, "w", {"prompt": "wide", "aspect_ratio": "9:16"}]
+    assert packed["count"] == len(items)
+    rows = _unzip(packed["rows"])
+    assert rows[0] == [0, None, {"prompt": "clip 0"}]
+    assert rows[50] == [50, "w", {"prompt": "wide", "aspect_ratio": "9:16"}]
     assert unpack_items(packed) == items  # also an item without the negative prompt others have
-    assert len(str(pack_items(items))) < 40 * len(items)
+    assert len(str(pack_items(items))) < 20 * len(items)
     mostly_negative = items[-3:]
-    assert pack_items(mostly_negative)["items"][1] == [1, None, {"prompt": "m", "negative_prompt": None}]
+    assert _unzip(pack_items(mostly_negative)["rows"])[1] == [
+        1,
+        None,
+        {"prompt": "m", "negative_prompt": None},
+    ]
     assert unpack_items(pack_items(mostly_negative)) == mostly_negative
+
+
+#: Characters a task id may not hold, mapped to one it may (a random id within TASK_ID_PATTERN).
+ID_CHARS = str.maketrans({c: "x" for c in string.printable if not (c.isalnum() or c in "._:-")})
+
+
+@pytest.mark.parametrize("count", [1, 50, 2000])
+def test_results_travel_in_a_fixed_budget_per_item(count: int) -> None:
+    """However long and random the server's text, an event's results stay within their budget."""
+    rng = random.Random(count)
+
+    def text(n: int) -> str:
+        return "".join(rng.choice(string.printable) for _ in range(n))
+
+    longest_cost = "1" * 12 + "." + "9" * 12
+    results = [  # a hostile server: the longest task ids, costs and codes that get through, random
+        ItemResult(
+            i, "failed", "k" + text(63).translate(ID_CHARS), longest_cost, text(64), text(5000), True, 7
+        )
+        for i in range(count)
+    ]
+    encoded = encode_results(results)
+    assert len(encoded) <= event_budget_bytes(count)
+    decoded = decode_results(encoded)
+    assert [(r.index, r.status, r.task_id, r.cost, r.generation, r.reused) for r in decoded] == [
+        (r.index, r.status, r.task_id, r.cost, r.generation, r.reused) for r in results
+    ]
+    assert all(r.error_code is not None and len(r.error_code) <= CODE_CHARS for r in decoded)
+    messages = [r.error_message for r in decoded if r.error_message]
+    assert all(len(m) <= MESSAGE_CHARS for m in messages)
+    assert sum(map(len, messages)) <= EVENT_MESSAGE_CHARS
 
 
 @pytest.mark.parametrize(
@@ -133,17 +180,18 @@ def test_max_failed_count_and_fraction() -> None:
 
 def test_tally_progress_line_and_hostile_costs() -> None:
     tally = BatchTally(total=500)
+    (item,) = parse_items(["x"], DEFAULTS)
     for index in range(312):
-        tally.record(ItemResult(index, "completed", cost="0.35"))
+        tally.record(ItemResult(index, "completed", cost="0.35"), item)
     for index in range(4):
-        tally.record(ItemResult(312 + index, "failed", error_code="002011095"))
-    tally.record(ItemResult(400, "completed", cost="NaN"))  # nothing the server sends is trusted
-    tally.record(ItemResult(401, "completed", cost="-5"))
+        tally.record(ItemResult(312 + index, "failed", error_code="002011095"), item)
+    tally.record(ItemResult(400, "completed", cost="NaN"), item)  # nothing the server sends is trusted
+    tally.record(ItemResult(401, "completed", cost="-5"), item)
     for index in range(450, 472):
         tally.start(index)
     assert tally.progress() == "318/500 done, 4 failed, 22 in flight, $109.20 so far"
     with pytest.raises(ValueError, match="unknown item status"):
-        ItemResult.from_row([0, "success", None, None, [], None, None, None, False])
+        decode_results(_zip([[0, 99, None, None, None, None, None, 0]]))
 
 
 def test_learned_durations_place_first_checks_per_kind() -> None:
