@@ -13,7 +13,9 @@ newest line the originals already run in the full suite, so ``make pytest`` leav
   runs inline), and of a failed generation raising its typed error with its code;
 * the in-process secrets check (every log record, exception, event, XCom, repr);
 * the batch operator under ``airflow dags test`` (manifest, videos, asset event; ``max_failed`` after
-  a deferral) and its trigger (``max_in_flight``, a triggerer restart that creates nothing twice).
+  a deferral) and its trigger (``max_in_flight``, a triggerer restart that creates nothing twice);
+* spend control: a ceiling that fits 25 of 40, learned prices, and a dry run that predicts the
+  ceilinged run under ``airflow dags test``.
 """
 
 from __future__ import annotations
@@ -43,6 +45,10 @@ from hooks.test_async_hook_and_trigger import (
     test_trigger_success_event,
     test_trigger_timeout,
 )
+from hooks.test_batch_spend import (
+    test_a_ceiling_that_fits_25_of_40_creates_exactly_those_and_a_retry_only_the_rest,
+    test_without_prices_the_first_generation_of_a_kind_runs_alone_and_sets_the_price,
+)
 from hooks.test_batch_trigger import (
     test_max_in_flight_is_the_emulators_peak,
     test_triggerer_restart_mid_batch_creates_nothing_twice,
@@ -54,6 +60,7 @@ from hooks.test_sync_hook import (
 )
 from operators.test_batch_operator import (
     home,
+    test_a_dry_run_predicts_the_ceilinged_run_exactly,
     test_batch_writes_manifest_videos_and_asset_event,
     test_max_failed_fails_the_task_after_writing_the_manifest,
 )
@@ -76,6 +83,8 @@ __all__ = [
     "example_home",
     "home",
     "test_429_with_retry_after_is_honoured",
+    "test_a_ceiling_that_fits_25_of_40_creates_exactly_those_and_a_retry_only_the_rest",
+    "test_a_dry_run_predicts_the_ceilinged_run_exactly",
     "test_airflow_cli_shows_the_provider",
     "test_async_reads",
     "test_batch_writes_manifest_videos_and_asset_event",
@@ -93,6 +102,7 @@ __all__ = [
     "test_trigger_timeout",
     "test_triggerer_restart_mid_batch_creates_nothing_twice",
     "test_valid_against_airflow_core_schema",
+    "test_without_prices_the_first_generation_of_a_kind_runs_alone_and_sets_the_price",
     "test_wrong_key_is_an_auth_error_at_once",
 ]
 

@@ -33,9 +33,15 @@ def home(tmp_path_factory: pytest.TempPathFactory, airflow_template_db: Path) ->
     return home
 
 
-def dags_test(home: AirflowHome, server: EmulatorServer, dag_id: str, dest: Path) -> tuple[str, str, str]:
-    """One ``airflow dags test`` of a batch DAG writing to ``dest``: ``(run_id, run state, output)``."""
-    env = {"AIRFLOW_CONN_KIRIN_DEFAULT": server.airflow_conn_json(), "AIRFLOW_VAR_BATCH_DEST": str(dest)}
+def dags_test(
+    home: AirflowHome, server: EmulatorServer, dag_id: str, dest: Path, **extra: Any
+) -> tuple[str, str, str]:
+    """One ``airflow dags test`` of a batch DAG writing to ``dest`` (``extra``: connection extras):
+    ``(run_id, run state, output)``."""
+    env = {
+        "AIRFLOW_CONN_KIRIN_DEFAULT": server.airflow_conn_json(extra or None),
+        "AIRFLOW_VAR_BATCH_DEST": str(dest),
+    }
     _, run_id, output = home.dags_test(dag_id, env, timeout=180)
     return run_id, str(home.run_state(dag_id, run_id)), output
 
@@ -180,3 +186,39 @@ def test_expand_over_chunks_from_an_xcomarg(
     assert len(same) == 2  # the same prompt in two chunks (map indexes): two items, two generations
     assert len({t.external_task_id for t in same}) == 2
     assert kirin_emulator.stats()["creates"] == 3
+
+
+#: The emulator's prices, as the connection's ``prices`` extra.
+PRICES = {"std/5": "0.35", "std/10": "0.70", "pro/5": "0.60", "pro/10": "1.20"}
+
+
+@pytest.mark.kirin_emulator(**FAST)
+@pytest.mark.timeout(300)
+def test_a_dry_run_predicts_the_ceilinged_run_exactly(
+    home: AirflowHome, kirin_emulator: EmulatorServer, tmp_path: Path
+) -> None:
+    """``dry_run=True`` creates nothing and predicts what the same items under the same ceiling then
+    create and cost, under ``airflow dags test`` (the compat suite runs it on every line)."""
+    run_id, state, output = dags_test(home, kirin_emulator, "kirin_batch_dry_run", tmp_path, prices=PRICES)
+    assert state == "success", output[-4000:]
+    plan = home.xcom("kirin_batch_dry_run", run_id, "batch", "return_value")
+    assert kirin_emulator.stats()["create_requests"] == 0
+    assert (plan["would_create"], plan["would_reuse"], plan["over_budget"]) == (3, 0, 3)
+    assert plan["estimated_cost"] == "1.05"
+    assert "would create 3, reuse 0, estimated $1.05 of max_cost $1.05; 3 would not fit max_cost" in output
+
+    run_id, state, output = dags_test(home, kirin_emulator, "kirin_batch_ceiling", tmp_path, prices=PRICES)
+    assert state == "success", output[-4000:]
+    summary = home.xcom("kirin_batch_ceiling", run_id, "batch", "return_value")
+    assert summary["counts"] == {"completed": 3, "over_budget": 3}
+    assert (summary["spent_total"], summary["spent_this_try"], summary["max_cost"]) == (
+        "1.05",
+        "1.05",
+        "1.05",
+    )
+    stats = kirin_emulator.stats()
+    assert stats["creates"] == plan["would_create"]
+    assert stats["billed_usd"] == plan["estimated_cost"]  # the emulator's own record of cost
+    rows = manifest(tmp_path / "ceiling" / "manifest.jsonl")
+    assert [row["status"] for row in rows] == ["completed"] * 3 + ["over_budget"] * 3
+    assert all("does not fit max_cost $1.05" in row["error_message"] for row in rows[3:])

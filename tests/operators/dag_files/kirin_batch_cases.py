@@ -82,3 +82,26 @@ with DAG(dag_id="kirin_batch_chunks", start_date=datetime(2026, 1, 1), schedule=
         return [["the same prompt", "only in the first chunk"], ["the same prompt"]]
 
     KirinBatchTextToVideoOperator.partial(task_id="batch", deferrable=True, **FAST).expand(prompts=chunks())
+
+
+SPEND_PROMPTS = [f"spend clip {i}" for i in range(6)]  # std, 5 s: 0.35 each on the emulator
+
+with DAG(dag_id="kirin_batch_dry_run", start_date=datetime(2026, 1, 1), schedule=None):
+    # The plan only: lookups, estimates, nothing created.
+    KirinBatchTextToVideoOperator(
+        task_id="batch", prompts=SPEND_PROMPTS, max_cost="1.05", dry_run=True, max_in_flight=3, **FAST
+    )
+
+with DAG(dag_id="kirin_batch_ceiling", start_date=datetime(2026, 1, 1), schedule=None):
+    # A ceiling that fits three of six, in the triggerer; the other three end over_budget, which
+    # max_failed=3 tolerates, so the task succeeds and reports the ledger.
+    KirinBatchTextToVideoOperator(
+        task_id="batch",
+        prompts=SPEND_PROMPTS,
+        max_cost="1.05",
+        max_in_flight=3,
+        max_failed=3,
+        destination="{{ var.value.batch_dest }}/ceiling",
+        deferrable=True,
+        **FAST,
+    )
