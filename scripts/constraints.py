@@ -84,7 +84,12 @@ def rel(path: Path) -> str:
 
 
 def run(
-    argv: list[str], *, timeout: float, log: Path | None = None, env: dict[str, str] | None = None
+    argv: list[str],
+    *,
+    timeout: float,
+    log: Path | None = None,
+    env: dict[str, str] | None = None,
+    echo: bool = True,
 ) -> str:
     """Run ``argv`` in its own process group, its output streamed (and kept in ``log``); kill the group
     after ``timeout`` seconds. Returns the output; raises ``SystemExit`` on a non-zero exit."""
@@ -115,8 +120,9 @@ def run(
             if "is ignored: it is neither a file nor a directory" in line:
                 continue  # pip's noise about this machine's optional local indexes
             lines.append(line)
-            sys.stdout.write(line)
-            sys.stdout.flush()
+            if echo:
+                sys.stdout.write(line)
+                sys.stdout.flush()
         proc.wait()
     except BaseException:
         kill()
@@ -232,7 +238,7 @@ def refresh(release: str, test_deps: list[str], keep_venv: bool) -> str:
     run([*pip, "check"], timeout=300, log=log)
     installed_in = time.monotonic() - started
 
-    frozen = run([*pip, "freeze", "--all", "--exclude-editable"], timeout=300)
+    frozen = run([*pip, "freeze", "--all", "--exclude-editable"], timeout=300, echo=False)
     pins: dict[str, tuple[str, str]] = {}
     for raw in frozen.splitlines():
         entry = raw.strip()
