@@ -31,6 +31,10 @@ COMPAT_STAMPS := $(foreach v,$(COMPAT_LINES),$(COMPAT_DIR)/$(v)/.installed)
 # scheduler, triggerer and dag-processor. The oldest line in `make test`; the newest runs it in its
 # full suite, and here when its constraints are refreshed (or `make test-compat AIRFLOW=3.3.2`).
 E2E_LINES ?= 3.0 3.3
+# There the pool test is left out: it checks Airflow's own pool accounting of deferred tasks (no
+# provider difference between lines) and is the longest (~50 s); the full suite runs it on 3.3, and
+# it passes on 3.0.6 too (`make test-compat AIRFLOW=3.0.6 E2E_DESELECT=` runs it).
+E2E_DESELECT ?= --deselect tests/e2e/test_real_airflow.py::test_pool_caps_concurrent_creates
 
 .PHONY: demo test test-fast test-distributed lint typecheck pytest test-compat compat-suite compat-venvs \
 	constraints-refresh bench clean
@@ -92,7 +96,7 @@ compat-suite:
 		{ echo "usage: make compat-suite AIRFLOW=3.1.8 COMPAT_VENV=<venv with that Airflow>"; exit 2; }
 	KIRIN_COMPAT_AIRFLOW=$(AIRFLOW) AIRFLOW_HOME=$(abspath $(COMPAT_VENV))/home \
 		$(COMPAT_VENV)/bin/python -m pytest -q -p no:cacheprovider -m "compat or airflow" tests/compat \
-		$(if $(filter $(basename $(AIRFLOW)),$(E2E_LINES)),tests/e2e)
+		$(if $(filter $(basename $(AIRFLOW)),$(E2E_LINES)),tests/e2e $(E2E_DESELECT))
 
 # Deliberately move the pins forward: each line (or AIRFLOW=<release> alone) re-resolved to the
 # newest packages its caps allow in a throw-away venv, its suite run there, and its constraints file
