@@ -5,25 +5,44 @@
 #   make test-compat AIRFLOW=3.1.8   the compat suite on one Airflow release alone
 # For the inner loop: make test-fast (the unit tier: no real Airflow processes, under a minute).
 # make test-distributed: Airflow on PostgreSQL, Redis and Celery (installs them with apt-get as root).
+# make constraints-refresh [AIRFLOW=3.1.8]: move a line's pinned dependencies forward, deliberately.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export AIRFLOW__CORE__LOAD_EXAMPLES ?= False
 
-# The older Airflow lines of the matrix (the newest one is the one in .venv); each is installed
-# pinned, with the dependencies of its era from constraints/airflow-<major.minor>.txt.
+# Every venv installs with its Airflow line's constraints/airflow-<major.minor>.txt: every
+# dependency pinned (==), made by scripts/constraints.py from a resolution under the line's caps
+# (constraints/caps/airflow-<major.minor>.in) that passed the line's suite. A new release of
+# anything changes nothing until `make constraints-refresh` moves it (docs/compatibility.md).
+# The newest line (the full suite, in .venv) and the older lines of the matrix (the compat suite,
+# each in its own venv):
+NEWEST_AIRFLOW ?= 3.3.2
 COMPAT_LINES ?= 3.0.6 3.1.8 3.2.2
+NEWEST_CONSTRAINTS := constraints/airflow-$(basename $(NEWEST_AIRFLOW)).txt
+# pip's flags to install with the pins of constraints file $(1), build dependencies included
+# (pip >= 25.3; the pip upgrade itself, run by the venv's older pip, takes `-c` only).
+pinned = -c $(1) --build-constraint $(1)
 COMPAT_DIR := .venv-compat
 COMPAT_TEST_DEPS := pytest pytest-asyncio pytest-timeout jsonschema av wtforms
 COMPAT_STAMPS := $(foreach v,$(COMPAT_LINES),$(COMPAT_DIR)/$(v)/.installed)
+# Lines whose compat run also runs the real-server end-to-end test (tests/e2e): api-server,
+# scheduler, triggerer and dag-processor. The oldest line in `make test`; the newest runs it in its
+# full suite, and here when its constraints are refreshed (or `make test-compat AIRFLOW=3.3.2`).
+E2E_LINES ?= 3.0 3.3
+# There the pool test is left out: it checks Airflow's own pool accounting of deferred tasks (no
+# provider difference between lines) and is the longest (~50 s); the full suite runs it on 3.3, and
+# it passes on 3.0.6 too (`make test-compat AIRFLOW=3.0.6 E2E_DESELECT=` runs it).
+E2E_DESELECT ?= --deselect tests/e2e/test_real_airflow.py::test_pool_caps_concurrent_creates
 
-.PHONY: demo test test-fast test-distributed lint typecheck pytest test-compat compat-venvs bench clean
+.PHONY: demo test test-fast test-distributed lint typecheck pytest test-compat compat-suite compat-venvs \
+	constraints-refresh bench clean
 
-$(STAMP): pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+$(STAMP): pyproject.toml $(NEWEST_CONSTRAINTS)
+	$(PYTHON) -m venv --clear $(VENV)
+	$(BIN)/python -m pip install --quiet -c $(NEWEST_CONSTRAINTS) --upgrade pip
+	$(BIN)/python -m pip install --quiet $(call pinned,$(NEWEST_CONSTRAINTS)) -e ".[dev]"
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -52,12 +71,13 @@ test: $(STAMP)
 
 compat-venvs: $(COMPAT_STAMPS)
 
-# One venv per Airflow release: pinned Airflow, its line's constraints, this package, test tools.
+# One venv per Airflow release: pinned Airflow, this package and the test tools, all with the
+# line's pins (the file pins the release itself: another release of the line needs its own refresh).
 $(COMPAT_DIR)/%/.installed: pyproject.toml constraints/airflow-*.txt
 	rm -rf $(COMPAT_DIR)/$*
 	$(PYTHON) -m venv $(COMPAT_DIR)/$*
-	$(COMPAT_DIR)/$*/bin/python -m pip install --quiet --upgrade pip
-	$(COMPAT_DIR)/$*/bin/python -m pip install --quiet -c constraints/airflow-$(basename $*).txt \
+	$(COMPAT_DIR)/$*/bin/python -m pip install --quiet -c constraints/airflow-$(basename $*).txt --upgrade pip
+	$(COMPAT_DIR)/$*/bin/python -m pip install --quiet $(call pinned,constraints/airflow-$(basename $*).txt) \
 		"apache-airflow==$*" -e . $(COMPAT_TEST_DEPS)
 	touch $@
 
@@ -66,20 +86,36 @@ test-compat:
 	@test -f constraints/airflow-$(basename $(AIRFLOW)).txt || \
 		{ echo "no constraints/airflow-$(basename $(AIRFLOW)).txt for Airflow $(AIRFLOW)"; exit 2; }
 	@$(MAKE) --no-print-directory $(COMPAT_DIR)/$(AIRFLOW)/.installed
-	KIRIN_COMPAT_AIRFLOW=$(AIRFLOW) AIRFLOW_HOME=$(CURDIR)/$(COMPAT_DIR)/$(AIRFLOW)/home \
-		$(COMPAT_DIR)/$(AIRFLOW)/bin/python -m pytest -q -p no:cacheprovider -m compat tests/compat
+	@$(MAKE) --no-print-directory compat-suite AIRFLOW=$(AIRFLOW) COMPAT_VENV=$(COMPAT_DIR)/$(AIRFLOW)
+
+# The suite of one line in the venv COMPAT_VENV (make test-compat's, or the throw-away venv of a
+# refresh): the compat suite, plus tests/e2e on the lines of E2E_LINES. `-m "compat or airflow"`
+# selects the compat suite in tests/compat and every test of tests/e2e (marker `airflow`).
+compat-suite:
+	@test -n "$(AIRFLOW)" -a -n "$(COMPAT_VENV)" || \
+		{ echo "usage: make compat-suite AIRFLOW=3.1.8 COMPAT_VENV=<venv with that Airflow>"; exit 2; }
+	KIRIN_COMPAT_AIRFLOW=$(AIRFLOW) AIRFLOW_HOME=$(abspath $(COMPAT_VENV))/home \
+		$(COMPAT_VENV)/bin/python -m pytest -q -p no:cacheprovider -m "compat or airflow" tests/compat \
+		$(if $(filter $(basename $(AIRFLOW)),$(E2E_LINES)),tests/e2e $(E2E_DESELECT))
+
+# Deliberately move the pins forward: each line (or AIRFLOW=<release> alone) re-resolved to the
+# newest packages its caps allow in a throw-away venv, its suite run there, and its constraints file
+# rewritten only if that passed; prints what moved. Review `git diff constraints/` and commit it.
+constraints-refresh:
+	$(PYTHON) scripts/constraints.py refresh --test-deps "$(COMPAT_TEST_DEPS)" \
+		$(or $(AIRFLOW),$(COMPAT_LINES) $(NEWEST_AIRFLOW))
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not airflow and not slow and not compat_rerun" -n 4
 
 # PostgreSQL + Redis + CeleryExecutor, two workers, two triggerers: see tests/distributed/.
 test-distributed: $(STAMP)
-	bash scripts/install-distributed-deps.sh
+	CONSTRAINTS=$(NEWEST_CONSTRAINTS) bash scripts/install-distributed-deps.sh
 	$(BIN)/python -m pytest -q -p no:cacheprovider -m distributed tests/distributed
 
 bench: $(STAMP)
-	$(BIN)/python -m pip install --quiet "apache-airflow-providers-http"
+	$(BIN)/python -m pip install --quiet $(call pinned,$(NEWEST_CONSTRAINTS)) "apache-airflow-providers-http"
 	$(BIN)/python benchmarks/run_all.py
 
 clean:
-	rm -rf $(VENV) $(COMPAT_DIR) build dist .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(COMPAT_DIR) .venv-constraints build dist .mypy_cache .ruff_cache

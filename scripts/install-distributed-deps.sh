@@ -2,11 +2,13 @@
 # Install what `make test-distributed` needs beyond `make test`:
 #   - Debian packages postgresql and redis-server (only when their binaries are missing; needs root,
 #     as in CI; without root, install them yourself: see README "Developing");
-#   - the venv's `distributed` extra (Celery provider, PostgreSQL and Redis clients).
+#   - the venv's `distributed` extra (Celery provider, PostgreSQL and Redis clients), pinned by the
+#     newest line's constraints file (CONSTRAINTS, which the Makefile passes; it covers the extra).
 # Nothing is started here: the test starts its own PostgreSQL and Redis on loopback and stops them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV="${VENV:-.venv}"
+CONSTRAINTS="${CONSTRAINTS:-constraints/airflow-3.3.txt}"
 
 have_postgres() { compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || command -v initdb >/dev/null; }
 have_redis() { command -v redis-server >/dev/null; }
@@ -28,4 +30,4 @@ if [ "${#missing[@]}" -gt 0 ]; then
     # Debian starts the packaged services where it can; the test runs its own on free ports.
 fi
 
-"$VENV/bin/python" -m pip install --quiet -e ".[dev,distributed]"
+"$VENV/bin/python" -m pip install --quiet -c "$CONSTRAINTS" --build-constraint "$CONSTRAINTS" -e ".[dev,distributed]"

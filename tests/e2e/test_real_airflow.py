@@ -9,6 +9,12 @@ component's log in its report (the root ``tests/conftest.py``).
 
 - ``test_deferrable_operator_defers_to_the_triggerer_and_succeeds``: the deferrable example's task is
   ``deferred`` while Kirin is still rendering, then the run succeeds with the ``kirin_result`` XCom.
+- ``test_deferrable_sensor_waits_in_the_triggerer_and_succeeds``: submit, then the deferrable
+  ``KirinTaskSensor`` of ``example_kirin_submit_and_sense`` waits in the triggerer for that task;
+  then no log file of the deployment (components, tasks, triggers) holds the API key.
+
+The module also runs on the oldest line (``make test-compat AIRFLOW=3.0.6``, the Makefile's
+``E2E_LINES``): there the API server issuing task tokens, which ``airflow dags test`` skips, is proven.
 - ``test_pool_caps_concurrent_creates``: five mapped deferrable generations in a 2-slot pool that
   counts deferred tasks; the emulator's own records show at most 2 in flight at any moment. The same
   DAG with the pool not counting deferred tasks (control) has more than 2 in flight.
@@ -51,7 +57,8 @@ POOL_SLOTS = 2
 POOL_MAPPED = 5
 KEEP_DAG_ID = "example_kirin_keep_video"
 CONSUMER_DAG_ID = "example_kirin_asset_consumer"
-ALL_DAG_IDS = (DAG_ID, POOL_DAG_ID, KEEP_DAG_ID, CONSUMER_DAG_ID)
+SENSOR_DAG_ID = "example_kirin_submit_and_sense"
+ALL_DAG_IDS = (DAG_ID, POOL_DAG_ID, KEEP_DAG_ID, CONSUMER_DAG_ID, SENSOR_DAG_ID)
 
 #: Long enough to see the task deferred while the emulator still reports pending/processing.
 PROCESSING_SECONDS = 8.0
@@ -289,6 +296,65 @@ def test_deferrable_operator_defers_to_the_triggerer_and_succeeds(
     trigger_logs = "".join(p.read_text(errors="replace") for p in task_logs.glob("*.log.trigger.*.log"))
     assert kirin_task_id in trigger_logs, f"no trigger log mentions {kirin_task_id} in {task_logs}"
     assert "Trigger fired event" in trigger_logs
+
+
+@pytest.mark.kirin_emulator(pending_seconds=0.5, processing_seconds=PROCESSING_SECONDS)
+@pytest.mark.timeout(STARTUP_SECONDS + BUDGET_SECONDS + 30)
+def test_deferrable_sensor_waits_in_the_triggerer_and_succeeds(
+    real_airflow: RealAirflow, kirin_emulator: EmulatorServer
+) -> None:
+    """``submit`` creates the generation; the deferrable sensor is ``deferred`` while Kirin renders it,
+    its trigger fires in the triggerer, and the run succeeds with one create."""
+    home = real_airflow.home
+    budget = Budget(BUDGET_SECONDS)
+    run_id = "e2e_kirin_sensor_run"
+    real_airflow.cli_ok("dags", "unpause", SENSOR_DAG_ID, "--yes")
+    real_airflow.cli_ok("dags", "trigger", SENSOR_DAG_ID, "--run-id", run_id)
+
+    states_seen: list[str | None] = []
+    kirin_while_deferred: list[str] = []
+
+    def sensor_deferred_while_rendering() -> bool:
+        real_airflow.assert_components_alive()
+        rows = home.query(
+            "SELECT state FROM task_instance WHERE dag_id = ? AND run_id = ? AND task_id = 'wait_for_video'",
+            (SENSOR_DAG_ID, run_id),
+        )
+        state = rows[0][0] if rows else None
+        if not states_seen or states_seen[-1] != state:
+            states_seen.append(state)
+        if state != "deferred":
+            return False
+        kirin_while_deferred[:] = sorted(t.status_at() for t in list(kirin_emulator.state.tasks.values()))
+        return True
+
+    wait_until(
+        sensor_deferred_while_rendering,
+        timeout=budget.remaining(),
+        interval=0.25,
+        what=f"sensor 'wait_for_video' to be deferred (states seen: {states_seen})",
+        diagnostics=real_airflow.diagnostics,
+    )
+    assert kirin_while_deferred in (["pending"], ["processing"]), kirin_while_deferred
+
+    final = real_airflow.wait_run_finished(SENSOR_DAG_ID, run_id, budget.remaining())
+    states = home.task_states(SENSOR_DAG_ID, run_id)
+    assert final == "success", f"run ended {final}; task states {states}\n{real_airflow.diagnostics()}"
+    assert states == {("submit", -1): "success", ("wait_for_video", -1): "success"}
+    kirin_task_id = home.xcom(SENSOR_DAG_ID, run_id, "submit", "return_value")
+    assert kirin_emulator.stats()["creates"] == 1
+    assert kirin_emulator.task(kirin_task_id)["status"] == "completed"
+    # The sensor's wait ran as a trigger in the triggerer process.
+    task_logs = home.path / "logs" / f"dag_id={SENSOR_DAG_ID}" / f"run_id={run_id}" / "task_id=wait_for_video"
+    trigger_logs = "".join(p.read_text(errors="replace") for p in task_logs.glob("*.log.trigger.*.log"))
+    assert "Trigger fired event" in trigger_logs, f"no trigger log of the sensor in {task_logs}"
+    assert kirin_task_id in trigger_logs
+    # No log of a real deployment holds the API key: components, tasks (whose supervisor talks to
+    # the task over a socket; 3.0's `dags test` logs the key, see docs/compatibility.md) and triggers.
+    logs = [p for p in home.path.rglob("*.log") if p.is_file()]
+    assert any("task_id=" in str(p) for p in logs), logs
+    leaking = [str(p) for p in logs if kirin_emulator.api_key in p.read_text(errors="replace")]
+    assert not leaking, f"the API key is in {leaking}"
 
 
 # -- pool ----------------------------------------------------------------------------------------------

@@ -7,7 +7,9 @@ Everything happens once, in the module-scoped ``packaged`` fixture, in temporary
 1. the repo's source files (``git ls-files``, tracked and untracked-not-ignored; a filtered copy
    where there is no git) are copied, and ``python -m build --wheel --sdist`` runs on the copy, so
    nothing is ever written into the working tree;
-2. ``python -m venv`` (no system site-packages) and ``pip install <wheel>``;
+2. ``python -m venv`` (no system site-packages) and ``pip install -c constraints/airflow-3.3.txt <wheel>``
+   (the newest line's pins, as every install of the build: the index's newest releases cannot break
+   it; the build's own hatchling is pinned by the same file through ``PIP_CONSTRAINT``);
 3. with an explicit environment (no ``AIRFLOW*`` variable inherited) on a temporary SQLite
    AIRFLOW_HOME, the fresh venv's ``airflow`` runs ``providers list``, ``providers links``,
    ``db migrate`` and ``dags test example_kirin_deferrable_operator`` against the emulator, itself
@@ -81,6 +83,9 @@ COPY_IGNORE = (
 #: fresh venv must not see the repo's venv or source tree.
 _SCRUBBED_PREFIXES = ("AIRFLOW", "_AIRFLOW", "KIRIN_", "PYTEST_")
 _SCRUBBED_NAMES = ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "PYTHONSTARTUP")
+#: The newest Airflow line's complete constraints (the Makefile's NEWEST_CONSTRAINTS): what the
+#: fresh venv, and the build's isolated environment, install with.
+CONSTRAINTS = REPO_ROOT / "constraints" / "airflow-3.3.txt"
 
 
 # -- helpers ---------------------------------------------------------------------------------------
@@ -241,7 +246,7 @@ def packaged(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Packaged]:
         version_match = re.search(r'^__version__ = "([^"]+)"', init, re.MULTILINE)
         assert version_match, "no __version__ in the package's __init__.py"
         version = version_match.group(1)
-        build_env = base_env()
+        build_env = base_env({"PIP_CONSTRAINT": str(CONSTRAINTS)})
         with timed("python -m build"):
             checked(
                 run_in_group(
@@ -293,7 +298,16 @@ def packaged(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Packaged]:
         with timed("pip install <wheel>"):
             checked(
                 run_in_group(
-                    [str(vbin / "python"), "-m", "pip", "install", "--no-input", str(wheels[0])],
+                    [
+                        str(vbin / "python"),
+                        "-m",
+                        "pip",
+                        "install",
+                        "--no-input",
+                        "-c",
+                        str(CONSTRAINTS),
+                        str(wheels[0]),
+                    ],
                     env=base_env(),
                     cwd=tmp,
                     timeout=600,
