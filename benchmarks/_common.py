@@ -7,7 +7,7 @@ class is subclassed to count TCP connections as the server accepts them (``conne
 closes them (``connection_lost``). That is the connection count the benchmarks report: exact, on
 the server side, and independent of how the client builds its sessions. The benchmark drives the
 process through its stdin/stdout with one JSON object per line (``stats``, ``reset``,
-``configure``, ``quit``), so control traffic opens no connection and is never counted.
+``configure``, ``fault``, ``quit``), so control traffic opens no connection and is never counted.
 
 Example::
 
@@ -337,6 +337,10 @@ class EmulatorProcess:
     def configure(self, **changes: Any) -> None:
         self.command("configure", changes=changes)
 
+    def add_fault(self, **fault: Any) -> None:
+        """A fault rule, e.g. ``add_fault(endpoint="any", kind="delay", seconds=0.2, times=-1)``."""
+        self.command("fault", fault=fault)
+
     def stop(self) -> None:
         proc, self._proc = self._proc, None
         if proc is None:
@@ -465,6 +469,9 @@ def serve_emulator(argv: Sequence[str]) -> int:
                 reply({"timeline": list(timeline)})
             elif name == "configure":
                 server.configure(**command.get("changes", {}))
+                reply({"ok": True})
+            elif name == "fault":  # e.g. {"endpoint": "any", "kind": "delay", "seconds": 0.2, "times": -1}
+                server.add_fault(**command.get("fault", {}))
                 reply({"ok": True})
             else:
                 reply({"error": f"unknown command {name!r}"})

@@ -213,10 +213,11 @@ class KirinBatchTrigger(BaseTrigger):
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         try:
-            items = unpack_items(self.items)
+            # Validating 10,000 items, or encoding their results, would hold the loop: a thread.
+            items = await asyncio.to_thread(unpack_items, self.items)
             async with KirinAsyncHook(self.kirin_conn_id, pause=SharedPause()) as hook:
                 event = await self._run_batch(hook, items)
-            yield TriggerEvent(event.to_payload())
+            yield TriggerEvent(await asyncio.to_thread(event.to_payload))
         except KirinError as err:
             yield TriggerEvent({"status": "error", "error": err.to_dict()})
         except Exception as err:  # never let a bug become a silent, endlessly retried trigger
