@@ -128,6 +128,11 @@ class KirinProtocol:
                         self._error(KirinBadResponseError, call, reason, http_status=status)
                     )
                 task = self.parse_task(call, body, http_status=status)
+                if call.operation == "get" and task.task_id != call.task_id:
+                    reason = f"the answer is task {task.task_id!r}, not the {call.task_id!r} asked for"
+                    raise TransientKirinError(
+                        self._error(KirinBadResponseError, call, reason, http_status=status)
+                    )
             except TransientKirinError as err:
                 # A create answered 2xx: the task exists even though its envelope is unreadable.
                 if call.is_create:

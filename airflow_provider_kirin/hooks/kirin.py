@@ -27,6 +27,7 @@ import os
 import time
 import uuid
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -64,8 +65,8 @@ from airflow_provider_kirin.io.deadline import deadline_session, request_deadlin
 from airflow_provider_kirin.io.storage import (
     DEFAULT_MAX_BYTES,
     StoredVideo,
+    VideoSources,
     as_destination,
-    check_url,
     store_video,
 )
 from airflow_provider_kirin.models import KirinTask, KirinVideoRequest, RequestArgs
@@ -93,7 +94,12 @@ class _KirinHookBase(BaseHook):
 
     def _config_read(self, config: KirinConnectionConfig) -> KirinConnectionConfig:
         if not config.verify_ssl:
-            self.log.warning("TLS verification is OFF for Kirin connection %r.", self.kirin_conn_id)
+            why = (
+                "extra skip_tls_verification is on"
+                if config.skip_tls_verification
+                else "legacy extra verify_ssl is false; set skip_tls_verification instead"
+            )
+            self.log.warning("TLS verification is OFF for Kirin connection %r (%s).", self.kirin_conn_id, why)
         return config
 
 
@@ -256,6 +262,8 @@ class KirinHook(_KirinHookBase):
         checksum: bool = False,
         require_video_type: bool = True,
         deadline: float | None = None,
+        overwrite: bool = False,
+        may_replace: Callable[[Any], bool] | None = None,
     ) -> StoredVideo:
         """Stream a video to ``path`` in 64 KiB chunks (constant memory); return where it landed
         (``.path``) with its byte size, content type and, with ``checksum``, its SHA-256.
@@ -266,20 +274,33 @@ class KirinHook(_KirinHookBase):
         otherwise nothing is left behind (see ``io/storage.py``). The response must say it is a
         video (``Content-Type``); ``require_video_type=False`` accepts one that sends no type. The
         API key is sent only when the URL is on the API's own origin, never to a file host.
+
+        Where a video may come from (``io/storage.VideoSources``): never ``http://`` under an
+        ``https://`` API, never a loopback, private or link-local address while the API is not on
+        one, unless the host is in the connection extra ``allowed_video_hosts``; each redirect is
+        checked the same way. Refused before any request, as :class:`KirinValidationError`.
+
+        An existing file at ``path`` is never replaced (:class:`KirinStorageError` names it),
+        unless ``overwrite=True`` or ``may_replace(path)`` says it is the caller's own (the
+        operators pass "its sidecar names this generation"); a symlink or directory at the final
+        name is always refused (``io/storage.write_file``).
         """
-        origin = check_url(url)
+        config = self.config
         destination = as_destination(path, url)
-        headers = self.protocol.headers() if origin == self.config.origin else {"Accept": "*/*"}
         stored = store_video(
             self.session,
             url,
             destination,
-            headers=headers,
-            timeout=(self.config.connect_timeout, self.config.timeout),
-            deadline=self.config.download_timeout if deadline is None else deadline,
+            headers=self.protocol.headers(),
+            api_origin=config.origin,
+            sources=VideoSources.of(config.base_url, config.allowed_video_hosts),
+            timeout=(config.connect_timeout, config.timeout),
+            deadline=config.download_timeout if deadline is None else deadline,
             max_bytes=max_bytes,
             checksum=checksum,
             require_video_type=require_video_type,
+            may_replace=may_replace,
+            overwrite=overwrite,
         )
         self.log.info("Stored %d bytes of video at %s", stored.size, stored.path)
         return stored

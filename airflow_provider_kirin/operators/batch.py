@@ -87,8 +87,13 @@ class KirinBatchTextToVideoOperator(BaseOperator):
         a URL Airflow's object storage understands, or a local path (templated). None: no manifest
         file (the summary still says what happened).
     :param keep_videos: Also stream each completed video to ``destination`` as
-        ``<index>[-<key>].mp4`` with its ``.json`` sidecar (file names come from the item, never from
-        the server).
+        ``<index>[-<key>].mp4`` (``~2``, ``~3``... before ``.mp4`` for a generation's extra videos)
+        with its ``.json`` sidecar (file names come from the item, never from the server).
+    :param overwrite: Replace existing files in ``destination`` even when they are not this
+        batch's: by default a video or sidecar is replaced only when its sidecar names the same
+        generation, and ``manifest.jsonl`` only when it names one of this batch's generations (a
+        retry); anything else fails with ``KirinStorageError`` naming the file. Symlinks and
+        directories at a file's name are always refused.
     :param poll_interval: Seconds between two status checks of one item (an upper bound).
     :param first_poll_delay: Seconds between an item's create and its first check.
     :param timeout: Seconds the whole batch may take. Default: 30 minutes per "wave" of
@@ -131,6 +136,7 @@ class KirinBatchTextToVideoOperator(BaseOperator):
         external_id_namespace: str = "",
         variant: str | None = None,
         max_bytes: int = defaults.DEFAULT_MAX_BYTES,
+        overwrite: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -155,6 +161,7 @@ class KirinBatchTextToVideoOperator(BaseOperator):
         self.external_id_namespace = external_id_namespace
         self.variant = variant
         self.max_bytes = max_bytes
+        self.overwrite = overwrite
 
     @cached_property
     def hook(self) -> KirinHook:
@@ -311,6 +318,7 @@ class KirinBatchTextToVideoOperator(BaseOperator):
                 item.request.to_payload(),
                 max_bytes=self.max_bytes,
                 log=self.log,
+                overwrite=self.overwrite,
             )
         return stored
 
@@ -318,20 +326,47 @@ class KirinBatchTextToVideoOperator(BaseOperator):
         self, results: list[ItemResult], items: dict[int, BatchItem], stored: dict[int, list[str]]
     ) -> str:
         from airflow_provider_kirin.core.redaction import redact_json
-        from airflow_provider_kirin.io.storage import destination_dir, location
+        from airflow_provider_kirin.io.storage import destination_dir, location, write_file
 
         directory = destination_dir(self.destination)
-        directory.mkdir(parents=True, exist_ok=True)
         path = directory / MANIFEST_NAME
         lines = []
         for result in sorted(results, key=lambda r: r.index):
             item = items[result.index]
             row = result.manifest_row(item, item.request.external_task_id)
             row["stored"] = stored.get(result.index, [])
-            lines.append(json.dumps(redact_json(row), sort_keys=True, ensure_ascii=False))
-        path.write_text("\n".join(lines) + "\n")
+            # ensure_ascii: U+2028/U+2029/U+0085 and every control character are written as \u
+            # escapes, so any reader, splitting lines however it likes, sees one object per line.
+            lines.append(json.dumps(redact_json(row), sort_keys=True, ensure_ascii=True))
+        ours = {item.request.external_task_id for item in items.values()}
+        data = ("\n".join(lines) + "\n").encode("ascii")
+        write_file(path, data, may_replace=lambda existing: _names_a_generation_of(existing, ours),
+                   overwrite=self.overwrite)  # fmt: skip
         self.log.info("Wrote the manifest of %d items to %s", len(lines), path)
         return location(path)
+
+
+def _names_a_generation_of(path: Any, external_ids: set[str | None]) -> bool:
+    """Whether an existing manifest is this batch's own: a Kirin manifest (a JSON object per line)
+    with a row naming one of ``external_ids`` (the derived ids name the task instance, so only a
+    try of this task instance writes them; ``.g2``... are the same ids' later generations)."""
+    import re
+
+    from airflow_provider_kirin.io.storage import read_small
+
+    data = read_small(path)
+    if not data:
+        return False
+    try:
+        rows = [json.loads(line) for line in data.decode("utf-8").splitlines() if line.strip()]
+    except ValueError:
+        return False
+    named = {
+        re.sub(r"\.g\d+$", "", row["external_task_id"])
+        for row in rows
+        if isinstance(row, dict) and isinstance(row.get("external_task_id"), str)
+    }
+    return bool(named & external_ids) and len(named) == len(rows)
 
 
 async def _first_event(trigger: KirinBatchTrigger) -> dict[str, Any]:
