@@ -136,6 +136,11 @@ class KirinHook(_KirinHookBase):
         session.verify = self.config.verify_ssl
         return session
 
+    @cached_property
+    def video_sources(self) -> VideoSources:
+        """Where this connection's videos may come from (``io/storage.VideoSources``)."""
+        return VideoSources.of(self.config.base_url, self.config.allowed_video_hosts)
+
     def get_conn(self) -> requests.Session:
         """The pooled HTTP session (API key not attached; it is added per API request)."""
         return self.session
@@ -293,7 +298,7 @@ class KirinHook(_KirinHookBase):
             destination,
             headers=self.protocol.headers(),
             api_origin=config.origin,
-            sources=VideoSources.of(config.base_url, config.allowed_video_hosts),
+            sources=self.video_sources,
             timeout=(config.connect_timeout, config.timeout),
             deadline=config.download_timeout if deadline is None else deadline,
             max_bytes=max_bytes,

@@ -638,9 +638,10 @@ def keep_task_videos(
     owned = same_generation(task.task_id, task.external_task_id)
     targets = []
     for index, video in enumerate(task.videos, start=1):
+        hook.video_sources.check(str(video.url))  # every URL and name checked before anything is written
         path = directory / safe_name(stem, ".mp4", part=index)
         sidecar = directory / safe_name(stem, ".mp4.json", part=index)
-        for target in (path, sidecar):  # every name checked before the first download
+        for target in (path, sidecar):
             check_target(target, may_replace=owned, overwrite=overwrite)
         targets.append((video, path, sidecar))
     stored_paths: list[str] = []
