@@ -240,6 +240,8 @@ def _warn_unknown_extras(conn_id: str, extra: dict[str, Any]) -> None:
 
 
 def _show(default: object) -> str:
+    if default == "":
+        return "none"
     if isinstance(default, bool):
         return str(default).lower()
     if isinstance(default, float):

@@ -174,6 +174,8 @@ class KirinHook(_KirinHookBase):
                     headers=self.protocol.headers(),
                     timeout=(min(config.connect_timeout, seconds), config.timeout),
                     stream=True,
+                    # Per request: a session's verify=False loses to REQUESTS_CA_BUNDLE in the environment.
+                    verify=config.verify_ssl,
                 )
                 with response:
                     body, truncated = _read_capped(response.iter_content(65536), config.max_response_bytes)
@@ -300,6 +302,7 @@ class KirinHook(_KirinHookBase):
             api_origin=config.origin,
             sources=self.video_sources,
             timeout=(config.connect_timeout, config.timeout),
+            verify=config.verify_ssl,
             deadline=config.download_timeout if deadline is None else deadline,
             max_bytes=max_bytes,
             checksum=checksum,

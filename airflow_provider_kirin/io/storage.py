@@ -290,6 +290,7 @@ def store_video(
     api_origin: str | None = None,
     may_replace: Callable[[Any], bool] | None = None,
     overwrite: bool = False,
+    verify: bool = True,
 ) -> StoredVideo:
     """Stream ``url`` to ``destination`` (see the module docstring for the guarantees), in all
     within ``deadline`` seconds; with ``checksum``, also compute the SHA-256 of what was stored.
@@ -312,7 +313,7 @@ def store_video(
     def fill(out: IO[bytes]) -> None:
         nonlocal written, content_type, host
         with request_deadline(deadline, "video download"):
-            response = _follow(session, url, sources, headers, api_origin, timeout)
+            response = _follow(session, url, sources, headers, api_origin, timeout, verify)
             host = urlsplit(response.url).hostname or host
             with response:
                 if response.status_code != 200:
@@ -355,6 +356,7 @@ def _follow(
     api_headers: dict[str, str],
     api_origin: str | None,
     timeout: tuple[float, float],
+    verify: bool = True,
 ) -> requests.Response:
     """GET ``url``, following at most :data:`MAX_REDIRECTS` redirects by hand: each hop is checked
     by ``sources`` before it is requested, and carries the API's headers only on the API's origin."""
@@ -367,6 +369,7 @@ def _follow(
             stream=True,
             timeout=timeout,
             allow_redirects=False,
+            verify=verify,  # per request: a session's verify=False loses to REQUESTS_CA_BUNDLE
         )
         location = response.headers.get("Location")
         if response.status_code not in _REDIRECTS or not location:
