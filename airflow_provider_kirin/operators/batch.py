@@ -361,12 +361,11 @@ def _names_a_generation_of(path: Any, external_ids: set[str | None]) -> bool:
         rows = [json.loads(line) for line in data.decode("utf-8").splitlines() if line.strip()]
     except ValueError:
         return False
-    named = {
-        re.sub(r"\.g\d+$", "", row["external_task_id"])
-        for row in rows
-        if isinstance(row, dict) and isinstance(row.get("external_task_id"), str)
-    }
-    return bool(named & external_ids) and len(named) == len(rows)
+    if not rows or not all(
+        isinstance(row, dict) and isinstance(row.get("external_task_id"), str) for row in rows
+    ):
+        return False  # not a Kirin manifest: someone else's file
+    return any(re.sub(r"\.g\d+$", "", row["external_task_id"]) in external_ids for row in rows)
 
 
 async def _first_event(trigger: KirinBatchTrigger) -> dict[str, Any]:
