@@ -81,7 +81,8 @@ class GuardMiddleware:
         if scope["type"] == "http":
             refusal: tuple[int, str, str] | None = None
             host = _header(scope, b"host")
-            if not host_allowed(self.state, host):
+            # A browser always sends Host; a raw client without one is not a rebinding page.
+            if host is not None and not host_allowed(self.state, host):
                 self.state.counters["refused_hosts"] += 1
                 refusal = (421, "misdirected_request", "host: this emulator does not serve that host name")
             elif scope["path"].startswith(CONTROL_PREFIX) and scope["path"] not in OPEN_PATHS:
