@@ -43,7 +43,7 @@ from pydantic.fields import FieldInfo
 from typing_extensions import Unpack
 
 from airflow_provider_kirin.core.defaults import MAX_VIDEOS
-from airflow_provider_kirin.core.redaction import MAX_TEXT_CHARS, clean_text, redact_json
+from airflow_provider_kirin.core.redaction import MAX_TEXT_CHARS, clean_json, clean_text
 from airflow_provider_kirin.exceptions import KirinValidationError, normalize_code
 
 MODEL_ID: Final = "kirin_v2_5_turbo_t2v"
@@ -511,7 +511,7 @@ class KirinTask(BaseModel):
         if not isinstance(data, dict):
             return data
         max_videos = (info.context or {}).get("max_videos", MAX_VIDEOS)
-        return redact_json(bounded_envelope(data, max_videos))
+        return clean_json(bounded_envelope(data, max_videos))
 
     @field_validator("task_id", mode="before")
     @classmethod

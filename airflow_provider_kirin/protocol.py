@@ -214,7 +214,7 @@ class KirinProtocol:
                 self._error(KirinBadResponseError, call, reason, http_status=http_status)
             ) from None
         if asked is not None and task.task_id != asked:
-            reason = f"the answer is about task {task.task_id!r}, not the one asked for"
+            reason = f"the answer is about task {task.task_id!r}, not the {asked!r} asked for"
             raise TransientKirinError(
                 self._error(KirinBadResponseError, call, reason, http_status=http_status)
             )

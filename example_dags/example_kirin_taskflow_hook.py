@@ -48,7 +48,10 @@ def example_kirin_taskflow_hook():
         out_dir = Variable.get("kirin_video_dir", default=os.path.join(tempfile.gettempdir(), "kirin-videos"))
         # Named after this run (our own value): nothing the server sends chooses a file path.
         name = re.sub(r"[^A-Za-z0-9_.-]+", "_", get_current_context()["run_id"]) + ".mp4"
-        path = KirinHook().download_video(result["videos"][0]["url"], os.path.join(out_dir, name)).path
+        # This run's own file: a retry of this task may replace it (overwrite=True); without it an
+        # existing file is never replaced.
+        url = result["videos"][0]["url"]
+        path = KirinHook().download_video(url, os.path.join(out_dir, name), overwrite=True).path
         print(f"Video of Kirin task {result['task_id']} saved to {path} (cost {result['cost']} USD)")
         return str(path)
 

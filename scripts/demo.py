@@ -38,7 +38,7 @@ def wait_until_up(url: str, proc: subprocess.Popen[bytes], timeout: float = 30.0
         if proc.poll() is not None:
             raise SystemExit(f"the emulator exited early with code {proc.returncode}")
         try:
-            with urllib.request.urlopen(f"{url}/_emulator/stats", timeout=1):
+            with urllib.request.urlopen(f"{url}/_emulator/health", timeout=1):  # needs no key
                 return
         except OSError:
             time.sleep(0.2)

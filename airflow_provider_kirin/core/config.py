@@ -8,7 +8,8 @@ The connection (UI, ``AIRFLOW_CONN_KIRIN_DEFAULT`` as URI or JSON, or a secrets 
 - extras (all optional): ``create_path``, ``task_path`` (with ``{task_id}``), ``lookup_path``,
   ``timeout`` (read timeout, s), ``connect_timeout`` (s), ``request_timeout`` (s, one API request
   in all: connect + headers + body), ``download_timeout`` (s, one video download in all),
-  ``verify_ssl``, ``max_retries``,
+  ``skip_tls_verification`` (off by default; the legacy ``verify_ssl`` is still read),
+  ``allowed_video_hosts`` (comma-separated), ``max_retries``,
   ``retry_max_wait`` (s, one backoff step at most), ``max_retry_after`` (s, cap on a server's
   ``Retry-After``), ``retry_total_seconds`` (s, all retries of one call at most),
   ``max_response_bytes`` (1 MiB; at most 8 MiB), ``max_videos`` (videos kept per task answer).
@@ -24,9 +25,10 @@ from __future__ import annotations
 import difflib
 import json
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic.fields import FieldInfo
 
 if TYPE_CHECKING:
     from airflow.sdk import Connection
@@ -52,6 +54,10 @@ _FIELD_LABELS = {"base_url": "host (base URL)", "api_key": "password (API key)"}
 #: Fields that come from the connection's standard fields, not from its extra.
 _STANDARD = frozenset(_FIELD_LABELS)
 _JSON_TYPES = {str: "string", float: "number", int: "integer", bool: "boolean"}
+#: Fields read from a connection but not drawn in the form: ``verify_ssl``, whose switch was drawn
+#: off although its default was on, so a form that looked untouched could save "False" (issue 18).
+#: The form has ``skip_tls_verification`` instead, whose off position is the safe default.
+_NOT_IN_FORM = frozenset({"legacy_verify_ssl"})
 
 
 class KirinConnectionConfig(BaseModel):
@@ -94,10 +100,23 @@ class KirinConnectionConfig(BaseModel):
     download_timeout: float = Field(
         default=900.0, gt=0, title="Download deadline (s)", description="One video download in all."
     )
-    verify_ssl: bool = Field(
-        default=True,
-        title="Verify TLS certificates",
-        description="Turn off only for a local test gateway; a warning is logged.",
+    skip_tls_verification: bool | None = Field(
+        default=None,
+        title="Skip TLS verification",
+        description="On: TLS certificates are NOT checked (only for a local test gateway; a warning "
+        "is logged). Off: they are checked.",
+    )
+    legacy_verify_ssl: bool | None = Field(
+        default=None,
+        validation_alias="verify_ssl",
+        title="Verify TLS certificates (legacy)",
+        description="Read only when skip_tls_verification is not set: false turns verification off.",
+    )
+    allowed_video_hosts: str = Field(
+        default="",
+        title="Allowed video hosts",
+        description="Comma-separated hosts that videos may come from although they are on a loopback, "
+        "private or link-local address while the API is not (or over http:// under an https:// API).",
     )
     max_retries: int = Field(
         default=5, ge=0, le=20, title="Retries per request", description="For 429, 5xx, timeouts, resets."
@@ -167,6 +186,15 @@ class KirinConnectionConfig(BaseModel):
         return PriceTable.parse(self.prices)
 
     @property
+    def verify_ssl(self) -> bool:
+        """Whether TLS certificates are verified: unless ``skip_tls_verification`` is on. When that
+        extra is not set at all, the legacy ``verify_ssl`` extra decides (``false``, ``"False"``
+        or ``"false"``: off, as its old form switch showed); by default they are verified."""
+        if self.skip_tls_verification is not None:
+            return not self.skip_tls_verification
+        return self.legacy_verify_ssl is not False
+
+    @property
     def origin(self) -> str:
         """``scheme://host[:port]`` of the API; the only origin the API key is ever sent to."""
         from urllib.parse import urlsplit
@@ -221,8 +249,17 @@ class KirinConnectionConfig(BaseModel):
             raise KirinConnectionError(f"Connection {conn.conn_id!r} is invalid: {problems}") from None
 
 
+def _extra_name(name: str, info: FieldInfo) -> str:
+    """The extra's name in the connection (a legacy field is read under its old name)."""
+    return info.validation_alias if isinstance(info.validation_alias, str) else name
+
+
 def _warn_unknown_extras(conn_id: str, extra: dict[str, Any]) -> None:
-    known = [name for name in KirinConnectionConfig.model_fields if name not in _STANDARD]
+    known = [
+        _extra_name(name, info)
+        for name, info in KirinConnectionConfig.model_fields.items()
+        if name not in _STANDARD
+    ]
     for name in sorted(set(extra) - set(known)):
         close = difflib.get_close_matches(name, known, n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
@@ -237,6 +274,8 @@ def _warn_unknown_extras(conn_id: str, extra: dict[str, Any]) -> None:
 
 
 def _show(default: object) -> str:
+    if default == "":
+        return "none"
     if isinstance(default, bool):
         return str(default).lower()
     if isinstance(default, float):
@@ -254,17 +293,24 @@ def connection_form_fields() -> dict[str, Any]:
     """
     fields: dict[str, Any] = {}
     for name, info in KirinConnectionConfig.model_fields.items():
-        if name in _STANDARD:
+        if name in _STANDARD or name in _NOT_IN_FORM:
             continue
         default = info.default
-        shown = _show(default)
+        kind = _json_type(info)
+        # A switch with no default (skip_tls_verification) is off when empty: the safe position.
+        shown = _show(default) if default is not None else "off"
         description = " ".join(filter(None, [info.description, f"Empty: the default, {shown}."]))
         fields[name] = {
             "label": info.title or name,
             "description": description,
-            "schema": {"type": [_JSON_TYPES[type(default)], "null"]},
+            "schema": {"type": [kind, "null"]},
         }
     return fields
+
+
+def _json_type(info: FieldInfo) -> str:
+    members = [arg for arg in get_args(info.annotation) if arg is not type(None)] or [info.annotation]
+    return _JSON_TYPES[members[0]]
 
 
 def connection_type_info() -> dict[str, Any]:

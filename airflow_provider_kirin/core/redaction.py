@@ -23,6 +23,7 @@ from typing import Any
 
 __all__ = [
     "MAX_TEXT_CHARS",
+    "clean_json",
     "clean_text",
     "escape_controls",
     "has_controls",
@@ -105,13 +106,19 @@ def clean_text(value: object, limit: int = MAX_TEXT_CHARS) -> str:
     return text
 
 
-def redact_json(value: Any) -> Any:
-    """``value`` (JSON-like: dicts, lists, strings...) with every string, keys included, redacted
-    and its control characters escaped."""
+def redact_json(value: Any, *, escape: bool = False) -> Any:
+    """``value`` (JSON-like: dicts, lists, strings...) with every string, keys included, redacted;
+    with ``escape``, their control characters escaped too (:func:`clean_json`)."""
     if isinstance(value, str):
-        return escape_controls(redact(value))
+        value = redact(value)
+        return escape_controls(value) if escape else value
     if isinstance(value, dict):
-        return {escape_controls(redact(str(k))): redact_json(v) for k, v in value.items()}
+        return {redact_json(str(k), escape=escape): redact_json(v, escape=escape) for k, v in value.items()}
     if isinstance(value, list):
-        return [redact_json(v) for v in value]
+        return [redact_json(v, escape=escape) for v in value]
     return value
+
+
+def clean_json(value: Any) -> Any:
+    """A server's JSON made safe where it enters: every string redacted and plain text."""
+    return redact_json(value, escape=True)

@@ -5,9 +5,16 @@ Example::
     python -m airflow_provider_kirin.emulator --port 8765 --processing-seconds 2 \\
         --fault '{"endpoint": "create", "kind": "http_error", "status": 429, "retry_after": "1"}'
 
-Prints one line, ``Kirin emulator listening on http://127.0.0.1:8765 (api key: ...)`` (the
-control plane is at that URL's ``/_emulator``; API paths follow ``--path-prefix``), and with
-``--print-conn`` a second one, ``AIRFLOW_CONN_KIRIN_DEFAULT='{...}'``, ready for ``export``.
+Prints one line, ``Kirin emulator listening on http://127.0.0.1:8765 (api key: ...)``: the
+address it is bound to (the control plane is at its ``/_emulator``, behind the same key; API paths
+follow ``--path-prefix``), and with ``--print-conn`` a second one,
+``AIRFLOW_CONN_KIRIN_DEFAULT='{...}'``, ready for ``export``.
+
+On loopback (the default) the key is ``kirin-emulator-key`` unless ``--api-key`` says otherwise.
+Bound beyond loopback (``--host 0.0.0.0``, a LAN address) that well-known key is refused: a key
+is generated and printed unless ``--api-key`` gives one, and a warning goes to stderr. Clients
+must then use the bound address or a name given with ``--allowed-host``; callbacks go to loopback
+only unless ``--callback-host`` names more.
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ import sys
 import threading
 from types import FrameType
 
-from airflow_provider_kirin.emulator.config import DEFAULT_API_KEY, EmulatorConfig
+from airflow_provider_kirin.emulator.config import DEFAULT_API_KEY, EmulatorConfig, is_loopback_host
 from airflow_provider_kirin.emulator.faults import Fault
 
 
@@ -38,7 +45,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8765, help="0 picks a free port")
-    parser.add_argument("--api-key", default=DEFAULT_API_KEY)
+    parser.add_argument(
+        "--api-key",
+        default=None,
+        help=f"default on loopback: {DEFAULT_API_KEY}; beyond loopback: a generated key, printed",
+    )
+    parser.add_argument(
+        "--allowed-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a Host name to serve besides loopback ones and the bound address (repeatable)",
+    )
+    parser.add_argument(
+        "--callback-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help='a host callbacks may go to besides loopback ones; "*" for any (repeatable)',
+    )
     parser.add_argument("--pending-seconds", type=float, default=1.0)
     parser.add_argument("--processing-seconds", type=float, default=4.0)
     parser.add_argument("--path-prefix", default="", help='e.g. "/gateway"')
@@ -73,9 +98,19 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from airflow_provider_kirin.emulator.server import EmulatorServer
 
+    loopback = is_loopback_host(args.host)
+    if args.api_key == DEFAULT_API_KEY and not loopback:
+        print(
+            f"error: --api-key {DEFAULT_API_KEY} is well known; bound to {args.host}, beyond loopback, "
+            "the emulator needs a key of its own (leave --api-key out to have one generated)",
+            file=sys.stderr,
+        )
+        return 2
     try:
         config = EmulatorConfig(
-            api_key=args.api_key,
+            api_key=args.api_key or DEFAULT_API_KEY,  # beyond loopback the server generates one
+            allowed_hosts=tuple(args.allowed_host),
+            callback_hosts=tuple(args.callback_host),
             pending_seconds=args.pending_seconds,
             processing_seconds=args.processing_seconds,
             path_prefix=args.path_prefix,
@@ -96,7 +131,15 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     server.start()
     prefix = f", path prefix: {config.path_prefix}" if config.path_prefix else ""
-    print(f"Kirin emulator listening on {server.url} (api key: {server.api_key}{prefix})", flush=True)
+    print(f"Kirin emulator listening on {server.bound_url} (api key: {server.api_key}{prefix})", flush=True)
+    if not loopback:
+        print(
+            f"warning: bound to {args.host}, beyond loopback: anyone who can reach this machine on port "
+            f"{server.port} can use the emulator with the key above. This machine reaches it at "
+            f"{server.url}; other clients must use the bound address or a name given with --allowed-host.",
+            file=sys.stderr,
+            flush=True,
+        )
     if args.print_conn:
         print(f"AIRFLOW_CONN_KIRIN_DEFAULT={shlex.quote(server.airflow_conn_json())}", flush=True)
     try:

@@ -32,6 +32,7 @@ from airflow_provider_kirin.emulator import controls
 from airflow_provider_kirin.emulator.callbacks import CallbackSender
 from airflow_provider_kirin.emulator.config import CONTROL_PREFIX, DEFAULT_FAIL_CODE, EmulatorConfig
 from airflow_provider_kirin.emulator.downloads import blob_response, file_response
+from airflow_provider_kirin.emulator.guard import GuardMiddleware
 from airflow_provider_kirin.emulator.responses import (
     finish,
     json_error,
@@ -72,6 +73,7 @@ def create_app(config: EmulatorConfig | None = None, *, state: EmulatorState | N
     app.state.kirin = state
     app.state.kirin_callbacks = sender
     app.add_middleware(PrefixMiddleware, state=state)
+    app.add_middleware(GuardMiddleware, state=state)  # outermost: Host and control-plane checks first
 
     @app.exception_handler(StarletteHTTPException)
     async def http_exception(_: Request, exc: StarletteHTTPException) -> Response:

@@ -5,6 +5,12 @@ until :meth:`EmulatorState.complete_task` wakes it), then POSTs the envelope for
 reached since the last delivery, in order (``pending``, ``processing``, final). Failures are
 counted and logged in ``state.callbacks_log``; they never affect the API.
 
+Callbacks go only to this machine (``localhost``, ``*.localhost``, a loopback address) unless the
+URL's host is listed in ``config.callback_hosts`` (``"*"``: any host): the emulator never POSTs to
+a link-local metadata address, a LAN service or the internet because a create body said so. A
+refused delivery is logged (``ok: false``, ``refused``) and counted (``callbacks_refused``); it is
+never sent. Redirects are not followed.
+
 Example::
 
     sender = CallbackSender(state)
@@ -18,7 +24,9 @@ import asyncio
 import contextlib
 import time
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
+from airflow_provider_kirin.emulator.config import is_loopback_host
 from airflow_provider_kirin.emulator.state import TERMINAL, EmulatorState, Task, dumps, iso
 
 if TYPE_CHECKING:
@@ -77,6 +85,17 @@ class CallbackSender:
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(event.wait(), max(0.0, next_change - time.monotonic()))
 
+    def _refusal(self, url: str) -> str | None:
+        """Why a callback to ``url`` is not sent, or ``None`` when it may be."""
+        try:
+            host = (urlsplit(url).hostname or "").lower()
+        except ValueError:
+            return "not a URL"
+        allowed = self.state.config.callback_hosts
+        if is_loopback_host(host) or "*" in allowed or host in allowed:
+            return None
+        return f"host {host!r} is not loopback and not in callback_hosts"
+
     async def _post(self, task: Task, status: str) -> None:
         import aiohttp
 
@@ -88,13 +107,21 @@ class CallbackSender:
             "url": url,
             "at": iso(time.time()),
         }
+        refused = self._refusal(url)
+        if refused is not None:
+            entry.update(ok=False, refused=refused)
+            self.state.counters["callbacks_refused"] += 1
+            self.state.callbacks_log.append(entry)
+            return
         try:
             if self._session is None:
                 self._session = aiohttp.ClientSession(headers={"User-Agent": "kirin-emulator"})
             timeout = aiohttp.ClientTimeout(total=self.state.config.callback_timeout)
             body = dumps(task.envelope(status))
             headers = {"Content-Type": "application/json"}
-            async with self._session.post(url, data=body, headers=headers, timeout=timeout) as resp:
+            async with self._session.post(
+                url, data=body, headers=headers, timeout=timeout, allow_redirects=False
+            ) as resp:
                 await resp.read()
                 entry["http_status"] = resp.status
                 entry["ok"] = resp.status < 300

@@ -21,7 +21,12 @@ MODEL_ID = "kirin_v2_5_turbo_t2v"
 """The only model the emulator accepts."""
 
 DEFAULT_API_KEY = "kirin-emulator-key"
-"""Default bearer key. Deliberately does not look like a real secret (no long random tail)."""
+"""Default bearer key on loopback. Deliberately does not look like a real secret (no long random
+tail), and well known: an emulator bound beyond loopback never accepts it (``EmulatorServer``
+generates a key instead, and the command line prints it)."""
+
+LOOPBACK_NAMES = ("localhost",)
+"""Host names that always mean this machine (besides ``*.localhost`` and loopback IPs)."""
 
 PROMPT_MAX_CHARS = 2500
 DURATIONS = ("5", "10")
@@ -50,7 +55,24 @@ ERROR_CODES: dict[str, str] = {
 
 DEFAULT_FAIL_CODE = "002011095"
 CONTROL_PREFIX = "/_emulator"
-"""The control plane lives here, never under ``path_prefix``, and needs no key."""
+"""The control plane lives here, never under ``path_prefix``; it needs the API key (only
+``/_emulator/health`` does not), see ``emulator/guard.py``."""
+
+
+def is_loopback_host(host: str | None) -> bool:
+    """Whether ``host`` (a name or IP literal, brackets allowed) is this machine: ``localhost``,
+    ``*.localhost`` or a loopback address. Names are never resolved."""
+    import ipaddress
+
+    name = (host or "").strip().strip("[]").lower().rstrip(".")
+    if name in LOOPBACK_NAMES or name.endswith(".localhost"):
+        return True
+    try:
+        address = ipaddress.ip_address(name.split("%", 1)[0])
+    except ValueError:
+        return False
+    mapped = getattr(address, "ipv4_mapped", None)
+    return bool((mapped or address).is_loopback)
 
 
 def normalize_prefix(prefix: str) -> str:
@@ -76,6 +98,11 @@ class EmulatorConfig:
         callback_timeout: total timeout in seconds of one callback POST.
         create_status_code: HTTP status of a successful create (200, 201 or 202).
         reject_unknown_fields: answer 422 to create bodies with fields the vendor does not define.
+        allowed_hosts: ``Host`` header names served besides loopback ones (``localhost``,
+            ``127.0.0.1``, ``[::1]``); any other ``Host`` is answered 421 (DNS rebinding).
+        callback_hosts: hosts callbacks may be POSTed to besides loopback ones; ``"*"`` for any.
+            By default a callback to any other host (a link-local metadata address, a LAN
+            service, the internet) is not sent, and logged as refused.
 
     Example::
 
@@ -90,6 +117,8 @@ class EmulatorConfig:
     callback_timeout: float = 2.0
     create_status_code: int = 200
     reject_unknown_fields: bool = True
+    allowed_hosts: tuple[str, ...] = ()
+    callback_hosts: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not isinstance(self.api_key, str) or not self.api_key:
@@ -112,6 +141,11 @@ class EmulatorConfig:
             raise ValueError("create_status_code: must be 200, 201 or 202")
         if not isinstance(self.reject_unknown_fields, bool):
             raise ValueError("reject_unknown_fields: must be a boolean")
+        for name in ("allowed_hosts", "callback_hosts"):
+            value = getattr(self, name)
+            if isinstance(value, str) or not all(isinstance(v, str) and v.strip() for v in value):
+                raise ValueError(f"{name}: must be a list of host names")
+            object.__setattr__(self, name, tuple(v.strip().strip("[]").lower() for v in value))
 
     def replace(self, **changes: Any) -> EmulatorConfig:
         """Return a copy with ``changes`` applied (validated; unknown names raise ``ValueError``)."""
@@ -122,5 +156,5 @@ class EmulatorConfig:
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain-JSON view, as served by ``GET /_emulator/config``."""
-        return dataclasses.asdict(self)
+        """Plain-JSON view, as served by ``GET /_emulator/config``: the key is never shown."""
+        return {**dataclasses.asdict(self), "api_key": "***"}

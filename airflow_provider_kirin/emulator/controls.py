@@ -1,4 +1,6 @@
-"""The ``/_emulator`` control plane (no key needed, never under ``path_prefix``).
+"""The ``/_emulator`` control plane (never under ``path_prefix``). Every route but ``health`` needs
+the API key as a bearer token, refuses cross-site requests and takes JSON bodies only
+(``emulator/guard.py``); ``GET /_emulator/config`` never shows the key.
 
 =========  ==========================================  =========================================
 method     path                                        effect

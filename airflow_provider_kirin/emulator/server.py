@@ -17,15 +17,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import secrets
 import socket
 import threading
 import time
 from types import TracebackType
 from typing import Any
 
-from airflow_provider_kirin.emulator.config import EmulatorConfig
+from airflow_provider_kirin.emulator.config import DEFAULT_API_KEY, EmulatorConfig, is_loopback_host
 from airflow_provider_kirin.emulator.faults import Fault
 from airflow_provider_kirin.emulator.state import EmulatorState
+
+_WILDCARDS = frozenset({"0.0.0.0", "::", ""})
 
 
 class EmulatorServer:
@@ -44,9 +47,15 @@ class EmulatorServer:
         timeout_keep_alive: seconds an idle keep-alive connection is kept open.
         graceful_timeout: seconds :meth:`stop` waits for in-flight requests (e.g. delays).
 
-    Attributes (after :meth:`start`): ``port``, ``url`` (``http://127.0.0.1:PORT``),
+    Attributes (after :meth:`start`): ``port``, ``url`` (``http://127.0.0.1:PORT``, where this
+    machine reaches it), ``bound_url`` (the address it is bound to, e.g. ``http://0.0.0.0:PORT``),
     ``alt_url`` (``http://localhost:PORT``, another origin for the same server), ``api_key``,
-    ``headers`` (the ``Authorization`` header), ``state`` (the live :class:`EmulatorState`).
+    ``headers`` (the ``Authorization`` header: the API and the ``/_emulator`` control plane both
+    need it), ``state`` (the live :class:`EmulatorState`).
+
+    Bound beyond loopback (``host="0.0.0.0"``, a LAN address), the well-known
+    :data:`~airflow_provider_kirin.emulator.config.DEFAULT_API_KEY` is replaced by a generated key
+    (read ``api_key``), and a specific bound address is added to the ``Host`` names it serves.
     """
 
     def __init__(
@@ -86,6 +95,8 @@ class EmulatorServer:
 
         from airflow_provider_kirin.emulator.app import create_app
 
+        self._secure_defaults()
+
         # Looked up now, not at import: a harness may wrap transport.protocol_class (benchmarks do).
         from airflow_provider_kirin.emulator.transport import protocol_class
 
@@ -121,6 +132,25 @@ class EmulatorServer:
                 raise RuntimeError(f"kirin emulator failed to start: {self._error!r}")
             time.sleep(0.005)
         return self
+
+    def _secure_defaults(self) -> None:
+        """Beyond loopback: never the well-known key; serve the bound address as a ``Host`` name."""
+        if self.is_loopback:
+            return
+        config = self.state.config
+        changes: dict[str, Any] = {}
+        if config.api_key == DEFAULT_API_KEY:
+            changes["api_key"] = f"kirin-emu-{secrets.token_urlsafe(24)}"
+        bound = self.host.strip("[]").lower()
+        if bound not in _WILDCARDS and bound not in config.allowed_hosts:
+            changes["allowed_hosts"] = (*config.allowed_hosts, bound)
+        if changes:
+            self.state.config = config.replace(**changes)
+
+    @property
+    def is_loopback(self) -> bool:
+        """Whether it is bound to this machine only (a loopback address or ``localhost``)."""
+        return is_loopback_host(self.host)
 
     def _run(self, sock: socket.socket) -> None:
         if self._loop_kind == "uvloop":
@@ -177,6 +207,13 @@ class EmulatorServer:
         return f"http://{host}:{self.port}"
 
     @property
+    def bound_url(self) -> str:
+        """``http://HOST:PORT`` with the address it is bound to (``0.0.0.0`` for all IPv4 ones)."""
+        host = self.host or "0.0.0.0"
+        host = f"[{host}]" if ":" in host and not host.startswith("[") else host
+        return f"http://{host}:{self.port}"
+
+    @property
     def alt_url(self) -> str:
         """``http://localhost:PORT``: the same server under another origin (cross-origin tests)."""
         return f"http://localhost:{self.port}"
@@ -192,7 +229,7 @@ class EmulatorServer:
 
     @property
     def headers(self) -> dict[str, str]:
-        """``{"Authorization": "Bearer <api_key>"}``."""
+        """``{"Authorization": "Bearer <api_key>"}``: for the API and for the control plane."""
         return {"Authorization": f"Bearer {self.api_key}"}
 
     def airflow_conn_json(self, extra: dict[str, Any] | None = None) -> str:

@@ -52,6 +52,9 @@ COUNTER_NAMES = (
     "connection_resets",
     "callbacks_sent",
     "callbacks_failed",
+    "callbacks_refused",
+    "refused_hosts",
+    "refused_control",
 )
 
 

@@ -29,6 +29,7 @@ import os
 import time
 import uuid
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -67,8 +68,8 @@ from airflow_provider_kirin.io.deadline import deadline_session, request_deadlin
 from airflow_provider_kirin.io.storage import (
     DEFAULT_MAX_BYTES,
     StoredVideo,
+    VideoSources,
     as_destination,
-    check_url,
     store_video,
 )
 from airflow_provider_kirin.models import KirinTask, KirinVideoRequest, RequestArgs
@@ -101,7 +102,12 @@ class _KirinHookBase(BaseHook):
 
     def _config_read(self, config: KirinConnectionConfig) -> KirinConnectionConfig:
         if not config.verify_ssl:
-            self.log.warning("TLS verification is OFF for Kirin connection %r.", self.kirin_conn_id)
+            why = (
+                "extra skip_tls_verification is on"
+                if config.skip_tls_verification
+                else "legacy extra verify_ssl is false; set skip_tls_verification instead"
+            )
+            self.log.warning("TLS verification is OFF for Kirin connection %r (%s).", self.kirin_conn_id, why)
         return config
 
 
@@ -138,6 +144,11 @@ class KirinHook(_KirinHookBase):
         session.verify = self.config.verify_ssl
         return session
 
+    @cached_property
+    def video_sources(self) -> VideoSources:
+        """Where this connection's videos may come from (``io/storage.VideoSources``)."""
+        return VideoSources.of(self.config.base_url, self.config.allowed_video_hosts)
+
     def get_conn(self) -> requests.Session:
         """The pooled HTTP session (API key not attached; it is added per API request)."""
         return self.session
@@ -171,6 +182,8 @@ class KirinHook(_KirinHookBase):
                     headers=self.protocol.headers(),
                     timeout=(min(config.connect_timeout, seconds), config.timeout),
                     stream=True,
+                    # Per request: a session's verify=False loses to REQUESTS_CA_BUNDLE in the environment.
+                    verify=config.verify_ssl,
                 )
                 with response:
                     body, truncated = _read_capped(response.iter_content(65536), config.max_response_bytes)
@@ -287,6 +300,8 @@ class KirinHook(_KirinHookBase):
         checksum: bool = False,
         require_video_type: bool = True,
         deadline: float | None = None,
+        overwrite: bool = False,
+        may_replace: Callable[[Any], bool] | None = None,
     ) -> StoredVideo:
         """Stream a video to ``path`` in 64 KiB chunks (constant memory); return where it landed
         (``.path``) with its byte size, content type and, with ``checksum``, its SHA-256.
@@ -297,20 +312,34 @@ class KirinHook(_KirinHookBase):
         otherwise nothing is left behind (see ``io/storage.py``). The response must say it is a
         video (``Content-Type``); ``require_video_type=False`` accepts one that sends no type. The
         API key is sent only when the URL is on the API's own origin, never to a file host.
+
+        Where a video may come from (``io/storage.VideoSources``): never ``http://`` under an
+        ``https://`` API, never a loopback, private or link-local address while the API is not on
+        one, unless the host is in the connection extra ``allowed_video_hosts``; each redirect is
+        checked the same way. Refused before any request, as :class:`KirinValidationError`.
+
+        An existing file at ``path`` is never replaced (:class:`KirinStorageError` names it),
+        unless ``overwrite=True`` or ``may_replace(path)`` says it is the caller's own (the
+        operators pass "its sidecar names this generation"); a symlink or directory at the final
+        name is always refused (``io/storage.write_file``).
         """
-        origin = check_url(url)
+        config = self.config
         destination = as_destination(path, url)
-        headers = self.protocol.headers() if origin == self.config.origin else {"Accept": "*/*"}
         stored = store_video(
             self.session,
             url,
             destination,
-            headers=headers,
-            timeout=(self.config.connect_timeout, self.config.timeout),
-            deadline=self.config.download_timeout if deadline is None else deadline,
+            headers=self.protocol.headers(),
+            api_origin=config.origin,
+            sources=self.video_sources,
+            timeout=(config.connect_timeout, config.timeout),
+            verify=config.verify_ssl,
+            deadline=config.download_timeout if deadline is None else deadline,
             max_bytes=max_bytes,
             checksum=checksum,
             require_video_type=require_video_type,
+            may_replace=may_replace,
+            overwrite=overwrite,
         )
         self.log.info("Stored %d bytes of video at %s", stored.size, stored.path)
         return stored

@@ -89,8 +89,13 @@ class KirinBatchTextToVideoOperator(BaseOperator):
         a URL Airflow's object storage understands, or a local path (templated). None: no manifest
         file (the summary still says what happened).
     :param keep_videos: Also stream each completed video to ``destination`` as
-        ``<index>[-<key>].mp4`` with its ``.json`` sidecar (file names come from the item, never from
-        the server).
+        ``<index>[-<key>].mp4`` (``~2``, ``~3``... before ``.mp4`` for a generation's extra videos)
+        with its ``.json`` sidecar (file names come from the item, never from the server).
+    :param overwrite: Replace existing files in ``destination`` even when they are not this
+        batch's: by default a video or sidecar is replaced only when its sidecar names the same
+        generation, and ``manifest.jsonl`` only when it names one of this batch's generations (a
+        retry); anything else fails with ``KirinStorageError`` naming the file. Symlinks and
+        directories at a file's name are always refused.
     :param poll_interval: Seconds between two status checks of one item (an upper bound).
     :param first_poll_delay: Seconds between an item's create and its first check.
     :param timeout: Seconds the whole batch may take. Default: 30 minutes per "wave" of
@@ -147,6 +152,7 @@ class KirinBatchTextToVideoOperator(BaseOperator):
         keep_concurrency: int = defaults.KEEP_CONCURRENCY,
         max_cost: str | float | None = None,
         dry_run: bool = False,
+        overwrite: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -175,6 +181,7 @@ class KirinBatchTextToVideoOperator(BaseOperator):
         self.max_cost = max_cost
         # Not ``self.dry_run``: that name is BaseOperator's (render the templates, run nothing).
         self.plan_only = dry_run
+        self.overwrite = overwrite
 
     @cached_property
     def hook(self) -> KirinHook:
@@ -362,10 +369,15 @@ class KirinBatchTextToVideoOperator(BaseOperator):
             hook = local.__dict__.setdefault("hook", KirinHook(kirin_conn_id=self.kirin_conn_id))
             item = items[result.index]
             task = hook.get_task(str(result.task_id))
-            stem = item_file_stem(item.index, item.key)
-            payload = item.request.to_payload()
             stored = keep_task_videos(
-                hook, task, directory, stem, payload, max_bytes=self.max_bytes, log=self.log
+                hook,
+                task,
+                directory,
+                item_file_stem(item.index, item.key),
+                item.request.to_payload(),
+                max_bytes=self.max_bytes,
+                log=self.log,
+                overwrite=self.overwrite,
             )
             return result.index, (task.video_urls, stored)
 
@@ -380,20 +392,45 @@ class KirinBatchTextToVideoOperator(BaseOperator):
         kept: dict[int, tuple[list[str], list[str]]],
     ) -> str:
         from airflow_provider_kirin.core.redaction import redact_json
-        from airflow_provider_kirin.io.storage import destination_dir, location
+        from airflow_provider_kirin.io.storage import destination_dir, location, write_file
 
         directory = destination_dir(self.destination)
-        directory.mkdir(parents=True, exist_ok=True)
         path = directory / MANIFEST_NAME
         lines = []
         for result in sorted(results, key=lambda r: r.index):
             urls, stored = kept.get(result.index, ([], []))
             row = result.manifest_row(items[result.index], video_urls=urls, stored=stored)
-            # ASCII JSON: every reader sees one object per line, however it splits lines.
+            # ensure_ascii: U+2028/U+2029/U+0085 and every control character are written as \u
+            # escapes, so any reader, splitting lines however it likes, sees one object per line.
             lines.append(json.dumps(redact_json(row), sort_keys=True, ensure_ascii=True))
-        path.write_text("\n".join(lines) + "\n")
+        ours = {item.request.external_task_id for item in items.values()}
+        data = ("\n".join(lines) + "\n").encode("ascii")
+        write_file(path, data, may_replace=lambda existing: _names_a_generation_of(existing, ours),
+                   overwrite=self.overwrite)  # fmt: skip
         self.log.info("Wrote the manifest of %d items to %s", len(lines), path)
         return location(path)
+
+
+def _names_a_generation_of(path: Any, external_ids: set[str | None]) -> bool:
+    """Whether an existing manifest is this batch's own: a Kirin manifest (a JSON object per line)
+    with a row naming one of ``external_ids`` (the derived ids name the task instance, so only a
+    try of this task instance writes them; ``.g2``... are the same ids' later generations)."""
+    import re
+
+    from airflow_provider_kirin.io.storage import read_small
+
+    data = read_small(path)
+    if not data:
+        return False
+    try:
+        rows = [json.loads(line) for line in data.decode("utf-8").splitlines() if line.strip()]
+    except ValueError:
+        return False
+    if not rows or not all(
+        isinstance(row, dict) and isinstance(row.get("external_task_id"), str) for row in rows
+    ):
+        return False  # not a Kirin manifest: someone else's file
+    return any(re.sub(r"\.g\d+$", "", row["external_task_id"]) in external_ids for row in rows)
 
 
 async def _first_event(trigger: KirinBatchTrigger) -> dict[str, Any]:

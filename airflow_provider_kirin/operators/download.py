@@ -16,9 +16,14 @@
         outlets=[videos],
     )
 
-For each video it stores ``<task id>.mp4`` (``-2``, ``-3``... for more than one) and a sidecar
-``<task id>.mp4.json``, both named by :func:`~airflow_provider_kirin.io.storage.safe_name`, so no task
-id a server sends can place a file outside ``destination``. The sidecar holds every request
+For each video it stores ``<task id>.mp4`` (``<task id>~2.mp4``, ``~3``... for more than one: ``~``
+is in no task id, so these never collide with another task's files) and a sidecar
+``<task id>.mp4.json``, both named by :func:`~airflow_provider_kirin.io.storage.safe_name` after the
+task id it **asked** for (a server answering with another id is refused), so nothing a server sends
+can choose or place a file. Files are written by :func:`~airflow_provider_kirin.io.storage.write_file`:
+no symlink is followed, and an existing file is replaced only when its sidecar names the same
+generation (a retry), else the task fails with ``KirinStorageError`` naming it, unless
+``overwrite=True``. The sidecar holds every request
 field, the Kirin task id, external id, cost, timestamps, byte size and SHA-256. It returns the
 stored paths. Each outlet asset gets an event whose extras carry ``paths``, ``kirin_task_id`` and ``cost``.
 
@@ -55,6 +60,9 @@ class KirinDownloadVideoOperator(BaseOperator):
     :param max_bytes: Refuse a video larger than this.
     :param require_video_type: Refuse a download whose response has no ``Content-Type`` (the
         default); ``False`` accepts such a host (a wrong type is refused all the same).
+    :param overwrite: Replace existing files of the same names even when they are not this
+        generation's (a user's own file, another generation's video). Default ``False``: such a file
+        fails the task with ``KirinStorageError`` naming it, before anything is downloaded.
     """
 
     template_fields: Sequence[str] = ("kirin_task_id", "destination", "request")
@@ -69,6 +77,7 @@ class KirinDownloadVideoOperator(BaseOperator):
         kirin_conn_id: str = defaults.DEFAULT_CONN_ID,
         max_bytes: int = defaults.DEFAULT_MAX_BYTES,
         require_video_type: bool = True,
+        overwrite: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -78,6 +87,7 @@ class KirinDownloadVideoOperator(BaseOperator):
         self.kirin_conn_id = kirin_conn_id
         self.max_bytes = max_bytes
         self.require_video_type = require_video_type
+        self.overwrite = overwrite
 
     @cached_property
     def hook(self) -> KirinHook:
@@ -89,17 +99,21 @@ class KirinDownloadVideoOperator(BaseOperator):
         from airflow_provider_kirin.core.waiting import completed
         from airflow_provider_kirin.io.storage import destination_dir, keep_task_videos
 
-        task = completed(self.hook.get_task(str(self.kirin_task_id)))
+        asked = str(self.kirin_task_id)
+        # get_task refuses an answer naming another task (protocol.interpret): the files are named
+        # after the id asked for, never after one the server chose.
+        task = completed(self.hook.get_task(asked))
         directory = destination_dir(self.destination)
         stored_paths: list[Any] = keep_task_videos(
             self.hook,
             task,
             directory,
-            task.task_id,
+            asked,
             self.request,
             max_bytes=self.max_bytes,
             log=self.log,
             require_video_type=self.require_video_type,
+            overwrite=self.overwrite,
         )
         for outlet in self.outlets:
             context["outlet_events"][outlet].extra = {

@@ -76,7 +76,8 @@ def test_connection_form_is_complete_on_this_line(tmp_path: Path) -> None:
         assert extra == {}
         return
     assert set(extra) == set(declared["conn-fields"]), extra
-    assert extra["verify_ssl"]["schema"]["type"][0] == "boolean"
+    assert extra["skip_tls_verification"]["schema"]["type"][0] == "boolean"
+    assert "verify_ssl" not in extra  # the legacy switch is read, never drawn
     assert extra["max_retries"]["schema"]["type"][0] == "integer"
     # No pre-filled defaults: a connection saved from the form stores only what the user set.
     assert not extra["create_path"].get("value")

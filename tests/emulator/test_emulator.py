@@ -452,7 +452,9 @@ def test_time_boxed_fault_expires_and_status_checks_are_counted(kirin_emulator: 
     # Every status check of the task is counted, refused or answered; an unknown id too.
     assert get(kirin_emulator, "kt_unknown").status_code == 404
     assert kirin_emulator.state.status_checks == {env["task_id"]: 4, "kt_unknown": 1}
-    listed = requests.get(f"{kirin_emulator.url}/_emulator/tasks", timeout=5).json()
+    listed = requests.get(
+        f"{kirin_emulator.url}/_emulator/tasks", headers=kirin_emulator.headers, timeout=5
+    ).json()
     assert listed[0]["status_checks"] == 4
     for bad in (0, -1, True, "30"):
         with pytest.raises(ValueError, match="for_seconds"):
@@ -685,49 +687,47 @@ def test_unreachable_callback_never_hurts_the_api(kirin_emulator: EmulatorServer
 # -- control plane ---------------------------------------------------------------------------------
 def test_control_plane_over_http(kirin_emulator: EmulatorServer) -> None:
     ctl = f"{kirin_emulator.url}/_emulator"
-    assert requests.get(f"{ctl}/health", timeout=5).json() == {"ok": True}
+    http = requests.Session()  # the control plane needs the key, like the API
+    http.headers.update(kirin_emulator.headers)
+    assert http.get(f"{ctl}/health", timeout=5).json() == {"ok": True}
     rules: list[dict[str, Any]] = [
         {"endpoint": "get", "kind": "http_error", "status": 500},
         {"kind": "delay", "seconds": 0.01},
     ]
-    added = requests.post(f"{ctl}/faults", json=rules, timeout=5)
+    added = http.post(f"{ctl}/faults", json=rules, timeout=5)
     assert added.status_code == 200
-    assert [r["kind"] for r in requests.get(f"{ctl}/faults", timeout=5).json()] == ["http_error", "delay"]
-    single = requests.post(f"{ctl}/faults", json={"endpoint": "create", "kind": "fail_task"}, timeout=5)
+    assert [r["kind"] for r in http.get(f"{ctl}/faults", timeout=5).json()] == ["http_error", "delay"]
+    single = http.post(f"{ctl}/faults", json={"endpoint": "create", "kind": "fail_task"}, timeout=5)
     assert single.json()["added"][0]["kind"] == "fail_task"
+    assert_error(http.post(f"{ctl}/faults", json={"kind": "nope"}, timeout=5), 422, "invalid_request", "kind")
     assert_error(
-        requests.post(f"{ctl}/faults", json={"kind": "nope"}, timeout=5), 422, "invalid_request", "kind"
-    )
-    assert_error(
-        requests.post(f"{ctl}/faults", json={"kind": "delay", "when": 1}, timeout=5),
+        http.post(f"{ctl}/faults", json={"kind": "delay", "when": 1}, timeout=5),
         422,
         "invalid_request",
         "when",
     )
-    assert requests.delete(f"{ctl}/faults", timeout=5).json() == {"active": []}
+    assert http.delete(f"{ctl}/faults", timeout=5).json() == {"active": []}
 
-    patched = requests.patch(f"{ctl}/config", json={"pending_seconds": 5, "processing_seconds": 5}, timeout=5)
+    patched = http.patch(f"{ctl}/config", json={"pending_seconds": 5, "processing_seconds": 5}, timeout=5)
     assert patched.json()["pending_seconds"] == 5.0
-    assert_error(
-        requests.patch(f"{ctl}/config", json={"pending_seconds": -1}, timeout=5), 422, "invalid_request"
-    )
-    assert_error(requests.patch(f"{ctl}/config", json={"colour": "red"}, timeout=5), 422, "invalid_request")
+    assert_error(http.patch(f"{ctl}/config", json={"pending_seconds": -1}, timeout=5), 422, "invalid_request")
+    assert_error(http.patch(f"{ctl}/config", json={"colour": "red"}, timeout=5), 422, "invalid_request")
     env = create(kirin_emulator).json()
     assert get(kirin_emulator, env["task_id"]).json()["status"] == "pending"
-    done = requests.post(f"{ctl}/tasks/{env['task_id']}/complete", timeout=5).json()
+    done = http.post(f"{ctl}/tasks/{env['task_id']}/complete", timeout=5).json()
     assert done["status"] == "completed"
     assert get(kirin_emulator, env["task_id"]).json()["status"] == "completed"
     other = create(kirin_emulator).json()
-    failed = requests.post(f"{ctl}/tasks/{other['task_id']}/fail?code=002011098", timeout=5).json()
+    failed = http.post(f"{ctl}/tasks/{other['task_id']}/fail?code=002011098", timeout=5).json()
     assert failed["error"] == {"code": "002011098", "error_message": "Status check error"}
-    assert_error(requests.post(f"{ctl}/tasks/kt_nope/complete", timeout=5), 404, "not_found")
-    listing = requests.get(f"{ctl}/tasks", timeout=5).json()
+    assert_error(http.post(f"{ctl}/tasks/kt_nope/complete", timeout=5), 404, "not_found")
+    listing = http.get(f"{ctl}/tasks", timeout=5).json()
     assert sorted(t["status"] for t in listing) == ["completed", "failed"]
-    stats = requests.get(f"{ctl}/stats", timeout=5).json()
+    stats = http.get(f"{ctl}/stats", timeout=5).json()
     assert stats["tasks"] == 2
     assert stats["tasks_by_status"] == {"completed": 1, "failed": 1}
-    assert requests.post(f"{ctl}/reset", timeout=5).json() == {"reset": True}
-    after = requests.get(f"{ctl}/stats", timeout=5).json()
+    assert http.post(f"{ctl}/reset", timeout=5).json() == {"reset": True}
+    after = http.get(f"{ctl}/stats", timeout=5).json()
     assert (after["tasks"], after["create_requests"], after["gets"]) == (0, 0, 0)
     assert get(kirin_emulator, env["task_id"]).status_code == 404
 
@@ -758,7 +758,7 @@ def test_path_prefix(kirin_emulator_factory: Callable[..., EmulatorServer]) -> N
     assert requests.get(video_url(env), timeout=5).status_code == 200
     bare = requests.post(f"{emu.url}{CREATE}", json=BODY, headers=emu.headers, timeout=5)
     assert_error(bare, 404, "not_found")
-    assert requests.get(f"{emu.url}/_emulator/stats", timeout=5).json()["creates"] == 1
+    assert requests.get(f"{emu.url}/_emulator/stats", headers=emu.headers, timeout=5).json()["creates"] == 1
     extra = json.loads(emu.airflow_conn_json())["extra"]
     assert extra == {
         "create_path": "/gateway/v1/videos/generations",

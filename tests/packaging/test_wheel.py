@@ -149,8 +149,8 @@ def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def http_json(url: str) -> Any:
-    with urllib.request.urlopen(url, timeout=5) as response:
+def http_json(url: str, headers: dict[str, str] | None = None) -> Any:
+    with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}), timeout=5) as response:
         return json.loads(response.read())
 
 
@@ -394,7 +394,9 @@ def packaged(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Packaged]:
                 if emulator.popen.poll() is not None:
                     raise AssertionError(f"the emulator exited early:\n{emulator_log.read_text()}")
                 with contextlib.suppress(urllib.error.URLError, OSError, ValueError):
-                    http_json(f"{emulator_url}/_emulator/stats")
+                    http_json(
+                        f"{emulator_url}/_emulator/stats", {"Authorization": f"Bearer {EMULATOR_API_KEY}"}
+                    )
                     break
                 if time.monotonic() > deadline:
                     raise AssertionError(f"the emulator never answered:\n{emulator_log.read_text()}")
@@ -412,7 +414,9 @@ def packaged(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Packaged]:
                 },
                 timeout=240,
             )
-        emulator_stats = http_json(f"{emulator_url}/_emulator/stats")
+        emulator_stats = http_json(
+            f"{emulator_url}/_emulator/stats", {"Authorization": f"Bearer {EMULATOR_API_KEY}"}
+        )
         emulator_exit = emulator.stop()
 
         db = home / "airflow.db"

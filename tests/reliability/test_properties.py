@@ -364,7 +364,7 @@ def test_the_strategies_reach_the_success_paths() -> None:
     body = json.dumps(
         {"id": 7, "status": "COMPLETED ", "output": [{"content": [{"url": "https://v/x.mp4"}]}]}
     )
-    task = PROTOCOL.interpret(CALLS[3], 200, {}, body.encode())  # a lookup: any task id may answer
+    task = PROTOCOL.interpret(PROTOCOL.get("7"), 200, {}, body.encode())  # a get answers for its own id
     assert task is not None
     assert (task.task_id, task.status, task.video_urls) == ("7", "completed", ["https://v/x.mp4"])
 

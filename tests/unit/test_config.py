@@ -96,16 +96,18 @@ def test_the_form_shows_every_extra_the_hook_reads_without_prefilled_defaults() 
 
     (connection_type,) = get_provider_info()["connection-types"]
     fields = connection_type["conn-fields"]
-    extras = set(KirinConnectionConfig.model_fields) - {"base_url", "api_key"}
-    assert set(fields) == extras  # the form hides nothing the hook reads
+    # the form hides nothing the hook reads but the legacy verify_ssl (its switch was a trap)
+    extras = set(KirinConnectionConfig.model_fields) - {"base_url", "api_key", "legacy_verify_ssl"}
+    assert set(fields) == extras
     for name, field in fields.items():
         assert "default" not in field["schema"], name  # nothing frozen into saved connections
         assert "Empty: the default, " in field["description"], field
     assert fields["timeout"]["description"].endswith("Empty: the default, 30.")
-    assert fields["verify_ssl"]["description"].endswith("Empty: the default, true.")
+    assert fields["skip_tls_verification"]["description"].endswith("Empty: the default, off.")
     assert fields["task_path"]["description"].endswith("Empty: the default, /v1/tasks/{task_id}.")
     assert fields["timeout"]["schema"]["type"] == ["number", "null"]
-    assert fields["verify_ssl"]["schema"]["type"] == ["boolean", "null"]
+    assert fields["skip_tls_verification"]["schema"]["type"] == ["boolean", "null"]
+    assert "verify_ssl" not in fields
 
 
 def test_empty_form_fields_mean_the_default(monkeypatch: pytest.MonkeyPatch) -> None:

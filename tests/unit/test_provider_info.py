@@ -62,7 +62,8 @@ def test_providers_manager_loads_connection_form() -> None:
     assert "login" in behaviour["hidden_fields"]
     assert "placeholders" in behaviour
     widgets = manager.connection_form_widgets
-    assert {"extra__kirin__create_path", "extra__kirin__verify_ssl", "extra__kirin__timeout"} <= set(widgets)
+    names = {"extra__kirin__create_path", "extra__kirin__skip_tls_verification", "extra__kirin__timeout"}
+    assert names <= set(widgets)
     from airflow.sdk.providers_manager_runtime import ProvidersManagerTaskRuntime
 
     hook_info = ProvidersManagerTaskRuntime().hooks["kirin"]
