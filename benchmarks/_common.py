@@ -242,6 +242,16 @@ def venv_env(**extra: str) -> dict[str, str]:
     return env
 
 
+def batch_items(prompts: Sequence[str], dag_id: str, run_id: str) -> list[Any]:
+    """A batch's validated items with the ids ``KirinBatchTextToVideoOperator`` derives for them."""
+    from types import SimpleNamespace
+
+    from airflow_provider_kirin.core.batch import parse_items, with_derived_ids
+
+    ti = SimpleNamespace(dag_id=dag_id, run_id=run_id, task_id="batch", map_index=-1)
+    return with_derived_ids(parse_items(list(prompts), {}), {"ti": ti})
+
+
 # -- the emulator in its own process -----------------------------------------------------------------
 class EmulatorProcess:
     """The Kirin emulator in a child process (its CPU is not the benchmark's), with counters.

@@ -42,6 +42,7 @@ from _common import (
     EmulatorProcess,
     Row,
     Worker,
+    batch_items,
     cpu_seconds,
     emit,
     fmt,
@@ -73,29 +74,15 @@ async def _heartbeat(stop: asyncio.Event, worst: list[float]) -> None:
 
 
 async def _run(spec: dict[str, Any]) -> dict[str, Any]:
-    from airflow_provider_kirin.core.batch import BatchItem, pack_items, parse_items
-    from airflow_provider_kirin.core.idempotency import derive_external_task_id
+    from airflow_provider_kirin.core.batch import pack_items
     from airflow_provider_kirin.triggers.batch import BatchEvent, KirinBatchTrigger
 
     n = spec["n"]
     gc.collect()
     baseline, cpu0, wall0 = rss_bytes(), cpu_seconds(), time.perf_counter()
     peak = [baseline]
-    items = [
-        BatchItem(
-            item.index,
-            item.key,
-            item.request.model_copy(
-                update={
-                    "external_task_id": derive_external_task_id(
-                        "bench_volume", spec["run_id"], "catalogue", -1,
-                        fingerprint=item.request.fingerprint(), item=item.item_id,
-                    )
-                }
-            ),
-        )
-        for item in parse_items([f"catalogue clip {i}: a red fox in fresh snow" for i in range(n)], {})
-    ]  # fmt: skip
+    prompts = [f"catalogue clip {i}: a red fox in fresh snow" for i in range(n)]
+    items = batch_items(prompts, "bench_volume", spec["run_id"])
     trigger = KirinBatchTrigger(
         items=pack_items(items),
         max_in_flight=spec["in_flight"],
@@ -255,11 +242,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.worker:
         return worker_main()
-    result = run(args.n or (QUICK_N if args.quick else FULL_N), args.in_flight)
-    result.print()
-    if args.json:
-        args.json.write_text(json.dumps(result.to_json(), indent=2))
-    return 0
+    return run(args.n or (QUICK_N if args.quick else FULL_N), args.in_flight).report(args.json)
 
 
 if __name__ == "__main__":

@@ -21,13 +21,15 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bench_batch
+import bench_batch_volume
 import bench_download
+import bench_keep_videos
 import bench_parse
 import bench_requests_per_video
 import bench_triggerer
 from _common import BENCH_DIR, BenchResult, Row, machine_info, markdown_table
 
-BENCHES = ("triggerer", "parse", "download", "requests_per_video", "batch")
+BENCHES = ("triggerer", "parse", "download", "requests_per_video", "batch", "batch_volume", "keep_videos")
 
 
 def runners(args: argparse.Namespace) -> dict[str, Callable[[], BenchResult]]:
@@ -38,6 +40,7 @@ def runners(args: argparse.Namespace) -> dict[str, Callable[[], BenchResult]]:
             args.n or (bench_triggerer.QUICK_N if quick else bench_triggerer.FULL_N),
             interval=2.0,
             processing=10.0 if quick else 20.0,
+            repeat=1 if quick else 5,
         ),
         "parse": lambda: bench_parse.run(4 if quick else 10),
         "download": lambda: bench_download.run(
@@ -47,6 +50,10 @@ def runners(args: argparse.Namespace) -> dict[str, Callable[[], BenchResult]]:
             bench_requests_per_video.LENGTHS, scale=40.0 if quick else 20.0, tasks=5 if quick else 10
         ),
         "batch": lambda: bench_batch.run(50 if quick else bench_batch.FULL_N),
+        "batch_volume": lambda: bench_batch_volume.run(
+            bench_batch_volume.QUICK_N if quick else bench_batch_volume.FULL_N
+        ),
+        "keep_videos": lambda: bench_keep_videos.run(40 if quick else bench_keep_videos.N),
     }
 
 

@@ -24,21 +24,8 @@ def fault(endpoint: str, kind: str, **params: Any) -> dict[str, Any]:
 
 
 def batch_items(prompts: list[Any], run_id: str = "run-1", dag_id: str = "dag") -> list[BatchItem]:
-    """Validated batch items with the ids the batch operator derives for them."""
-    from airflow_provider_kirin.core.batch import BatchItem, parse_items
-    from airflow_provider_kirin.core.idempotency import derive_external_task_id
+    """Validated batch items with the ids the batch operator derives for them (task ``batch``)."""
+    from airflow_provider_kirin.core.batch import parse_items, with_derived_ids
 
-    return [
-        BatchItem(
-            item.index,
-            item.key,
-            item.request.model_copy(
-                update={
-                    "external_task_id": derive_external_task_id(
-                        dag_id, run_id, "batch", -1, fingerprint=item.request.fingerprint(), item=item.item_id
-                    )
-                }
-            ),
-        )
-        for item in parse_items(prompts, {"duration": 5})
-    ]
+    ti = SimpleNamespace(dag_id=dag_id, run_id=run_id, task_id="batch", map_index=-1)
+    return with_derived_ids(parse_items(prompts, {"duration": 5}), {"ti": ti})

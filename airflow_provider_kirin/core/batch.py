@@ -82,6 +82,27 @@ class BatchItem:
         return f"prompts[{self.index}]" + (f" (key {self.key!r})" if self.key is not None else "")
 
 
+def with_derived_ids(
+    items: Iterable[BatchItem], context: Any, *, variant: str = "", namespace: str = ""
+) -> list[BatchItem]:
+    """Each item with its derived ``external_task_id``: the task instance of the Airflow
+    ``context`` (``context["ti"]``: dag, run, task, map index), the item (its key, else its index)
+    and a fingerprint of its inputs (``idempotency.with_derived_external_task_id``)."""
+    from dataclasses import replace
+
+    from airflow_provider_kirin.core.idempotency import with_derived_external_task_id
+
+    return [
+        replace(
+            item,
+            request=with_derived_external_task_id(
+                item.request, context, variant=variant, namespace=namespace, item=item.item_id
+            ),
+        )
+        for item in items
+    ]
+
+
 def item_file_stem(index: int, key: str | None) -> str:
     """The stem of an item's file names: from the item's index and key only, never from anything
     the server sent (``00042``, ``00042-spring_sale``). Made a plain name, unable to leave the

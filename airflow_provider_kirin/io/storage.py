@@ -550,6 +550,45 @@ def same_generation(task_id: str, external_task_id: str | None) -> Callable[[Any
     return owned
 
 
+def already_kept(path: Any, sidecar: Any, task_id: str, external_task_id: str | None) -> StoredVideo | None:
+    """The video at ``path`` if an earlier try kept it whole: its sidecar is complete, names the
+    same generation, and the file's size and SHA-256 are the ones it records (the file is read
+    again to check them, never through a symlink). ``None`` otherwise: then it is downloaded."""
+    data = read_small(sidecar)
+    try:
+        record = json.loads(data) if data is not None else None
+    except ValueError:
+        return None
+    if not (
+        isinstance(record, dict)
+        and record.get("complete") is True
+        and record.get("kirin_task_id") == task_id
+        and record.get("external_task_id") == external_task_id
+        and isinstance(record.get("bytes"), int)
+        and isinstance(record.get("sha256"), str)
+    ):
+        return None
+    digest, size = hashlib.sha256(), 0
+    local = _local_path(path)
+    try:
+        if local is not None:
+            flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+            handle = os.fdopen(os.open(local, flags), "rb")
+        else:
+            handle = path.open("rb")
+        with handle:
+            while chunk := handle.read(CHUNK_BYTES):
+                size += len(chunk)
+                if size > record["bytes"]:
+                    return None
+                digest.update(chunk)
+    except (OSError, NotImplementedError):
+        return None
+    if size != record["bytes"] or digest.hexdigest() != record["sha256"]:
+        return None
+    return StoredVideo(path=path, size=size, sha256=record["sha256"], content_type=record.get("content_type"))
+
+
 def _failed(reason: str) -> KirinStorageError:
     return KirinStorageError(f"Downloading the video failed: {reason}.")
 
@@ -637,6 +676,9 @@ def keep_task_videos(
     anything is downloaded, unless ``overwrite=True``. The sidecar is written first (marked
     ``"complete": false``), then the video, then the sidecar again: whatever point a crash
     stops at, an existing video has a sidecar naming its generation, so the retry may replace it.
+    A video an earlier try kept whole (:func:`already_kept`: complete sidecar of the same
+    generation, same size and SHA-256) is not downloaded again: a retry after a lost worker
+    downloads only the rest.
     """
     owned = same_generation(task.task_id, task.external_task_id)
     targets = []
@@ -649,6 +691,13 @@ def keep_task_videos(
         targets.append((video, path, sidecar))
     stored_paths: list[str] = []
     for video, path, sidecar in targets:
+        kept = already_kept(path, sidecar, task.task_id, task.external_task_id)
+        if kept is not None:
+            stored_paths.append(location(kept.path))
+            log.info(
+                "Already kept %s (%d bytes, sha256 %s): not downloaded again", path, kept.size, kept.sha256
+            )
+            continue
         _write_json(
             sidecar, _sidecar(task, request, video.size, None), may_replace=owned, overwrite=overwrite
         )

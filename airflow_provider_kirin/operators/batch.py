@@ -192,10 +192,7 @@ class KirinBatchTextToVideoOperator(BaseOperator):
     # -- items -------------------------------------------------------------------------------------
     def _items(self, context: Context) -> list[BatchItem]:
         """Every item validated (nothing is spent on a bad one), each with its derived id."""
-        from dataclasses import replace
-
-        from airflow_provider_kirin.core.batch import check_max_failed, parse_items
-        from airflow_provider_kirin.core.idempotency import with_derived_external_task_id
+        from airflow_provider_kirin.core.batch import check_max_failed, parse_items, with_derived_ids
         from airflow_provider_kirin.exceptions import KirinValidationError
         from airflow_provider_kirin.models import VIDEO_ARGS
 
@@ -215,19 +212,9 @@ class KirinBatchTextToVideoOperator(BaseOperator):
         self._ceiling()  # a bad max_cost fails before anything is sent
         shared = {name: getattr(self, name) for name in VIDEO_ARGS if name != "prompt"}
         items = parse_items(self.prompts, shared)
-        return [
-            replace(
-                item,
-                request=with_derived_external_task_id(
-                    item.request,
-                    context,
-                    variant=self.variant or "",
-                    namespace=self.external_id_namespace,
-                    item=item.item_id,
-                ),
-            )
-            for item in items
-        ]
+        return with_derived_ids(
+            items, context, variant=self.variant or "", namespace=self.external_id_namespace
+        )
 
     def _ceiling(self) -> Decimal | None:
         from airflow_provider_kirin.core.budget import parse_usd
@@ -359,6 +346,7 @@ class KirinBatchTextToVideoOperator(BaseOperator):
         from concurrent.futures import ThreadPoolExecutor
 
         from airflow_provider_kirin.core.batch import item_file_stem
+        from airflow_provider_kirin.exceptions import KirinError, KirinStorageError
         from airflow_provider_kirin.hooks.kirin import KirinHook
         from airflow_provider_kirin.io.storage import destination_dir, keep_task_videos
 
@@ -383,7 +371,22 @@ class KirinBatchTextToVideoOperator(BaseOperator):
 
         completed = [result for result in results if result.status == "completed" and result.task_id]
         with ThreadPoolExecutor(max_workers=max(1, int(self.keep_concurrency))) as pool:
-            return dict(pool.map(keep, completed))
+            futures = [pool.submit(keep, result) for result in completed]
+        # Every video is tried before a failure is raised: what was kept, a retry does not fetch again.
+        kept, failures = {}, []
+        for future in futures:
+            try:
+                index, value = future.result()
+            except KirinError as err:
+                failures.append(err)
+            else:
+                kept[index] = value
+        if failures:
+            raise KirinStorageError(
+                f"{len(failures)} of {len(completed)} videos could not be kept (the others were); a retry "
+                f"keeps only those. The first: {failures[0].message}"
+            )
+        return kept
 
     def _write_manifest(
         self,

@@ -1,6 +1,6 @@
 """The benchmark scripts run end to end at tiny sizes and produce their table rows.
 
-The four scripts run at once, each in its own process (they are subprocess-heavy and mostly wait),
+The scripts run at once, each in its own process (they are subprocess-heavy and mostly wait),
 with ``--json`` output. The assertions are about structure and counts (every wait got its event,
 every task was created once, every download completed), never about timings: this machine's
 speed is not the test's business.
@@ -30,6 +30,8 @@ SCRIPTS: dict[str, list[str]] = {
         "bench_requests_per_video.py",
         *("--lengths", "30", "60", "--scale", "200", "--n", "2"),
     ],
+    "batch_volume": ["bench_batch_volume.py", "--n", "20", "--in-flight", "5"],
+    "keep_videos": ["bench_keep_videos.py", "--n", "6", "--latency", "0.05", "--concurrency", "3"],
 }
 
 # The benchmark scripts run Airflow in subprocesses: not in `make test-fast`.
@@ -141,5 +143,22 @@ def test_run_all_renders_one_results_file(outputs: dict[str, dict[str, Any]], tm
         + text.count("\n| parse")
         + text.count("\n| download")
         + text.count("\n| requests/video")
+        + text.count("\n| batch N=")
+        + text.count("\n| keep ")
         == rows
     )
+
+
+def test_batch_volume_creates_each_item_once(outputs: dict[str, dict[str, Any]]) -> None:
+    (run,) = outputs["batch_volume"]["raw"]["runs"]
+    assert (run["n"], run["creates"], run["completed"]) == (20, 20, 20)
+    assert run["kwargs_bytes"] > 0
+    assert run["event_bytes"] > 0
+
+
+def test_keep_videos_retries_only_the_rest(outputs: dict[str, dict[str, Any]]) -> None:
+    raw = outputs["keep_videos"]["raw"]
+    assert raw["downloads"] == {"serial": 6, "parallel": 6}
+    assert raw["retry_exit"] == 0
+    assert raw["complete_after_retry"] == 6
+    assert raw["retry_downloads"] <= 6 - raw["kept_before_kill"]

@@ -99,3 +99,33 @@ def test_size_limit(emulator: EmulatorServer, tmp_path: Path) -> None:
     with pytest.raises(KirinStorageError, match="max_bytes=100"):
         hook.download_video(url, tmp_path / "x.mp4", max_bytes=100)
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("scheme", ["file", "memory"])
+def test_a_retry_keeps_only_what_is_not_kept_whole(
+    emulator: EmulatorServer, tmp_path: Path, scheme: str
+) -> None:
+    """A video kept whole by an earlier try (complete sidecar of the same generation, the same size
+    and SHA-256) is not downloaded again; one that is not whole is."""
+    task_id = completed_task(KirinHook(), f"resume-{scheme}")
+    destination = tmp_path.as_uri() + "/kept/" if scheme == "file" else f"memory://kirin-resume-{task_id}/"
+    operator = KirinDownloadVideoOperator(task_id="keep", kirin_task_id=task_id, destination=destination)
+    (stored,) = operator.execute(context={})  # type: ignore[arg-type]
+    assert emulator.stats()["downloads"] == 1
+
+    assert operator.execute(context={}) == [stored]  # type: ignore[arg-type]
+    assert emulator.stats()["downloads"] == 1  # the retry found it whole: nothing downloaded
+
+    video = ObjectStoragePath(stored)
+    whole = video.read_bytes()
+    video.write_bytes(whole[:-1] + bytes([whole[-1] ^ 1]))  # one bit changed: not the video kept
+    assert operator.execute(context={}) == [stored]  # type: ignore[arg-type]
+    assert emulator.stats()["downloads"] == 2
+    assert video.read_bytes() == whole
+
+    sidecar = ObjectStoragePath(stored + ".json")
+    record = json.loads(sidecar.read_text())
+    sidecar.write_text(json.dumps({**record, "complete": False}))  # a try that died mid-download
+    operator.execute(context={})  # type: ignore[arg-type]
+    assert emulator.stats()["downloads"] == 3
+    assert json.loads(sidecar.read_text())["complete"] is True
