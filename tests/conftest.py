@@ -22,6 +22,7 @@ if _TESTS_DIR not in sys.path:  # make ``airflow_helpers`` importable whatever t
 from airflow_helpers import migrate_template  # noqa: E402
 
 from airflow_provider_kirin.emulator import EmulatorServer  # noqa: E402
+from airflow_provider_kirin.hooks.kirin import forget_connection_readings  # noqa: E402
 
 pytest_plugins = ["airflow_provider_kirin.emulator.pytest_plugin"]
 
@@ -52,6 +53,7 @@ def use_conn(monkeypatch: pytest.MonkeyPatch) -> Callable[..., None]:
         if api_key is not None:
             conn["password"] = api_key
         monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps(conn))
+        forget_connection_readings()  # async hooks share a reading for a while: see this change now
 
     return use
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import json
 import os
 import time
 import uuid
@@ -370,8 +369,47 @@ class _SharedSession:
     users: int = 0
 
 
-# Configs (and their protocols) by what the connection read, shared by the async hooks using it.
-_SHARED_CONFIGS: dict[tuple[Any, ...], tuple[KirinConnectionConfig, KirinProtocol]] = {}
+#: How long the hooks of one event loop share a reading of a connection (see ``get_config``).
+CONNECTION_READ_SECONDS = 30.0
+Reading = tuple[KirinConnectionConfig, KirinProtocol]
+# Readings per event loop and connection id: (when read, the reading; a future while in progress).
+_READINGS: weakref.WeakKeyDictionary[
+    asyncio.AbstractEventLoop, dict[str, tuple[float, asyncio.Future[Reading]]]
+] = weakref.WeakKeyDictionary()
+
+
+async def _read_connection(hook: KirinAsyncHook) -> Reading:
+    """The hook's connection, read once per :data:`CONNECTION_READ_SECONDS` and event loop: hooks
+    asking at once wait for the same reading (a failed one is not kept)."""
+    per_loop = _READINGS.setdefault(asyncio.get_running_loop(), {})
+    read_at, pending = per_loop.get(hook.kirin_conn_id, (0.0, None))
+    if pending is None or time.monotonic() - read_at > CONNECTION_READ_SECONDS:
+        pending = asyncio.ensure_future(_read(hook))
+        per_loop[hook.kirin_conn_id] = (time.monotonic(), pending)
+    try:
+        return await asyncio.shield(pending)
+    except BaseException:
+        if per_loop.get(hook.kirin_conn_id, (0.0, None))[1] is pending and pending.done():
+            del per_loop[hook.kirin_conn_id]  # the next hook tries again
+        raise
+
+
+def forget_connection_readings() -> None:
+    """Make the next async hook of every event loop read its connection again, at once (for code
+    that changes a connection and wants the change seen within :data:`CONNECTION_READ_SECONDS`,
+    such as tests)."""
+    for per_loop in list(_READINGS.values()):
+        per_loop.clear()
+
+
+async def _read(hook: KirinAsyncHook) -> Reading:
+    conn = await aget_connection(hook.kirin_conn_id)
+    if conn.password:
+        await amask_secret(conn.password)
+    extra = await aextra_dejson(conn)
+    config = hook._config_read(KirinConnectionConfig.from_connection(conn, extra))
+    return config, KirinProtocol(config)
+
 
 # One aiohttp session per event loop and connection settings, shared by every trigger using it.
 _SESSIONS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[Any, ...], _SharedSession]] = (
@@ -400,6 +438,7 @@ class KirinAsyncHook(_KirinHookBase):
         self._config: KirinConnectionConfig | None = None
         self._protocol: KirinProtocol | None = None
         self._lease: tuple[asyncio.AbstractEventLoop, tuple[Any, ...]] | None = None
+        self._leased: tuple[aiohttp.ClientSession, KirinConnectionConfig, KirinProtocol] | None = None
 
     async def __aenter__(self) -> KirinAsyncHook:
         await self.get_config()
@@ -409,30 +448,16 @@ class KirinAsyncHook(_KirinHookBase):
         await self.close()
 
     async def get_config(self) -> KirinConnectionConfig:
-        """Read the connection once (without blocking the loop) and register the key with the masker.
+        """The connection's settings, read without blocking the loop, the key registered with the
+        masker.
 
-        Hooks whose connections read the same share one config and protocol: a triggerer running a
-        thousand waits on one connection holds one of each, not a thousand."""
+        Hooks of one event loop share a reading of the same connection for
+        :data:`CONNECTION_READ_SECONDS`: a triggerer that starts a thousand waits at once reads the
+        connection once (the lookup, through Airflow's secrets backends and a worker thread, is most
+        of what starting a wait costs) and holds one config and protocol, not a thousand. A hook
+        started later reads it again, so a changed connection is seen within that time."""
         if self._config is None:
-            conn = await aget_connection(self.kirin_conn_id)
-            if conn.password:
-                await amask_secret(conn.password)
-            extra = await aextra_dejson(conn)
-            key = (
-                conn.conn_id,
-                conn.host,
-                conn.schema,
-                conn.port,
-                conn.password,
-                json.dumps(extra, sort_keys=True),
-            )
-            shared = _SHARED_CONFIGS.get(key)
-            if shared is None:
-                config = self._config_read(KirinConnectionConfig.from_connection(conn, extra))
-                shared = _SHARED_CONFIGS[key] = (config, KirinProtocol(config))
-                while len(_SHARED_CONFIGS) > 32:  # bounded: the oldest first
-                    del _SHARED_CONFIGS[next(iter(_SHARED_CONFIGS))]
-            self._config, self._protocol = shared
+            self._config, self._protocol = await _read_connection(self)
         return self._config
 
     async def get_protocol(self) -> KirinProtocol:
@@ -441,10 +466,13 @@ class KirinAsyncHook(_KirinHookBase):
             await self.get_config()
         return self._protocol  # type: ignore[return-value]  # set with the config
 
-    async def _session(self) -> aiohttp.ClientSession:
+    async def _ready(self) -> tuple[aiohttp.ClientSession, KirinConnectionConfig, KirinProtocol]:
+        """The shared session, config and protocol this hook sends with (looked up once)."""
+        if self._leased is not None and not self._leased[0].closed:
+            return self._leased  # every request after the first: no lookups
         import aiohttp
 
-        config = await self.get_config()
+        config, protocol = await self.get_config(), await self.get_protocol()
         loop = asyncio.get_running_loop()
         key = (config.base_url, config.verify_ssl, config.connect_timeout, config.timeout)
         per_loop = _SESSIONS.setdefault(loop, {})
@@ -460,14 +488,15 @@ class KirinAsyncHook(_KirinHookBase):
         if self._lease is None:
             shared.users += 1
             self._lease = (loop, key)
-        return shared.session
+        self._leased = (shared.session, config, protocol)
+        return self._leased
 
     async def close(self) -> None:
         """Release this hook's share of the session; the last user closes it."""
         if self._lease is None:
             return
         loop, key = self._lease
-        self._lease = None
+        self._lease, self._leased = None, None
         shared = _SESSIONS.get(loop, {}).get(key)
         if shared is None:
             return
@@ -494,8 +523,7 @@ class KirinAsyncHook(_KirinHookBase):
         """One request, in all at most ``request_timeout`` seconds (or ``budget``, if less)."""
         import aiohttp
 
-        session = await self._session()
-        config, protocol = await self.get_config(), await self.get_protocol()
+        session, config, protocol = await self._ready()
         if self.pause is not None:
             await _wait_out(self.pause)
         seconds = config.request_timeout if budget is None else min(budget, config.request_timeout)

@@ -225,3 +225,30 @@ def test_trigger_repr_and_kwargs_hold_no_secret(
     trigger = KirinTaskTrigger("kt_1")
     assert kirin_emulator.api_key not in repr(trigger)
     assert kirin_emulator.api_key not in repr(trigger.serialize())
+
+
+async def test_waits_started_together_read_the_connection_once(
+    emulator: EmulatorServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Twenty waits started at once on one event loop share one reading of the connection (the
+    lookup through Airflow's secrets backends is most of what starting a wait costs); a hook
+    started after ``CONNECTION_READ_SECONDS`` reads it again."""
+    reads: list[str] = []
+    lookup = hooks_module.aget_connection
+
+    async def counted(conn_id: str) -> Any:  # at the edge: Airflow's own lookup, counted
+        reads.append(conn_id)
+        return await lookup(conn_id)
+
+    monkeypatch.setattr(hooks_module, "aget_connection", counted)
+    task_ids = [submit(f"share-{i}") for i in range(20)]
+    results = await asyncio.gather(
+        *(run_trigger(KirinTaskTrigger(t, poll_interval=0.05, deadline=time.time() + 20)) for t in task_ids)
+    )
+    assert [events[0]["status"] for events in results] == ["success"] * 20
+    assert reads == ["kirin_default"]
+
+    monkeypatch.setattr(hooks_module, "CONNECTION_READ_SECONDS", 0.0)  # the reading has aged
+    async with KirinAsyncHook() as hook:
+        await hook.get_task(task_ids[0])
+    assert reads == ["kirin_default", "kirin_default"]

@@ -33,7 +33,7 @@ from airflow_provider_kirin.exceptions import (
     KirinUnreachableError,
     KirinValidationError,
 )
-from airflow_provider_kirin.hooks.kirin import KirinAsyncHook, KirinHook
+from airflow_provider_kirin.hooks.kirin import KirinAsyncHook, KirinHook, forget_connection_readings
 from airflow_provider_kirin.io.storage import safe_name
 from airflow_provider_kirin.links.kirin import KirinVideoLink
 from airflow_provider_kirin.operators.download import KirinDownloadVideoOperator
@@ -131,6 +131,7 @@ def hostile(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., HostileSe
             "extra": {"max_retries": 0, "retry_max_wait": 0.05, "timeout": 2, "connect_timeout": 2, **extra},
         }
         monkeypatch.setenv("AIRFLOW_CONN_KIRIN_DEFAULT", json.dumps(conn))
+        forget_connection_readings()  # async hooks share a reading for a while: see this server now
         return server
 
     yield start
