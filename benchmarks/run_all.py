@@ -23,13 +23,23 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_batch
 import bench_batch_volume
 import bench_download
+import bench_hostile_answers
 import bench_keep_videos
 import bench_parse
 import bench_requests_per_video
 import bench_triggerer
 from _common import BENCH_DIR, BenchResult, Row, machine_info, markdown_table
 
-BENCHES = ("triggerer", "parse", "download", "requests_per_video", "batch", "batch_volume", "keep_videos")
+BENCHES = (
+    "triggerer",
+    "parse",
+    "download",
+    "requests_per_video",
+    "batch",
+    "batch_volume",
+    "keep_videos",
+    "hostile_answers",
+)
 
 
 def runners(args: argparse.Namespace) -> dict[str, Callable[[], BenchResult]]:
@@ -54,6 +64,7 @@ def runners(args: argparse.Namespace) -> dict[str, Callable[[], BenchResult]]:
             bench_batch_volume.QUICK_N if quick else bench_batch_volume.FULL_N
         ),
         "keep_videos": lambda: bench_keep_videos.run(40 if quick else bench_keep_videos.N),
+        "hostile_answers": bench_hostile_answers.run,
     }
 
 

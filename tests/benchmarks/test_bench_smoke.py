@@ -32,6 +32,7 @@ SCRIPTS: dict[str, list[str]] = {
     ],
     "batch_volume": ["bench_batch_volume.py", "--n", "20", "--in-flight", "5"],
     "keep_videos": ["bench_keep_videos.py", "--n", "6", "--latency", "0.05", "--concurrency", "3"],
+    "hostile_answers": ["bench_hostile_answers.py"],
 }
 
 # The benchmark scripts run Airflow in subprocesses: not in `make test-fast`.
@@ -145,6 +146,7 @@ def test_run_all_renders_one_results_file(outputs: dict[str, dict[str, Any]], tm
         + text.count("\n| requests/video")
         + text.count("\n| batch N=")
         + text.count("\n| keep ")
+        + text.count("\n| hostile answer")
         == rows
     )
 
@@ -162,3 +164,13 @@ def test_keep_videos_retries_only_the_rest(outputs: dict[str, dict[str, Any]]) -
     assert raw["retry_exit"] == 0
     assert raw["complete_after_retry"] == 6
     assert raw["retry_downloads"] <= 6 - raw["kept_before_kill"]
+
+
+def test_hostile_answers_stay_small(outputs: dict[str, dict[str, Any]]) -> None:
+    raw = outputs["hostile_answers"]["raw"]
+    assert set(raw) == {"outputs", "video URLs", "metadata", "error text", "nesting"}
+    for figures in raw.values():
+        assert 1_000_000 < figures["bytes"] < 1024 * 1024
+        assert figures["ours"]["event_bytes"] < 16 * 1024
+        assert figures["ours"]["xcom_bytes"] < 16 * 1024
+    assert raw["video URLs"]["ours"]["status"] == "success"
