@@ -18,6 +18,9 @@ In a TaskFlow task::
         done = hook.wait_for_task(created.task_id)  # the provider's defaults: first check after 20 s
         stored = hook.download_video(done.video_urls[0], "/tmp/out.mp4")  # stored.path, .size
         return done.to_result()
+
+Every request is counted in Airflow's metrics (``metrics.py``), and ``download_video`` reports the
+file it wrote to Airflow's hook lineage collector, so such a task has lineage too.
 """
 
 from __future__ import annotations
@@ -39,9 +42,11 @@ from airflow_provider_kirin._compat import (
     aextra_dejson,
     aget_connection,
     amask_secret,
+    get_hook_lineage_collector,
     legacy_connection_form_widgets,
     legacy_ui_field_behaviour,
     mask_secret,
+    warm_stats,
 )
 from airflow_provider_kirin.core import defaults
 from airflow_provider_kirin.core.config import (
@@ -66,8 +71,10 @@ from airflow_provider_kirin.io.storage import (
     StoredVideo,
     as_destination,
     check_url,
+    location,
     store_video,
 )
+from airflow_provider_kirin.metrics import KirinMetrics
 from airflow_provider_kirin.models import KirinTask, KirinVideoRequest, RequestArgs
 from airflow_provider_kirin.protocol import ApiCall, KirinProtocol, plain_reason
 
@@ -90,6 +97,11 @@ class _KirinHookBase(BaseHook):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(kirin_conn_id={self.kirin_conn_id!r})"
+
+    @cached_property
+    def metrics(self) -> KirinMetrics:
+        """What this hook's run loop reports to Airflow's metrics (``metrics.py``)."""
+        return KirinMetrics(self.kirin_conn_id)
 
     def _config_read(self, config: KirinConnectionConfig) -> KirinConnectionConfig:
         if not config.verify_ssl:
@@ -137,16 +149,24 @@ class KirinHook(_KirinHookBase):
     # -- transport -----------------------------------------------------------------------------
     def run(self, plan: Plan[T]) -> T:
         """Carry out a plan (``core/steps.py``): send each request, sleep when asked. The only loop
-        of the sync transport: every operation below is a plan run here."""
-        runner = PlanRunner(plan)
+        of the sync transport: every operation below is a plan run here, so it is also where the
+        provider's metrics are taken (``metrics.py``)."""
+        runner, metrics = PlanRunner(plan), self.metrics
         while (step := runner.next_step()) is not None:
             if isinstance(step, Sleep):
                 time.sleep(step.seconds)
+                metrics.slept(step)
                 continue
+            metrics.sent(step.call)
             try:
-                runner.answer(self._send_once(step.call, step.budget))
+                answer = self._send_once(step.call, step.budget)
             except (TransientKirinError, KirinError) as err:
+                metrics.failed(step.call)
                 runner.fail(err)
+            else:
+                metrics.answered(step.call, answer)
+                runner.answer(answer)
+        metrics.finished(runner.result)
         return runner.result
 
     def _send_once(self, call: ApiCall, budget: float | None = None) -> KirinTask | None:
@@ -208,6 +228,7 @@ class KirinHook(_KirinHookBase):
 
     def wait(self, wait: Wait) -> Outcome:
         """Drive ``wait`` to its outcome (``waiting.wait_plan``)."""
+        self.metrics.watch(wait.task_id)
         return self.run(wait_plan(self.protocol, wait))
 
     def wait_for_task(
@@ -282,7 +303,19 @@ class KirinHook(_KirinHookBase):
             require_video_type=require_video_type,
         )
         self.log.info("Stored %d bytes of video at %s", stored.size, stored.path)
+        self._lineage_output(location(stored.path))
         return stored
+
+    def _lineage_output(self, where: str) -> None:
+        """Tell Airflow's hook lineage collector that this hook wrote ``where`` (a URL), so a
+        TaskFlow task that calls the hook gets the file in its lineage (OpenLineage reads it)."""
+        collector = get_hook_lineage_collector()
+        if collector is None:
+            return
+        try:
+            collector.add_output_asset(context=self, uri=where)
+        except Exception:  # lineage is never worth failing a download for
+            self.log.debug("Could not record the lineage of %s", where, exc_info=True)
 
     def test_connection(self) -> tuple[bool, str]:
         """One cheap authenticated request (a lookup of an id that does not exist). The answer is
@@ -353,6 +386,7 @@ class KirinAsyncHook(_KirinHookBase):
                 await amask_secret(conn.password)
             extra = await aextra_dejson(conn)
             self._config = self._config_read(KirinConnectionConfig.from_connection(conn, extra))
+            await _warm_stats_once()
         return self._config
 
     async def get_protocol(self) -> KirinProtocol:
@@ -398,16 +432,24 @@ class KirinAsyncHook(_KirinHookBase):
 
     # -- transport -----------------------------------------------------------------------------
     async def run(self, plan: Plan[T]) -> T:
-        """:meth:`KirinHook.run` without blocking the loop."""
-        runner = PlanRunner(plan)
+        """:meth:`KirinHook.run` without blocking the loop (metrics included: sending one never
+        waits, see ``metrics.py``)."""
+        runner, metrics = PlanRunner(plan), self.metrics
         while (step := runner.next_step()) is not None:
             if isinstance(step, Sleep):
                 await asyncio.sleep(step.seconds)
+                metrics.slept(step)
                 continue
+            metrics.sent(step.call)
             try:
-                runner.answer(await self._send_once(step.call, step.budget))
+                answer = await self._send_once(step.call, step.budget)
             except (TransientKirinError, KirinError) as err:
+                metrics.failed(step.call)
                 runner.fail(err)
+            else:
+                metrics.answered(step.call, answer)
+                runner.answer(answer)
+        metrics.finished(runner.result)
         return runner.result
 
     async def _send_once(self, call: ApiCall, budget: float | None = None) -> KirinTask | None:
@@ -467,10 +509,23 @@ class KirinAsyncHook(_KirinHookBase):
 
     async def wait(self, wait: Wait) -> Outcome:
         """:meth:`KirinHook.wait` without blocking the loop."""
+        self.metrics.watch(wait.task_id)
         return await self.run(wait_plan(await self.get_protocol(), wait))
 
 
 # -- helpers -------------------------------------------------------------------------------------
+_STATS_WARM = False
+
+
+async def _warm_stats_once() -> None:
+    """Build the metrics client in a worker thread, once per process, before the first request of
+    a trigger: building it may resolve a host name, which must not happen on the event loop."""
+    global _STATS_WARM
+    if not _STATS_WARM:
+        await asyncio.to_thread(warm_stats)
+        _STATS_WARM = True
+
+
 async def _wait_out(pause: SharedPause) -> None:
     """Sleep until ``pause`` is over, even if another request extends it meanwhile."""
     for _ in range(1000):  # bounded; each round waits out the longest pause seen so far
