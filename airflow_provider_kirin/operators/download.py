@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseOperator
 
 from airflow_provider_kirin.core import defaults
+from airflow_provider_kirin.operators.common import KirinLineageMixin, default_retry_policy, kirin_errors
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -42,7 +43,7 @@ if TYPE_CHECKING:
     from airflow_provider_kirin.hooks.kirin import KirinHook
 
 
-class KirinDownloadVideoOperator(BaseOperator):
+class KirinDownloadVideoOperator(KirinLineageMixin, BaseOperator):
     """Stream each video of a completed Kirin task to ``destination`` with a JSON sidecar.
 
     :param kirin_task_id: The completed Kirin task (templated), e.g. ``generate.output``.
@@ -55,7 +56,13 @@ class KirinDownloadVideoOperator(BaseOperator):
     :param max_bytes: Refuse a video larger than this.
     :param require_video_type: Refuse a download whose response has no ``Content-Type`` (the
         default); ``False`` accepts such a host (a wrong type is refused all the same).
+
+    OpenLineage (with the OpenLineage provider installed): each stored video and its sidecar as
+    output datasets, and a ``kirin`` run facet (Kirin task id, external id, cost, files stored).
+    From Airflow 3.3 its default ``retry_policy`` is ``KirinRetryPolicy``.
     """
+
+    lineage_operation = "download"
 
     template_fields: Sequence[str] = ("kirin_task_id", "destination", "request")
     ui_color = "#f3e8ff"
@@ -71,6 +78,7 @@ class KirinDownloadVideoOperator(BaseOperator):
         require_video_type: bool = True,
         **kwargs: Any,
     ) -> None:
+        default_retry_policy(kwargs, retry_failed_generations=True)
         super().__init__(**kwargs)
         self.kirin_task_id = kirin_task_id
         self.destination = destination
@@ -85,11 +93,16 @@ class KirinDownloadVideoOperator(BaseOperator):
 
         return KirinHook(kirin_conn_id=self.kirin_conn_id)
 
+    @kirin_errors
     def execute(self, context: Context) -> list[str]:
         from airflow_provider_kirin.core.waiting import completed
         from airflow_provider_kirin.io.storage import destination_dir, keep_task_videos
 
+        self.record_lineage({"kirin_task_id": str(self.kirin_task_id)})
         task = completed(self.hook.get_task(str(self.kirin_task_id)))
+        self.record_lineage(
+            {"kirin_task_id": task.task_id, "external_task_id": task.external_task_id, "cost": task.cost}
+        )
         directory = destination_dir(self.destination)
         stored_paths: list[Any] = keep_task_videos(
             self.hook,
@@ -100,6 +113,10 @@ class KirinDownloadVideoOperator(BaseOperator):
             max_bytes=self.max_bytes,
             log=self.log,
             require_video_type=self.require_video_type,
+        )
+        self.record_lineage(
+            {"stored": len(stored_paths)},
+            outputs=[name for path in stored_paths for name in (path, f"{path}.json")],
         )
         for outlet in self.outlets:
             context["outlet_events"][outlet].extra = {
