@@ -15,7 +15,7 @@ export AIRFLOW__CORE__LOAD_EXAMPLES ?= False
 # pinned, with the dependencies of its era from constraints/airflow-<major.minor>.txt.
 COMPAT_LINES ?= 3.0.6 3.1.8 3.2.2
 COMPAT_DIR := .venv-compat
-COMPAT_TEST_DEPS := pytest pytest-asyncio pytest-timeout jsonschema av wtforms apache-airflow-providers-openlineage
+COMPAT_TEST_DEPS := pytest pytest-asyncio pytest-timeout jsonschema av wtforms apache-airflow-providers-openlineage statsd
 COMPAT_STAMPS := $(foreach v,$(COMPAT_LINES),$(COMPAT_DIR)/$(v)/.installed)
 
 .PHONY: demo test test-fast test-distributed lint typecheck pytest test-compat compat-venvs bench clean

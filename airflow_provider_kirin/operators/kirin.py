@@ -258,6 +258,8 @@ class KirinTextToVideoOperator(KirinWaitMixin, KirinLineageMixin, BaseOperator):
         from airflow_provider_kirin.triggers.kirin import task_from_event
 
         self.record_lineage(kirin_lineage if kirin_lineage is not None else self._request_facts(context))
+        if isinstance(event, dict) and isinstance(event.get("kirin_task_id"), str):
+            self.record_lineage({"kirin_task_id": event["kirin_task_id"]})  # also when it failed
         return str(self._finish_with_lineage(context, task_from_event(event))["task_id"])
 
     def _request_facts(self, context: Context) -> dict[str, Any]:

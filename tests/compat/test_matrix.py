@@ -14,6 +14,8 @@ newest line the originals already run in the full suite, so ``make pytest`` leav
 * the in-process secrets check (every log record, exception, event, XCom, repr);
 * the batch operator under ``airflow dags test`` (manifest, videos, asset event; ``max_failed`` after
   a deferral) and its trigger (``max_in_flight``, a triggerer restart that creates nothing twice).
+* OpenLineage (the provider's file transport) of ``dags test`` runs: the deferrable and batch
+  examples' COMPLETE events (outputs, cost), a failed generation's FAIL event (its code).
 """
 
 from __future__ import annotations
@@ -35,6 +37,11 @@ from dags.test_example_dags import (
 )
 from dags.test_example_dags import (
     test_seed_error_code_fails_the_deferrable_operator_with_its_typed_error as fails_with_typed_error,
+)
+from dags.test_lineage import (
+    test_batch_example_complete_event_names_the_manifest_with_counts_and_total_cost,
+    test_deferrable_example_complete_event_names_the_video_and_holds_the_cost,
+    test_failed_generation_fail_event_carries_its_code_and_class,
 )
 from hooks.test_async_hook_and_trigger import (
     test_async_reads,
@@ -78,11 +85,14 @@ __all__ = [
     "test_429_with_retry_after_is_honoured",
     "test_airflow_cli_shows_the_provider",
     "test_async_reads",
+    "test_batch_example_complete_event_names_the_manifest_with_counts_and_total_cost",
     "test_batch_writes_manifest_videos_and_asset_event",
     "test_create_get_lookup_wait_download",
+    "test_deferrable_example_complete_event_names_the_video_and_holds_the_cost",
     "test_deferrable_operator_example_succeeds",
     "test_entry_point_points_at_get_provider_info",
     "test_example_dags_have_no_import_errors_in_the_cli",
+    "test_failed_generation_fail_event_carries_its_code_and_class",
     "test_max_failed_fails_the_task_after_writing_the_manifest",
     "test_max_in_flight_is_the_emulators_peak",
     "test_submit_and_sense_example_succeeds",
