@@ -14,6 +14,9 @@ newest line the originals already run in the full suite, so ``make pytest`` leav
 * the in-process secrets check (every log record, exception, event, XCom, repr);
 * the batch operator under ``airflow dags test`` (manifest, videos, asset event; ``max_failed`` after
   a deferral) and its trigger (``max_in_flight``, a triggerer restart that creates nothing twice).
+* retry decisions under ``dags test``: a refused key ends a task with ``retries=3`` after one try
+  (``AirflowFailException`` before 3.3), an outage is retried, ``retry_failed_generations=False``,
+  and a 429's ``Retry-After`` (honoured from 3.3; the task's ``retry_delay`` before);
 * OpenLineage (the provider's file transport) of ``dags test`` runs: the deferrable and batch
   examples' COMPLETE events (outputs, cost), a failed generation's FAIL event (its code).
 """
@@ -42,6 +45,13 @@ from dags.test_lineage import (
     test_batch_example_complete_event_names_the_manifest_with_counts_and_total_cost,
     test_deferrable_example_complete_event_names_the_video_and_holds_the_cost,
     test_failed_generation_fail_event_carries_its_code_and_class,
+)
+from dags.test_retry_decisions import (
+    test_a_429_with_retry_after_is_retried_after_that_many_seconds,
+    test_a_failed_generation_is_not_retried_when_the_operator_says_so,
+    test_a_refused_key_ends_the_task_after_one_try_despite_retries,
+    test_an_outage_is_retried,
+    test_dags_home,
 )
 from hooks.test_async_hook_and_trigger import (
     test_async_reads,
@@ -83,11 +93,16 @@ __all__ = [
     "example_home",
     "home",
     "test_429_with_retry_after_is_honoured",
+    "test_a_429_with_retry_after_is_retried_after_that_many_seconds",
+    "test_a_failed_generation_is_not_retried_when_the_operator_says_so",
+    "test_a_refused_key_ends_the_task_after_one_try_despite_retries",
     "test_airflow_cli_shows_the_provider",
+    "test_an_outage_is_retried",
     "test_async_reads",
     "test_batch_example_complete_event_names_the_manifest_with_counts_and_total_cost",
     "test_batch_writes_manifest_videos_and_asset_event",
     "test_create_get_lookup_wait_download",
+    "test_dags_home",
     "test_deferrable_example_complete_event_names_the_video_and_holds_the_cost",
     "test_deferrable_operator_example_succeeds",
     "test_entry_point_points_at_get_provider_info",
