@@ -17,6 +17,7 @@ newest line the originals already run in the full suite, so ``make pytest`` leav
 * retry decisions under ``dags test``: a refused key ends a task with ``retries=3`` after one try
   (``AirflowFailException`` before 3.3), an outage is retried, ``retry_failed_generations=False``,
   and a 429's ``Retry-After`` (honoured from 3.3; the task's ``retry_delay`` before);
+* the ``dag.test()`` recipe of docs/emulator.md, as written;
 * OpenLineage (the provider's file transport) of ``dags test`` runs: the deferrable and batch
   examples' COMPLETE events (outputs, cost), a failed generation's FAIL event (its code).
 """
@@ -30,6 +31,7 @@ from typing import Any
 import airflow
 import pytest
 from airflow_helpers import AirflowHome
+from dags.test_emulator_recipe import test_the_dag_test_recipe_runs_as_written
 from dags.test_example_dags import (
     FAST,
     dags_test,
@@ -112,6 +114,7 @@ __all__ = [
     "test_max_in_flight_is_the_emulators_peak",
     "test_submit_and_sense_example_succeeds",
     "test_the_api_key_appears_nowhere",
+    "test_the_dag_test_recipe_runs_as_written",
     "test_trigger_failed_event_for_each_code",
     "test_trigger_never_blocks_the_event_loop",
     "test_trigger_success_event",
