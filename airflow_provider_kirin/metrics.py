@@ -37,10 +37,13 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_kirin._compat import stats
+from airflow_provider_kirin.core.batch import ItemResult, parse_cost
+from airflow_provider_kirin.core.waiting import outcome_of
+from airflow_provider_kirin.exceptions import SEED_ERROR_CODES
+from airflow_provider_kirin.models import KirinTask
 
 if TYPE_CHECKING:
     from airflow_provider_kirin.core.steps import Sleep
-    from airflow_provider_kirin.models import KirinTask
     from airflow_provider_kirin.protocol import ApiCall
 
 log = logging.getLogger(__name__)
@@ -103,9 +106,6 @@ class KirinMetrics:
 
     def finished(self, result: Any) -> None:
         """A plan returned ``result``: an idempotent submit's ``(task, reused)`` or a batch item."""
-        from airflow_provider_kirin.core.batch import ItemResult
-        from airflow_provider_kirin.models import KirinTask
-
         if isinstance(result, ItemResult):
             reused = result.reused
         elif isinstance(result, tuple) and len(result) == 2 and isinstance(result[0], KirinTask):
@@ -117,9 +117,6 @@ class KirinMetrics:
 
     # -- what they report -------------------------------------------------------------------------
     def _ended(self, task: KirinTask, first_seen: float) -> None:
-        from airflow_provider_kirin.core.batch import parse_cost
-        from airflow_provider_kirin.core.waiting import outcome_of
-
         outcome = outcome_of(task)
         if outcome is None:  # pragma: no cover - a terminal task always has an outcome
             return
@@ -148,8 +145,6 @@ class KirinMetrics:
 def _code_tag(code: str | None) -> str:
     """A failed generation's code as a tag: one of the five seed codes, or ``other`` (a server
     cannot grow the metric's cardinality)."""
-    from airflow_provider_kirin.exceptions import SEED_ERROR_CODES
-
     return code if code in SEED_ERROR_CODES else "other"
 
 

@@ -26,6 +26,7 @@ file it wrote to Airflow's hook lineage collector, so such a task has lineage to
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import time
 import uuid
@@ -83,6 +84,8 @@ if TYPE_CHECKING:
     from airflow.sdk import ObjectStoragePath
 
 T = TypeVar("T")
+
+log = logging.getLogger(__name__)
 
 
 class _KirinHookBase(BaseHook):
@@ -522,8 +525,11 @@ async def _warm_stats_once() -> None:
     a trigger: building it may resolve a host name, which must not happen on the event loop."""
     global _STATS_WARM
     if not _STATS_WARM:
-        await asyncio.to_thread(warm_stats)
         _STATS_WARM = True
+        try:
+            await asyncio.to_thread(warm_stats)
+        except Exception:  # metrics are never worth failing a trigger for
+            log.debug("Could not set up the metrics client", exc_info=True)
 
 
 async def _wait_out(pause: SharedPause) -> None:
