@@ -42,6 +42,7 @@ The remaining gates are this module's own, each naming the Airflow version that 
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING, Any
 
 from airflow import __version__ as AIRFLOW_VERSION
@@ -107,8 +108,10 @@ class _NoStats:
         return None
 
 
+@functools.lru_cache(maxsize=1)
 def stats() -> Any:
-    """Airflow's own metrics facility as task and trigger code reaches it (``incr``, ``timing``).
+    """Airflow's own metrics facility as task and trigger code reaches it (``incr``, ``timing``);
+    resolved once per process (each metric then costs a method call).
 
     common-compat's ``sdk.Stats`` resolves it on every line it knows; older common-compat releases
     (Python 3.10's floor) do not export it, so the homes are tried directly: the Task SDK's

@@ -525,11 +525,13 @@ async def _warm_stats_once() -> None:
     a trigger: building it may resolve a host name, which must not happen on the event loop."""
     global _STATS_WARM
     if not _STATS_WARM:
-        _STATS_WARM = True
+        # Every trigger starting before the first warm-up is over waits for one of its own (in a
+        # thread): none may send a metric, and so import or build the client, on the loop first.
         try:
             await asyncio.to_thread(warm_stats)
         except Exception:  # metrics are never worth failing a trigger for
             log.debug("Could not set up the metrics client", exc_info=True)
+        _STATS_WARM = True
 
 
 async def _wait_out(pause: SharedPause) -> None:
