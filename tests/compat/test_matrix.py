@@ -44,6 +44,7 @@ from dags.test_example_dags import (
     test_seed_error_code_fails_the_deferrable_operator_with_its_typed_error as fails_with_typed_error,
 )
 from dags.test_lineage import (
+    test_a_taskflow_task_calling_the_hook_gets_the_file_it_wrote_as_its_output,
     test_batch_example_complete_event_names_the_manifest_with_counts_and_total_cost,
     test_deferrable_example_complete_event_names_the_video_and_holds_the_cost,
     test_failed_generation_fail_event_carries_its_code_and_class,
@@ -98,6 +99,7 @@ __all__ = [
     "test_a_429_with_retry_after_is_retried_after_that_many_seconds",
     "test_a_failed_generation_is_not_retried_when_the_operator_says_so",
     "test_a_refused_key_ends_the_task_after_one_try_despite_retries",
+    "test_a_taskflow_task_calling_the_hook_gets_the_file_it_wrote_as_its_output",
     "test_airflow_cli_shows_the_provider",
     "test_an_outage_is_retried",
     "test_async_reads",

@@ -6,6 +6,7 @@ listener and its ``file`` transport (one JSON event a line), against the bundled
 - the batch example's COMPLETE event names the manifest (and the kept videos and sidecars), with
   the counts and the total cost, not one row per item;
 - a failed generation's FAIL event carries the error's code and class;
+- a TaskFlow task that calls ``KirinHook.download_video`` gets the file as its output (hook lineage);
 - no event holds the API key.
 
 The compat suite re-runs these on every Airflow line (``tests/compat/test_matrix.py``).
@@ -149,4 +150,28 @@ def test_failed_generation_fail_event_carries_its_code_and_class(
     assert facet["kirin_task_id"] == kirin_task_id
     assert outputs(failed) == []  # no video was made
     assert events(path, f"{dag_id}.generate", "COMPLETE") == []
+    assert KEY not in path.read_text()
+
+
+@pytest.mark.kirin_emulator(api_key=KEY, **FAST)
+@pytest.mark.timeout(200)
+def test_a_taskflow_task_calling_the_hook_gets_the_file_it_wrote_as_its_output(
+    example_home: AirflowHome,
+    dags_test: Callable[..., Any],
+    kirin_emulator: EmulatorServer,
+    tmp_path: Path,
+) -> None:
+    """``KirinHook.download_video`` reports the file to Airflow's hook lineage collector, so the
+    TaskFlow example's ``download`` task (no Kirin operator) has it as its output."""
+    dag_id = "example_kirin_taskflow_hook"
+    path = tmp_path / "openlineage.jsonl"
+    out_dir = tmp_path / "videos"
+    result, run_id, output = dags_test(
+        example_home, dag_id, AIRFLOW_VAR_KIRIN_VIDEO_DIR=str(out_dir), **lineage_env(path)
+    )
+
+    assert result.returncode == 0, _tail(output)
+    saved = example_home.xcom(dag_id, run_id, "download", "return_value")
+    (complete,) = events(path, f"{dag_id}.download", "COMPLETE")
+    assert outputs(complete) == [("file", saved)]
     assert KEY not in path.read_text()
