@@ -7,7 +7,6 @@ The real runs (``dags test`` on every line) are ``tests/dags/test_retry_decision
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import ClassVar
 
 import pytest
 
@@ -16,6 +15,7 @@ from airflow_provider_kirin.core.task_retry import decide
 from airflow_provider_kirin.exceptions import (
     KirinAuthError,
     KirinBadResponseError,
+    KirinConflictError,
     KirinConnectionError,
     KirinError,
     KirinGenerationError,
@@ -33,12 +33,6 @@ from airflow_provider_kirin.operators.kirin import KirinTextToVideoOperator
 from airflow_provider_kirin.sensors.kirin import KirinTaskSensor
 
 
-class KirinSpendCeilingError(KirinError):
-    """Stands in for an error class that opts out of retries by declaring it."""
-
-    retryable: ClassVar[bool] = False
-
-
 def rate_limited(seconds: float | None) -> KirinRateLimitError:
     error = KirinRateLimitError("HTTP 429: slow down", http_status=429)
     error.retry_after = seconds
@@ -52,7 +46,6 @@ def rate_limited(seconds: float | None) -> KirinRateLimitError:
         KirinRequestRejectedError("HTTP 422: duration", http_status=422),
         KirinValidationError("duration=7 is invalid"),
         KirinConnectionError("no host"),
-        KirinSpendCeilingError("the month's budget is spent"),
     ],
     ids=lambda e: type(e).__name__,
 )
@@ -75,6 +68,16 @@ def test_errors_a_retry_cannot_fix_fail_now(error: KirinError) -> None:
 )
 def test_other_errors_follow_the_tasks_settings(error: BaseException) -> None:
     assert decide(error).action == "default"
+
+
+def test_an_error_class_opts_out_of_retries_with_a_class_attribute(monkeypatch: pytest.MonkeyPatch) -> None:
+    """How a new class (e.g. a spend ceiling reached) says a retry cannot fix it: ``retryable =
+    False`` on the class. Shown on an existing class (a new subclass here would join the
+    documented exception tree)."""
+    error = KirinConflictError("HTTP 409: taken", http_status=409)
+    assert decide(error).action == "default"
+    monkeypatch.setattr(KirinConflictError, "retryable", False)
+    assert decide(error).action == "fail"
 
 
 def test_a_failed_generation_fails_now_only_when_the_operator_says_so() -> None:
