@@ -25,7 +25,7 @@ NEWEST_CONSTRAINTS := constraints/airflow-$(basename $(NEWEST_AIRFLOW)).txt
 # (pip >= 25.3; the pip upgrade itself, run by the venv's older pip, takes `-c` only).
 pinned = -c $(1) --build-constraint $(1)
 COMPAT_DIR := .venv-compat
-COMPAT_TEST_DEPS := pytest pytest-asyncio pytest-timeout jsonschema av wtforms
+COMPAT_TEST_DEPS := pytest pytest-asyncio pytest-timeout jsonschema av wtforms apache-airflow-providers-openlineage statsd
 COMPAT_STAMPS := $(foreach v,$(COMPAT_LINES),$(COMPAT_DIR)/$(v)/.installed)
 # Lines whose compat run also runs the real-server end-to-end test (tests/e2e): api-server,
 # scheduler, triggerer and dag-processor. The oldest line in `make test`; the newest runs it in its

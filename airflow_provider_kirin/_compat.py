@@ -26,18 +26,30 @@ The remaining gates are this module's own, each naming the Airflow version that 
 * ``BaseTrigger.on_kill`` is called by the triggerer from Airflow 3.3; before, a killed task's
   trigger is only cancelled and cleaned up (the same as when it moves to another triggerer), so
   the "generation continues and is billed" warning is not logged there.
+* Retry policies (``airflow.sdk.definitions.retry_policy``, Airflow 3.3): :data:`HAS_RETRY_POLICY`,
+  :class:`RetryPolicy`, :class:`RetryDecision`, :class:`RetryAction`. Before 3.3 the operators
+  raise :class:`AirflowFailException` (common-compat ``sdk``) for an error a retry cannot fix.
+* Metrics from task and trigger code (:func:`stats`): ``airflow.stats.Stats`` on 3.0 and 3.1
+  (configured from ``[metrics]`` on first use), the Task SDK's ``Stats`` from 3.2 (configured by
+  the task runner and the triggerer); common-compat's ``sdk.Stats`` where it has it.
+  :func:`warm_stats` builds the metrics client (a StatsD client resolves its host) off the event
+  loop.
+* Hook lineage (:func:`get_hook_lineage_collector`): common-compat's collector, with the
+  ``add_extra`` polyfill before 3.2; a no-op where common-compat predates it.
 
 ``docs/compatibility.md`` has the feature x Airflow line table.
 """
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING, Any
 
 from airflow import __version__ as AIRFLOW_VERSION
 from airflow.providers.common.compat.connection import get_async_connection
 from airflow.providers.common.compat.sdk import (
     AirflowException,
+    AirflowFailException,
     AirflowSensorTimeout,
     BaseHook,
     conf,
@@ -53,20 +65,108 @@ if TYPE_CHECKING:
 __all__ = [
     "AIRFLOW_VERSION",
     "AIRFLOW_V_3_3_PLUS",
+    "HAS_RETRY_POLICY",
     "AirflowException",
+    "AirflowFailException",
     "AirflowSensorTimeout",
     "BaseHook",
+    "RetryAction",
+    "RetryDecision",
+    "RetryPolicy",
     "aextra_dejson",
     "aget_connection",
     "amask_secret",
     "conf",
+    "get_hook_lineage_collector",
     "legacy_connection_form_widgets",
     "legacy_ui_field_behaviour",
     "mask_secret",
+    "stats",
+    "warm_stats",
 ]
 
 #: Airflow 3.3 added ``amask_secret`` and the triggerer's call of ``BaseTrigger.on_kill``.
 AIRFLOW_V_3_3_PLUS = Version(AIRFLOW_VERSION).release >= (3, 3)
+
+try:  # Airflow 3.3: a task's ``retry_policy`` decides after each failed try (in the worker).
+    from airflow.sdk.definitions.retry_policy import RetryAction, RetryDecision, RetryPolicy
+
+    HAS_RETRY_POLICY = True
+except ImportError:  # 3.0-3.2: only AirflowFailException fails a task at once
+    HAS_RETRY_POLICY = False
+    RetryAction = RetryDecision = None  # type: ignore[assignment,misc]
+    RetryPolicy = object  # type: ignore[assignment,misc]
+
+
+class _NoStats:
+    """Metrics off: where no metrics facility can be found (never expected on a supported line)."""
+
+    def incr(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+    def timing(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+@functools.lru_cache(maxsize=1)
+def stats() -> Any:
+    """Airflow's own metrics facility as task and trigger code reaches it (``incr``, ``timing``);
+    resolved once per process (each metric then costs a method call).
+
+    common-compat's ``sdk.Stats`` resolves it on every line it knows; older common-compat releases
+    (Python 3.10's floor) do not export it, so the homes are tried directly: the Task SDK's
+    (``airflow.sdk.observability.stats``, 3.2+) before core's (``airflow.stats``, 3.0/3.1).
+    """
+    try:
+        from airflow.providers.common.compat.sdk import Stats
+
+        return Stats
+    except ImportError:
+        pass
+    try:
+        from airflow.sdk.observability.stats import Stats
+
+        return Stats
+    except ImportError:
+        pass
+    try:
+        from airflow.stats import Stats
+
+        return Stats
+    except ImportError:
+        return _NoStats()
+
+
+def warm_stats() -> None:
+    """Create the metrics client now, so the first metric sent from a trigger does not build it
+    (and resolve the StatsD host) on the triggerer's event loop. Call it in a worker thread.
+
+    3.0-3.2 build the client on the first attribute read of ``Stats``; 3.3 on the first metric, in
+    ``_get_backend`` of the SDK's stats module.
+    """
+    facility = stats()
+    try:
+        from airflow.sdk._shared.observability.metrics import stats as sdk_stats
+
+        getter = getattr(sdk_stats, "_get_backend", None)
+        if callable(getter) and getattr(facility, "incr", None) is getattr(sdk_stats, "incr", None):
+            getter()
+            return
+    except ImportError:
+        pass
+    getattr(facility, "incr", None)
+
+
+def get_hook_lineage_collector() -> Any:
+    """The hook lineage collector (``add_output_asset``...): common-compat's, with its polyfills;
+    a collector that records nothing where common-compat predates it."""
+    try:
+        from airflow.providers.common.compat.lineage.hook import (
+            get_hook_lineage_collector as compat_collector,
+        )
+    except ImportError:
+        return None
+    return compat_collector()
 
 
 async def aget_connection(conn_id: str) -> Connection:

@@ -36,6 +36,11 @@ Three families a DAG author can tell apart, and the specific answers beside them
     ├── KirinBudgetExceededError  a spend ceiling (max_cost) would be passed; nothing was created
     └── KirinTaskTimeoutError     waiting passed its deadline (also an AirflowSensorTimeout)
 
+Whether retrying the Airflow task can help is each class's own ``retryable`` (a class attribute):
+``False`` for a request Kirin rejects, a bad or unauthorised key, bad input and a spend ceiling
+reached, which fail the task at once whatever its ``retries`` (``retry_policy.KirinRetryPolicy``,
+docs/reliability.md). A new error class opts in by declaring ``retryable: ClassVar[bool] = False``.
+
 No message ever holds the API key or a control character: every message is redacted and its control
 characters escaped before it is stored.
 """
@@ -82,6 +87,10 @@ class KirinError(AirflowException):
     seed_code: ClassVar[str | None] = None
     #: The HTTP statuses this class stands for when the body names no seed code.
     http_statuses: ClassVar[tuple[int, ...]] = ()
+    #: Whether another try of the Airflow task can fix this error. ``False`` fails the task at once,
+    #: whatever its ``retries`` (``retry_policy.KirinRetryPolicy``; ``AirflowFailException`` before
+    #: Airflow 3.3). A subclass opts in by declaring it.
+    retryable: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -99,6 +108,8 @@ class KirinError(AirflowException):
         self.code = clean_text(normalized, 64) if normalized else None
         self.task_id = clean_text(task_id, 256) if task_id is not None else None
         self.http_status = http_status
+        #: The server's ``Retry-After`` in seconds (capped), when the last answer carried one.
+        self.retry_after: float | None = None
         super().__init__(self._render())
 
     def _render(self) -> str:
@@ -123,22 +134,33 @@ class KirinError(AirflowException):
             "task_id": self.task_id,
             "http_status": self.http_status,
             "may_have_created": self.may_have_created,
+            "retry_after": self.retry_after,
         }
 
 
 def _rebuild(cls: type[KirinError], data: dict[str, Any]) -> KirinError:
-    return cls(
+    error = cls(
         data["message"],
         code=data["code"],
         task_id=data["task_id"],
         http_status=data["http_status"],
         may_have_created=data.get("may_have_created"),
     )
+    error.retry_after = _seconds(data.get("retry_after"))
+    return error
+
+
+def _seconds(value: object) -> float | None:
+    """A ``Retry-After`` read back from an event: a finite number >= 0, else None."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value) if 0 <= value < float("inf") else None
 
 
 class KirinValidationError(KirinError, ValueError):
     """A request field is invalid. Raised before any request is sent, so it costs nothing."""
 
+    retryable = False
     hint = "Fix the value in the DAG or its template; nothing was sent to Kirin."
 
 
@@ -191,6 +213,7 @@ class KirinAuthError(KirinError):
     """The API refused the key (HTTP 401 or 403)."""
 
     http_statuses = (401, 403)
+    retryable = False
     hint = "Check the API key in the connection's password field."
 
 
@@ -318,10 +341,12 @@ def error_from_event(data: dict[str, Any]) -> KirinError:
     """Rebuild the exception that :meth:`KirinError.to_dict` described (e.g. in a trigger event)."""
     cls = _BY_NAME.get(str(data.get("error_type")), KirinError)
     created = data.get("may_have_created")
-    return cls(
+    error = cls(
         str(data.get("message") or "Kirin reported an error without a message."),
         code=data.get("code"),
         task_id=data.get("task_id"),
         http_status=data.get("http_status"),
         may_have_created=created if isinstance(created, bool) else None,
     )
+    error.retry_after = _seconds(data.get("retry_after"))
+    return error

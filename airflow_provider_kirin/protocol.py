@@ -257,6 +257,7 @@ class KirinProtocol:
                 http_status=error.http_status,
                 may_have_created=True,
             )
+        error.retry_after = retry_after  # kept on the typed error: the task's retry honours it too
         return TransientKirinError(error, retry_after=retry_after, may_have_created=may_have_created)
 
     @staticmethod

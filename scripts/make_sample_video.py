@@ -1,13 +1,14 @@
 #!/usr/bin/env python
-"""Render the emulator's sample clip, ``airflow_provider_kirin/emulator/media/sample.mp4``.
+"""Render the emulator's sample clips, ``airflow_provider_kirin/emulator/media/sample*.mp4``.
 
-The emulator serves this file for every completed task, so tests can check that a download
-really is a playable video. The clip is 2 s of 320x180 at 24 fps: a colour gradient that scrolls
-horizontally while its blue channel pulses, encoded as MPEG-4 Part 2 (FFmpeg's native
-``mpeg4`` encoder, yuv420p, qscale 8, one thread) in an MP4 with ``+faststart``. Frames are
-computed with integer arithmetic only and encoder and muxer run ``bitexact`` (no version tags),
-so a given PyAV/FFmpeg build always produces the same bytes; the result is about 24 KB (the
-budget is 100 KB).
+The emulator serves one for every completed task, by its aspect ratio, so tests can check that a
+download really is a playable video of the frame size the task reports: ``sample.mp4`` 320x180
+(16:9), ``sample-9x16.mp4`` 180x320 and ``sample-1x1.mp4`` 240x240. Each clip is 2 s at 24 fps:
+a colour gradient that scrolls horizontally while its blue channel pulses, encoded as MPEG-4
+Part 2 (FFmpeg's native ``mpeg4`` encoder, yuv420p, qscale 8, one thread) in an MP4 with
+``+faststart``. Frames are computed with integer arithmetic only and encoder and muxer run
+``bitexact`` (no version tags), so a given PyAV/FFmpeg build always produces the same bytes;
+each clip is about 24 KB (the budget is 100 KB).
 
 Why not H.264: ``--codec libx264`` works and gives a smaller file, but x264 in PyAV's build is
 not bit-reproducible once the process has used some memory (the same call yields different
@@ -15,7 +16,9 @@ bytes after large allocations), so it is not the default.
 
 Usage (needs PyAV, ``pip install av``)::
 
-    python scripts/make_sample_video.py                  # writes the committed sample
+    python scripts/make_sample_video.py                  # writes the committed 16:9 sample
+    python scripts/make_sample_video.py --width 180 --height 320 -o .../media/sample-9x16.mp4
+    python scripts/make_sample_video.py --width 240 --height 240 -o .../media/sample-1x1.mp4
     python scripts/make_sample_video.py -o /tmp/x.mp4 --seconds 4 --codec libx264
 """
 
@@ -66,13 +69,23 @@ def render(
         stream.codec_context.flags |= int(av.codec.context.Flags.bitexact)
         for index in range(round(seconds * fps)):
             frame = av.VideoFrame(width, height, "rgb24")
-            frame.planes[0].update(frame_rgb(index, width, height, fps))
+            frame.planes[0].update(_padded(frame_rgb(index, width, height, fps), width * 3, frame))
             frame.pts = index
             for packet in stream.encode(frame.reformat(format="yuv420p")):
                 container.mux(packet)
         for packet in stream.encode(None):
             container.mux(packet)
     return output.stat().st_size
+
+
+def _padded(rgb: bytes, row_bytes: int, frame: av.VideoFrame) -> bytes:
+    """``rgb`` with each row padded to the plane's line size (a width whose rows are not aligned,
+    e.g. 180 pixels, gets padding bytes at the end of each row)."""
+    line = frame.planes[0].line_size
+    if line == row_bytes:
+        return rgb
+    pad = bytes(line - row_bytes)
+    return b"".join(rgb[i : i + row_bytes] + pad for i in range(0, len(rgb), row_bytes))
 
 
 def main(argv: list[str] | None = None) -> None:

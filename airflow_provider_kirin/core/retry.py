@@ -171,7 +171,7 @@ def retried(config: KirinConnectionConfig, what: str, attempt: Callable[[], Plan
                 state.set_exception(sys.exc_info())  # type: ignore[arg-type]
         elif isinstance(action, DoSleep):
             state.prepare_for_next_attempt()
-            yield Sleep(float(action))
+            yield Sleep(float(action), retry=True)
         else:
             return action
 

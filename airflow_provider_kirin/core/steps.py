@@ -42,9 +42,12 @@ class Send:
 
 @dataclass(frozen=True, slots=True)
 class Sleep:
-    """Step: wait ``seconds`` (never negative), then answer ``None``."""
+    """Step: wait ``seconds`` (never negative), then answer ``None``. ``retry``: the wait before
+    another try of a failed request (``retry.retried``), not a wait's pause between status checks;
+    the transports count these (the ``kirin.http_retries`` metric)."""
 
     seconds: float
+    retry: bool = False
 
 
 Step = Send | Sleep

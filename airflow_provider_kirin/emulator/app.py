@@ -30,7 +30,12 @@ from starlette.responses import Response
 
 from airflow_provider_kirin.emulator import controls
 from airflow_provider_kirin.emulator.callbacks import CallbackSender
-from airflow_provider_kirin.emulator.config import CONTROL_PREFIX, DEFAULT_FAIL_CODE, EmulatorConfig
+from airflow_provider_kirin.emulator.config import (
+    CONTROL_PREFIX,
+    DEFAULT_FAIL_CODE,
+    SAMPLE_VIDEOS,
+    EmulatorConfig,
+)
 from airflow_provider_kirin.emulator.downloads import blob_response, file_response
 from airflow_provider_kirin.emulator.guard import GuardMiddleware
 from airflow_provider_kirin.emulator.responses import (
@@ -42,12 +47,14 @@ from airflow_provider_kirin.emulator.responses import (
 from airflow_provider_kirin.emulator.state import DuplicateExternalIdError, EmulatorState, Task
 from airflow_provider_kirin.emulator.validation import CreateValidationError, validate_create
 
-SAMPLE_VIDEO = "media/sample.mp4"
+SAMPLE_VIDEO = SAMPLE_VIDEOS["16:9"]
 
 
-def load_sample_video() -> bytes:
-    """The bundled clip served for every completed task (rendered by ``scripts/make_sample_video.py``)."""
-    return resources.files("airflow_provider_kirin.emulator").joinpath(SAMPLE_VIDEO).read_bytes()
+def load_sample_video(aspect_ratio: str = "16:9") -> bytes:
+    """The bundled clip served for a completed task of ``aspect_ratio``, whose frame size is the
+    one its envelope reports (``VIDEO_SIZES``; rendered by ``scripts/make_sample_video.py``)."""
+    package = resources.files("airflow_provider_kirin.emulator")
+    return package.joinpath(SAMPLE_VIDEOS[aspect_ratio]).read_bytes()
 
 
 def create_app(config: EmulatorConfig | None = None, *, state: EmulatorState | None = None) -> FastAPI:
@@ -80,7 +87,8 @@ def create_app(config: EmulatorConfig | None = None, *, state: EmulatorState | N
         code = "not_found" if exc.status_code == 404 else "http_error"
         return json_error(state, exc.status_code, code, f"path: {exc.detail}")
 
-    KirinApiRoutes(state, sender, load_sample_video()).register(app)
+    videos = {ratio: load_sample_video(ratio) for ratio in SAMPLE_VIDEOS}
+    KirinApiRoutes(state, sender, videos).register(app)
     controls.register(app, state)
     return app
 
@@ -89,10 +97,11 @@ class KirinApiRoutes:
     """The Kirin API's routes (``docs/api-contract.md``), each a method: auth, faults, the
     counters ``/_emulator/stats`` reports, then the answer the contract gives."""
 
-    def __init__(self, state: EmulatorState, sender: CallbackSender, video: bytes) -> None:
+    def __init__(self, state: EmulatorState, sender: CallbackSender, videos: dict[str, bytes]) -> None:
         self.state = state
         self.sender = sender
-        self.video = video
+        #: The clip served for each aspect ratio.
+        self.videos = videos
 
     def register(self, app: FastAPI) -> None:
         app.add_api_route("/v1/videos/generations", self.create_task, methods=["POST"])
@@ -136,7 +145,7 @@ class KirinApiRoutes:
         return await blob_response(self.state, request)
 
     async def download_video(self, request: Request) -> Response:
-        return await file_response(self.state, request, self.video, request.path_params["task_id"])
+        return await file_response(self.state, request, self.videos, request.path_params["task_id"])
 
     # -- the steps they share ---------------------------------------------------------------------
     async def _create(self, request: Request) -> tuple[Response, Task | None]:
@@ -156,7 +165,7 @@ class KirinApiRoutes:
         existing = state.lookup(external) if external is not None else None
         if existing is not None:  # checked first so that a 409 does not use up a fail_task rule
             return self._conflict(existing), None
-        fail = state.faults.take("create", task_rules=True) if state.faults else None
+        fail = state.faults.take("create", task_rules=True, prompt=params["prompt"]) if state.faults else None
         try:
             task = state.create_task(
                 params,

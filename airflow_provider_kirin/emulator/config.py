@@ -33,8 +33,16 @@ DURATIONS = ("5", "10")
 ASPECT_RATIOS = ("16:9", "9:16", "1:1")
 MODES = ("std", "pro")
 
-VIDEO_SIZES: dict[str, str] = {"16:9": "1280x720", "9:16": "720x1280", "1:1": "960x960"}
-"""``output[].content[].size`` for each aspect ratio."""
+SAMPLE_VIDEOS: dict[str, str] = {
+    "16:9": "media/sample.mp4",
+    "9:16": "media/sample-9x16.mp4",
+    "1:1": "media/sample-1x1.mp4",
+}
+"""The bundled clip served for each aspect ratio (``scripts/make_sample_video.py``)."""
+
+VIDEO_SIZES: dict[str, str] = {"16:9": "320x180", "9:16": "180x320", "1:1": "240x240"}
+"""``output[].content[].size`` for each aspect ratio: the real frame size of the clip served for it
+(a test checks them against the files)."""
 
 COSTS: dict[tuple[str, str], str] = {
     ("std", "5"): "0.35",

@@ -33,8 +33,11 @@ MAX_BLOB_BYTES = 1 << 40
 VIDEO = "video/mp4"
 
 
-async def file_response(state: EmulatorState, request: Request, data: bytes, task_id: str) -> Response:
-    """``GET /v1/files/{task_id}/video.mp4``: the sample clip, once the task is completed."""
+async def file_response(
+    state: EmulatorState, request: Request, videos: dict[str, bytes], task_id: str
+) -> Response:
+    """``GET /v1/files/{task_id}/video.mp4``: the sample clip of the task's aspect ratio (its frame
+    size is the ``size`` the envelope reports), once the task is completed."""
     counters = state.counters
     counters["downloads"] += 1
     has_auth = "authorization" in request.headers
@@ -60,6 +63,7 @@ async def file_response(state: EmulatorState, request: Request, data: bytes, tas
         return await finish(
             state, request, fault, json_error(state, 404, "not_found", f"task_id: {why}"), None
         )
+    data = videos.get(task.params.get("aspect_ratio", "16:9"), videos["16:9"])
     return await _ranged(state, request, fault, len(data), lambda start, n: _bytes_chunks(data, start, n))
 
 

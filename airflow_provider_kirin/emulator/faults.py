@@ -6,7 +6,14 @@ affects (``times``; ``-1`` = forever), optionally only for ``for_seconds`` after
 in the order they were added, and one request consumes at most one rule: the first active rule
 whose endpoint and kind fit it. The exception is ``fail_task``, which marks the next *created*
 task: it is only consumed by a create that passed auth and validation, and it can combine with a
-request rule on that same create.
+request rule on that same create. With ``prompt_pattern`` (a regular expression, searched in the
+prompt) a ``fail_task`` rule only takes creates whose prompt matches, whatever order the creates
+come in: ``Fault(kind="fail_task", prompt_pattern="fox", code="002011096")`` fails the fox
+video of a batch, and only it.
+
+Which endpoint each kind applies to is :data:`KINDS`: ``create`` is ``POST
+/v1/videos/generations``, ``get`` ``GET /v1/tasks/{id}`` (a status check), ``lookup`` ``GET
+/v1/tasks?external_task_id=``, ``download`` the video file, ``blob`` the benchmark stream.
 
 Example::
 
@@ -15,6 +22,7 @@ Example::
     Fault(endpoint="create", kind="http_error", status=429, retry_after="1")
     Fault.from_dict({"endpoint": "get", "kind": "reset_before", "times": 2})
     Fault(endpoint="get", kind="http_error", status=503, times=-1, for_seconds=30)  # a storm
+    Fault(kind="fail_task", endpoint="create", prompt_pattern=r"^A red fox", code="002011096")
 
 JSON form (``POST /_emulator/faults`` or the CLI's ``--fault``) uses the same field names.
 """
@@ -22,6 +30,7 @@ JSON form (``POST /_emulator/faults`` or the CLI's ``--fault``) uses the same fi
 from __future__ import annotations
 
 import dataclasses
+import re
 import threading
 import time
 from dataclasses import dataclass
@@ -79,6 +88,8 @@ class Fault:
         status_value: ``unknown_status`` replacement status (default ``"queued_for_gpu"``).
         bytes: ``huge_body`` total body size (default 20 MiB); ``truncated_download`` body bytes
             actually sent (default: half of Content-Length).
+        prompt_pattern: ``fail_task`` only: a regular expression (``re.search``); the rule takes
+            only creates whose prompt matches it.
 
     Example::
 
@@ -100,6 +111,7 @@ class Fault:
     after_processing: bool = False
     status_value: str = "queued_for_gpu"
     bytes: int | None = None
+    prompt_pattern: str | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -132,6 +144,15 @@ class Fault:
             raise ValueError("after_processing: must be a boolean")
         if self.bytes is not None and (not _is_int(self.bytes) or self.bytes < 0):
             raise ValueError("bytes: must be an integer >= 0")
+        if self.prompt_pattern is not None:
+            if self.kind not in TASK_KINDS:
+                raise ValueError(f"prompt_pattern: only for kind {', '.join(sorted(TASK_KINDS))}")
+            if not isinstance(self.prompt_pattern, str):
+                raise ValueError("prompt_pattern: must be a string")
+            try:
+                re.compile(self.prompt_pattern)
+            except re.error as exc:
+                raise ValueError(f"prompt_pattern: not a regular expression ({exc})") from None
 
     @classmethod
     def from_dict(cls, data: Any) -> Fault:
@@ -164,6 +185,12 @@ class Fault:
     def applies_to(self, endpoint: str) -> bool:
         """Whether a request to ``endpoint`` can be affected by this rule."""
         return (self.endpoint == "any" or self.endpoint == endpoint) and endpoint in KINDS[self.kind]
+
+    def matches_prompt(self, prompt: str | None) -> bool:
+        """Whether a create with ``prompt`` can take this rule (always, without ``prompt_pattern``)."""
+        if self.prompt_pattern is None:
+            return True
+        return prompt is not None and re.search(self.prompt_pattern, prompt) is not None
 
 
 def _is_int(value: Any) -> bool:
@@ -214,11 +241,12 @@ class FaultBook:
             self._rules.clear()
             self.applied.clear()
 
-    def take(self, endpoint: str, *, task_rules: bool = False) -> Fault | None:
+    def take(self, endpoint: str, *, task_rules: bool = False, prompt: str | None = None) -> Fault | None:
         """Consume and return the rule that affects this request to ``endpoint``, if any.
 
-        ``task_rules=True`` looks only at rules that act on a created task (``fail_task``);
-        otherwise only at the others.
+        ``task_rules=True`` looks only at rules that act on a created task (``fail_task``), and
+        only at those whose ``prompt_pattern`` (if any) matches ``prompt``; otherwise only at the
+        other rules.
         """
         if not self._rules:  # fast path: no lock when there is nothing to match
             return None
@@ -227,6 +255,8 @@ class FaultBook:
             self._rules = [r for r in self._rules if not r.expired(now)]
             for active in self._rules:
                 if (active.fault.kind in TASK_KINDS) != task_rules or not active.fault.applies_to(endpoint):
+                    continue
+                if task_rules and not active.fault.matches_prompt(prompt):
                     continue
                 if active.skip_left > 0:
                     active.skip_left -= 1

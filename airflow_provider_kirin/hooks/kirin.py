@@ -18,12 +18,16 @@ In a TaskFlow task::
         done = hook.wait_for_task(created.task_id)  # the provider's defaults: first check after 20 s
         stored = hook.download_video(done.video_urls[0], "/tmp/out.mp4")  # stored.path, .size
         return done.to_result()
+
+Every request is counted in Airflow's metrics (``metrics.py``), and ``download_video`` reports the
+file it wrote to Airflow's hook lineage collector, so such a task has lineage too.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import os
 import time
 import uuid
@@ -41,9 +45,11 @@ from airflow_provider_kirin._compat import (
     aextra_dejson,
     aget_connection,
     amask_secret,
+    get_hook_lineage_collector,
     legacy_connection_form_widgets,
     legacy_ui_field_behaviour,
     mask_secret,
+    warm_stats,
 )
 from airflow_provider_kirin.core import defaults
 from airflow_provider_kirin.core.budget import Budget, SpendPlan, kind_of, parse_usd, plan_spend
@@ -69,8 +75,10 @@ from airflow_provider_kirin.io.storage import (
     StoredVideo,
     VideoSources,
     as_destination,
+    location,
     store_video,
 )
+from airflow_provider_kirin.metrics import KirinMetrics
 from airflow_provider_kirin.models import KirinTask, KirinVideoRequest, RequestArgs
 from airflow_provider_kirin.protocol import ApiCall, KirinProtocol, plain_reason
 
@@ -85,6 +93,8 @@ T = TypeVar("T")
 #: Answers larger than this are parsed in a worker thread, not on the triggerer's event loop.
 INLINE_PARSE_BYTES = 64 * 1024
 
+log = logging.getLogger(__name__)
+
 
 class _KirinHookBase(BaseHook):
     conn_name_attr = "kirin_conn_id"
@@ -98,6 +108,11 @@ class _KirinHookBase(BaseHook):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(kirin_conn_id={self.kirin_conn_id!r})"
+
+    @cached_property
+    def metrics(self) -> KirinMetrics:
+        """What this hook's run loop reports to Airflow's metrics (``metrics.py``)."""
+        return KirinMetrics(self.kirin_conn_id)
 
     def _config_read(self, config: KirinConnectionConfig) -> KirinConnectionConfig:
         if not config.verify_ssl:
@@ -155,16 +170,24 @@ class KirinHook(_KirinHookBase):
     # -- transport -----------------------------------------------------------------------------
     def run(self, plan: Plan[T]) -> T:
         """Carry out a plan (``core/steps.py``): send each request, sleep when asked. The only loop
-        of the sync transport: every operation below is a plan run here."""
-        runner = PlanRunner(plan)
+        of the sync transport: every operation below is a plan run here, so it is also where the
+        provider's metrics are taken (``metrics.py``)."""
+        runner, metrics = PlanRunner(plan), self.metrics
         while (step := runner.next_step()) is not None:
             if isinstance(step, Sleep):
                 time.sleep(step.seconds)
+                metrics.slept(step)
                 continue
+            metrics.sent(step.call)
             try:
-                runner.answer(self._send_once(step.call, step.budget))
+                answer = self._send_once(step.call, step.budget)
             except (TransientKirinError, KirinError) as err:
+                metrics.failed(step.call)
                 runner.fail(err)
+            else:
+                metrics.answered(step.call, answer)
+                runner.answer(answer)
+        metrics.finished(runner.result)
         return runner.result
 
     def _send_once(self, call: ApiCall, budget: float | None = None) -> KirinTask | None:
@@ -228,6 +251,7 @@ class KirinHook(_KirinHookBase):
 
     def wait(self, wait: Wait) -> Outcome:
         """Drive ``wait`` to its outcome (``waiting.wait_plan``)."""
+        self.metrics.watch(wait.task_id)
         return self.run(wait_plan(self.protocol, wait))
 
     def wait_for_task(
@@ -341,7 +365,19 @@ class KirinHook(_KirinHookBase):
             overwrite=overwrite,
         )
         self.log.info("Stored %d bytes of video at %s", stored.size, stored.path)
+        self._lineage_output(location(stored.path))
         return stored
+
+    def _lineage_output(self, where: str) -> None:
+        """Tell Airflow's hook lineage collector that this hook wrote ``where`` (a URL), so a
+        TaskFlow task that calls the hook gets the file in its lineage (OpenLineage reads it)."""
+        collector = get_hook_lineage_collector()
+        if collector is None:
+            return
+        try:
+            collector.add_output_asset(context=self, uri=where)
+        except Exception:  # lineage is never worth failing a download for
+            self.log.debug("Could not record the lineage of %s", where, exc_info=True)
 
     def test_connection(self) -> tuple[bool, str]:
         """One cheap authenticated request (a lookup of an id that does not exist). The answer is
@@ -458,6 +494,7 @@ class KirinAsyncHook(_KirinHookBase):
         started later reads it again, so a changed connection is seen within that time."""
         if self._config is None:
             self._config, self._protocol = await _read_connection(self)
+            await _warm_stats_once()
         return self._config
 
     async def get_protocol(self) -> KirinProtocol:
@@ -507,16 +544,24 @@ class KirinAsyncHook(_KirinHookBase):
 
     # -- transport -----------------------------------------------------------------------------
     async def run(self, plan: Plan[T]) -> T:
-        """:meth:`KirinHook.run` without blocking the loop."""
-        runner = PlanRunner(plan)
+        """:meth:`KirinHook.run` without blocking the loop (metrics included: sending one never
+        waits, see ``metrics.py``)."""
+        runner, metrics = PlanRunner(plan), self.metrics
         while (step := runner.next_step()) is not None:
             if isinstance(step, Sleep):
                 await asyncio.sleep(step.seconds)
+                metrics.slept(step)
                 continue
+            metrics.sent(step.call)
             try:
-                runner.answer(await self._send_once(step.call, step.budget))
+                answer = await self._send_once(step.call, step.budget)
             except (TransientKirinError, KirinError) as err:
+                metrics.failed(step.call)
                 runner.fail(err)
+            else:
+                metrics.answered(step.call, answer)
+                runner.answer(answer)
+        metrics.finished(runner.result)
         return runner.result
 
     async def _send_once(self, call: ApiCall, budget: float | None = None) -> KirinTask | None:
@@ -572,6 +617,7 @@ class KirinAsyncHook(_KirinHookBase):
 
     async def wait(self, wait: Wait) -> Outcome:
         """:meth:`KirinHook.wait` without blocking the loop."""
+        self.metrics.watch(wait.task_id)
         return await self.run(wait_plan(await self.get_protocol(), wait))
 
 
@@ -592,6 +638,23 @@ async def _find_all(
 
         await asyncio.gather(*(worker() for _ in range(max(1, min(concurrency, len(requests))))))
     return found
+
+
+_STATS_WARM = False
+
+
+async def _warm_stats_once() -> None:
+    """Build the metrics client in a worker thread, once per process, before the first request of
+    a trigger: building it may resolve a host name, which must not happen on the event loop."""
+    global _STATS_WARM
+    if not _STATS_WARM:
+        # Every trigger starting before the first warm-up is over waits for one of its own (in a
+        # thread): none may send a metric, and so import or build the client, on the loop first.
+        try:
+            await asyncio.to_thread(warm_stats)
+        except Exception:  # metrics are never worth failing a trigger for
+            log.debug("Could not set up the metrics client", exc_info=True)
+        _STATS_WARM = True
 
 
 async def _wait_out(pause: SharedPause) -> None:

@@ -41,6 +41,7 @@ from airflow.sdk import BaseOperator
 
 from airflow_provider_kirin._compat import conf
 from airflow_provider_kirin.core import defaults
+from airflow_provider_kirin.operators.common import KirinLineageMixin, default_retry_policy, kirin_errors
 from airflow_provider_kirin.operators.waiting import defer_timeout, resolve_error_seconds
 
 if TYPE_CHECKING:
@@ -56,7 +57,7 @@ if TYPE_CHECKING:
 MANIFEST_NAME = "manifest.jsonl"
 
 
-class KirinBatchTextToVideoOperator(BaseOperator):
+class KirinBatchTextToVideoOperator(KirinLineageMixin, BaseOperator):
     """Generate a video for every item of ``prompts`` in one task (see the module docstring).
 
     Every item is validated before anything is spent. Each item gets its own derived
@@ -120,7 +121,14 @@ class KirinBatchTextToVideoOperator(BaseOperator):
     :param dry_run: Validate every item, look up which generations exist and are reusable, and
         return the plan (would create, would reuse, estimated cost by kind, items over
         ``max_cost``) without creating anything.
+
+    OpenLineage (with the OpenLineage provider installed): the manifest and the kept videos and
+    sidecars as output datasets, and a ``kirin`` run facet with the item counts by status, the
+    number failed and the total cost (not one row per item). From Airflow 3.3 its default
+    ``retry_policy`` is ``KirinRetryPolicy``; a retry pays only for the items that did not complete.
     """
+
+    lineage_operation = "batch"
 
     template_fields: Sequence[str] = ("prompts", "negative_prompt", "destination", "variant", "max_cost")
     template_fields_renderers = {"prompts": "json"}
@@ -155,6 +163,7 @@ class KirinBatchTextToVideoOperator(BaseOperator):
         overwrite: bool = False,
         **kwargs: Any,
     ) -> None:
+        default_retry_policy(kwargs, retry_failed_generations=True)
         super().__init__(**kwargs)
         self.prompts = prompts
         self.negative_prompt = negative_prompt
@@ -222,6 +231,7 @@ class KirinBatchTextToVideoOperator(BaseOperator):
         return None if self.max_cost in (None, "") else parse_usd("max_cost", self.max_cost)
 
     # -- run ---------------------------------------------------------------------------------------
+    @kirin_errors
     def execute(self, context: Context) -> dict[str, Any]:
         items = self._items(context)
         if self.plan_only:
@@ -272,6 +282,7 @@ class KirinBatchTextToVideoOperator(BaseOperator):
         self.log.info("Kirin batch dry run of %d items: %s", len(items), plan.sentence())
         return plan.to_xcom()
 
+    @kirin_errors
     def execute_complete(
         self, context: Context, event: dict[str, Any] | None = None, items: list[BatchItem] | None = None
     ) -> dict[str, Any]:
@@ -319,6 +330,22 @@ class KirinBatchTextToVideoOperator(BaseOperator):
             tally.progress(),
             ledger["spent_this_try"],
             manifest or "not written",
+        )
+        stored = [path for _, paths in kept.values() for path in paths]
+        self.record_lineage(
+            {
+                "items": len(items),
+                "counts": counts,
+                "failed": tally.failed,
+                "total_cost": tally.total_cost(),
+                "spent_this_try": ledger["spent_this_try"],
+                "manifest": manifest,
+                "stored": len(stored),
+            },
+            outputs=[
+                *([manifest] if manifest else []),
+                *(n for path in stored for n in (path, f"{path}.json")),  # + sidecar_path
+            ],
         )
         for outlet in self.outlets:
             context["outlet_events"][outlet].extra = {"manifest": manifest, "counts": dict(counts), **ledger}

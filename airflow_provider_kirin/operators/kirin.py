@@ -32,6 +32,7 @@ from airflow.sdk import BaseOperator
 from airflow_provider_kirin._compat import conf
 from airflow_provider_kirin.core import defaults
 from airflow_provider_kirin.links.kirin import KirinVideoLink
+from airflow_provider_kirin.operators.common import KirinLineageMixin, default_retry_policy, kirin_errors
 from airflow_provider_kirin.operators.waiting import (
     KIRIN_REQUEST_XCOM_KEY,
     KIRIN_TASK_ID_XCOM_KEY,
@@ -47,7 +48,7 @@ if TYPE_CHECKING:
     from airflow_provider_kirin.models import KirinVideoRequest
 
 
-class KirinTextToVideoOperator(KirinWaitMixin, BaseOperator):
+class KirinTextToVideoOperator(KirinWaitMixin, KirinLineageMixin, BaseOperator):
     """Submit a Kirin V2.5 Turbo text-to-video generation; optionally wait for the video.
 
     Returns the Kirin task id (XCom ``return_value``, and key ``kirin_task_id``); the validated
@@ -98,6 +99,15 @@ class KirinTextToVideoOperator(KirinWaitMixin, BaseOperator):
     :param expected_seconds: How long the generation should take (default: by mode and duration,
         ``defaults.EXPECTED_SECONDS``); around then, status checks come twice as often within the
         same request budget.
+    :param retry_failed_generations: Whether a failed generation (``KirinTaskFailedError``) may be
+        retried by the task's ``retries``; each retry **pays for a new generation**. ``False``
+        fails the task at once instead. Errors a retry cannot fix (a rejected request, a refused
+        key) never retry, and a ``Retry-After`` sets the delay (Airflow 3.3+): see
+        ``retry_policy.KirinRetryPolicy``, the default ``retry_policy`` from Airflow 3.3.
+
+    OpenLineage (with the OpenLineage provider installed): the generated videos (at their URL,
+    without its query) as outputs and a ``kirin`` run facet (model, mode, duration, aspect ratio,
+    ids, reuse, cost; the error's class and code on failure). See ``airflow_provider_kirin.lineage``.
     """
 
     template_fields: Sequence[str] = (
@@ -136,9 +146,12 @@ class KirinTextToVideoOperator(KirinWaitMixin, BaseOperator):
         expected_seconds: float | None = None,
         variant: str | None = None,
         max_cost: str | float | None = None,
+        retry_failed_generations: bool = True,
         **kwargs: Any,
     ) -> None:
+        default_retry_policy(kwargs, retry_failed_generations)
         super().__init__(**kwargs)
+        self.retry_failed_generations = retry_failed_generations
         self.prompt = prompt
         self.negative_prompt = negative_prompt
         self.duration = duration
@@ -169,6 +182,7 @@ class KirinTextToVideoOperator(KirinWaitMixin, BaseOperator):
 
         return KirinHook(kirin_conn_id=self.kirin_conn_id)
 
+    @kirin_errors
     def execute(self, context: Context) -> str:
         from airflow_provider_kirin.core.idempotency import with_derived_external_task_id
         from airflow_provider_kirin.models import BUILD_ARGS, KirinVideoRequest
@@ -180,6 +194,16 @@ class KirinTextToVideoOperator(KirinWaitMixin, BaseOperator):
         ceiling = self._check_ceiling(request)
         task, reused = self.hook.submit_idempotent(request)
         self.kirin_task_id = task.task_id
+        facts = {
+            "model": request.model,
+            "mode": request.mode,
+            "duration": int(request.duration),
+            "aspect_ratio": request.aspect_ratio,
+            "external_task_id": task.external_task_id or request.external_task_id,
+            "kirin_task_id": task.task_id,
+            "reused": reused,
+        }
+        self.record_lineage(facts)
         context["ti"].xcom_push(key=KIRIN_TASK_ID_XCOM_KEY, value=task.task_id)
         context["ti"].xcom_push(key=KIRIN_REQUEST_XCOM_KEY, value=request.to_payload())
         self.log.info(
@@ -205,10 +229,16 @@ class KirinTextToVideoOperator(KirinWaitMixin, BaseOperator):
             }
             resume = {"reused": reused, "max_cost": ceiling}
             if self.deferrable:
-                self.defer_until_done(task.task_id, **wait, resume=resume)
+                self.defer_until_done(task.task_id, **wait, resume_kwargs={"kirin_lineage": facts, **resume})
             task = self.hook.wait_for_task(task.task_id, **wait)
-        self.finish(context, task, reused=reused, max_cost=ceiling)
+        self._finish_with_lineage(context, task, **resume)
         return task.task_id
+
+    def _finish_with_lineage(self, context: Context, task: Any, **resume: Any) -> dict[str, Any]:
+        self.record_lineage({"kirin_task_id": task.task_id, "cost": task.cost})
+        result = self.finish(context, task, **resume)
+        self.record_lineage(outputs=[str(video["url"]) for video in result["videos"] if video.get("url")])
+        return result
 
     def _check_ceiling(self, request: KirinVideoRequest) -> str | None:
         """Refuse, before any request, a generation whose price is over ``max_cost``; return the
@@ -241,9 +271,41 @@ class KirinTextToVideoOperator(KirinWaitMixin, BaseOperator):
             "a first run, changed inputs or a new variant"
         )
 
-    def execute_complete(self, context: Context, event: dict[str, Any] | None = None, **resume: Any) -> str:
-        """Resume after the trigger fired: the completed task's id, or its typed error raised."""
-        return str(self.finish_event(context, event, **resume)["task_id"])
+    @kirin_errors
+    def execute_complete(
+        self,
+        context: Context,
+        event: dict[str, Any] | None = None,
+        kirin_lineage: dict[str, Any] | None = None,
+        **resume: Any,
+    ) -> str:
+        """Resume after the trigger fired: the completed task's id, or its typed error raised.
+        ``kirin_lineage``: what the deferring try knew (request fields, ids, reuse); ``resume``:
+        whether the generation was reused and the ceiling (``finish``)."""
+        from airflow_provider_kirin.triggers.kirin import task_from_event
+
+        self.record_lineage(kirin_lineage if kirin_lineage is not None else self._request_facts(context))
+        if isinstance(event, dict) and isinstance(event.get("kirin_task_id"), str):
+            self.record_lineage({"kirin_task_id": event["kirin_task_id"]})  # also when it failed
+        return str(self._finish_with_lineage(context, task_from_event(event), **resume)["task_id"])
+
+    def _request_facts(self, context: Context) -> dict[str, Any]:
+        """The lineage facts of the deferring try, read back from its ``kirin_request`` XCom: for
+        when Airflow resumes the task without the deferral's kwargs (``airflow dags test`` runs
+        the trigger inline and keeps only the event, on every 3.x line). Whether it reused a
+        generation is then unknown."""
+        try:
+            ti = context["ti"]
+            request = ti.xcom_pull(
+                task_ids=self.task_id, key=KIRIN_REQUEST_XCOM_KEY, map_indexes=ti.map_index
+            )
+        except Exception:  # lineage is never worth failing the task for
+            self.log.debug("Could not read the request back for lineage", exc_info=True)
+            return {}
+        if not isinstance(request, dict):
+            return {}
+        names = ("model", "mode", "duration", "aspect_ratio", "external_task_id")
+        return {name: request.get(name) for name in names}
 
     def on_kill(self) -> None:
         if self.kirin_task_id:

@@ -86,10 +86,10 @@ class KirinWaitMixin:
         first_poll_delay: float,
         max_poll_error_seconds: float,
         expected_seconds: float | None = None,
-        resume: dict[str, Any] | None = None,
+        resume_kwargs: dict[str, Any] | None = None,
     ) -> NoReturn:
-        """Hand the wait to the triggerer; Airflow resumes the task in ``execute_complete``, with
-        the ``resume`` keywords (e.g. whether the generation was reused) beside the event.
+        """Hand the wait to the triggerer; Airflow resumes the task in ``execute_complete`` (with
+        ``resume_kwargs`` as keyword arguments: small, JSON-serialisable facts of this try).
 
         All times become absolute epoch seconds, so the trigger keeps the same deadline when it
         moves to another triggerer.
@@ -109,7 +109,7 @@ class KirinWaitMixin:
                 expected_seconds=expected_seconds,
             ),
             method_name="execute_complete",
-            kwargs=resume,
+            kwargs=resume_kwargs,
             timeout=defer_timeout(timeout + poll_interval, self.execution_timeout),
         )
 

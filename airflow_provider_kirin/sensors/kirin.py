@@ -28,6 +28,7 @@ from airflow.sdk import BaseSensorOperator, PokeReturnValue
 from airflow_provider_kirin._compat import AirflowSensorTimeout, conf
 from airflow_provider_kirin.core import defaults
 from airflow_provider_kirin.links.kirin import KirinVideoLink
+from airflow_provider_kirin.operators.common import default_retry_policy, kirin_errors
 from airflow_provider_kirin.operators.waiting import KirinWaitMixin, resolve_error_seconds
 
 if TYPE_CHECKING:
@@ -54,7 +55,8 @@ class KirinTaskSensor(KirinWaitMixin, BaseSensorOperator):
     :param max_consecutive_poll_errors: Deprecated: the same budget as a count of checks.
 
     Every mode waits with the core's wait engine (``core/waiting.py``): one check per poke,
-    within the same per-check time budget as the triggerer's.
+    within the same per-check time budget as the triggerer's. From Airflow 3.3 its default
+    ``retry_policy`` is ``KirinRetryPolicy`` (a refused key fails at once, whatever ``retries``).
     """
 
     template_fields: Sequence[str] = ("kirin_task_id",)
@@ -74,6 +76,7 @@ class KirinTaskSensor(KirinWaitMixin, BaseSensorOperator):
         max_consecutive_poll_errors: int | None = None,
         **kwargs: Any,
     ) -> None:
+        default_retry_policy(kwargs, retry_failed_generations=True)
         super().__init__(poke_interval=poke_interval, timeout=timeout, **kwargs)
         self.kirin_task_id = kirin_task_id
         self.kirin_conn_id = kirin_conn_id
@@ -91,6 +94,7 @@ class KirinTaskSensor(KirinWaitMixin, BaseSensorOperator):
 
         return KirinHook(kirin_conn_id=self.kirin_conn_id)
 
+    @kirin_errors
     def execute(self, context: Context) -> Any:
         from airflow_provider_kirin.core.waiting import Wait
 
@@ -138,11 +142,13 @@ class KirinTaskSensor(KirinWaitMixin, BaseSensorOperator):
 
         if self._wait is None:  # pragma: no cover - execute() sets it before the first poke
             raise RuntimeError("KirinTaskSensor.poke() before execute()")
+        self.hook.metrics.watch(self._wait.task_id)  # an unfinished generation: its end is counted
         outcome = self.hook.run(check_plan(self.hook.protocol, self._wait))
         if outcome is None:
             return False
         return PokeReturnValue(is_done=True, xcom_value=self.finish(context, outcome.result()))
 
+    @kirin_errors
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
         """Resume after the trigger fired: return the result, or raise the typed error."""
         return self.finish_event(context, event)

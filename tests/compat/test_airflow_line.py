@@ -128,3 +128,63 @@ def test_the_key_is_in_no_output_or_log_line_of_a_real_run(
         f"{p}: {line}" for p in logs for line in p.read_text(errors="replace").splitlines() if KEY in line
     ]
     assert leaks == [], "\n".join(leaks)
+
+
+#: A worker's metrics, as the line's task runner sets them up (3.0/3.1: Airflow's ``Stats`` builds
+#: itself from ``[metrics]``; 3.2: the Task SDK's ``Stats.initialize``; 3.3: ``stats.initialize``),
+#: then one generation through the sync hook.
+_METRICS_RUN = """
+import inspect
+from airflow_provider_kirin import _compat
+try:
+    from airflow.sdk.observability.metrics import stats_utils
+except ImportError:
+    stats_utils = None
+if stats_utils is not None:
+    facility = _compat.stats()
+    if inspect.signature(stats_utils.get_stats_factory).parameters:
+        facility.initialize(factory=stats_utils.get_stats_factory(facility))
+    else:
+        facility.initialize(factory=stats_utils.get_stats_factory(), export_legacy_names=False)
+from airflow_provider_kirin.hooks.kirin import KirinHook
+hook = KirinHook()
+task = hook.create_task("a fox in the snow", external_task_id="metrics-line-1")
+hook.wait_for_task(task.task_id, poll_interval=0.2, timeout=20, first_poll_delay=0)
+"""
+
+
+@pytest.mark.kirin_emulator(**FAST)
+@pytest.mark.timeout(120)
+def test_metrics_reach_airflows_statsd_backend_on_this_line(kirin_emulator: EmulatorServer) -> None:
+    """``_compat.stats`` is the facility the line's own task runner configures: with ``[metrics]
+    statsd_on`` a generation's metrics reach a StatsD listener on loopback."""
+    import socket
+
+    listener = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.settimeout(5)
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW__METRICS")},
+        "AIRFLOW__METRICS__STATSD_ON": "True",
+        "AIRFLOW__METRICS__STATSD_HOST": "127.0.0.1",
+        "AIRFLOW__METRICS__STATSD_PORT": str(listener.getsockname()[1]),
+        "AIRFLOW__METRICS__STATSD_PREFIX": "airflow",
+        "AIRFLOW_CONN_KIRIN_DEFAULT": kirin_emulator.airflow_conn_json(),
+    }
+    try:
+        out = subprocess.run(
+            [sys.executable, "-c", _METRICS_RUN], env=env, capture_output=True, text=True, timeout=90
+        )
+        assert out.returncode == 0, out.stderr[-3000:]
+        lines: list[str] = []
+        try:
+            while not {"airflow.kirin.creates", "airflow.kirin.cost_micro_usd"} <= {
+                line.partition(":")[0] for line in lines
+            }:
+                lines += listener.recv(65535).decode().splitlines()
+        except TimeoutError:
+            pass
+    finally:
+        listener.close()
+    assert "airflow.kirin.creates:1|c" in lines, lines
+    assert "airflow.kirin.cost_micro_usd:350000|c" in lines, lines

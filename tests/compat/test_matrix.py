@@ -15,7 +15,13 @@ newest line the originals already run in the full suite, so ``make pytest`` leav
 * the batch operator under ``airflow dags test`` (manifest, videos, asset event; ``max_failed`` after
   a deferral) and its trigger (``max_in_flight``, a triggerer restart that creates nothing twice);
 * spend control: a ceiling that fits 25 of 40, learned prices, and a dry run that predicts the
-  ceilinged run under ``airflow dags test``.
+  ceilinged run under ``airflow dags test``;
+* retry decisions under ``dags test``: a refused key ends a task with ``retries=3`` after one try
+  (``AirflowFailException`` before 3.3), an outage is retried, ``retry_failed_generations=False``,
+  and a 429's ``Retry-After`` (honoured from 3.3; the task's ``retry_delay`` before);
+* the ``dag.test()`` recipe of docs/emulator.md, as written;
+* OpenLineage (the provider's file transport) of ``dags test`` runs: the deferrable and batch
+  examples' COMPLETE events (outputs, cost), a failed generation's FAIL event (its code).
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from typing import Any
 import airflow
 import pytest
 from airflow_helpers import AirflowHome
+from dags.test_emulator_recipe import test_the_dag_test_recipe_runs_as_written
 from dags.test_example_dags import (
     FAST,
     dags_test,
@@ -37,6 +44,19 @@ from dags.test_example_dags import (
 )
 from dags.test_example_dags import (
     test_seed_error_code_fails_the_deferrable_operator_with_its_typed_error as fails_with_typed_error,
+)
+from dags.test_lineage import (
+    test_a_taskflow_task_calling_the_hook_gets_the_file_it_wrote_as_its_output,
+    test_batch_example_complete_event_names_the_manifest_with_counts_and_total_cost,
+    test_deferrable_example_complete_event_names_the_video_and_holds_the_cost,
+    test_failed_generation_fail_event_carries_its_code_and_class,
+)
+from dags.test_retry_decisions import (
+    test_a_429_with_retry_after_is_retried_after_that_many_seconds,
+    test_a_failed_generation_is_not_retried_when_the_operator_says_so,
+    test_a_refused_key_ends_the_task_after_one_try_despite_retries,
+    test_an_outage_is_retried,
+    test_dags_home,
 )
 from hooks.test_async_hook_and_trigger import (
     test_async_reads,
@@ -83,19 +103,29 @@ __all__ = [
     "example_home",
     "home",
     "test_429_with_retry_after_is_honoured",
+    "test_a_429_with_retry_after_is_retried_after_that_many_seconds",
     "test_a_ceiling_that_fits_25_of_40_creates_exactly_those_and_a_retry_only_the_rest",
     "test_a_dry_run_predicts_the_ceilinged_run_exactly",
+    "test_a_failed_generation_is_not_retried_when_the_operator_says_so",
+    "test_a_refused_key_ends_the_task_after_one_try_despite_retries",
+    "test_a_taskflow_task_calling_the_hook_gets_the_file_it_wrote_as_its_output",
     "test_airflow_cli_shows_the_provider",
+    "test_an_outage_is_retried",
     "test_async_reads",
+    "test_batch_example_complete_event_names_the_manifest_with_counts_and_total_cost",
     "test_batch_writes_manifest_videos_and_asset_event",
     "test_create_get_lookup_wait_download",
+    "test_dags_home",
+    "test_deferrable_example_complete_event_names_the_video_and_holds_the_cost",
     "test_deferrable_operator_example_succeeds",
     "test_entry_point_points_at_get_provider_info",
     "test_example_dags_have_no_import_errors_in_the_cli",
+    "test_failed_generation_fail_event_carries_its_code_and_class",
     "test_max_failed_fails_the_task_after_writing_the_manifest",
     "test_max_in_flight_is_the_emulators_peak",
     "test_submit_and_sense_example_succeeds",
     "test_the_api_key_appears_nowhere",
+    "test_the_dag_test_recipe_runs_as_written",
     "test_trigger_failed_event_for_each_code",
     "test_trigger_never_blocks_the_event_loop",
     "test_trigger_success_event",

@@ -188,7 +188,7 @@ def test_deferrable_operator_example_succeeds(
     assert example_home.task_states(dag_id, run_id) == {("generate", -1): "success"}
     assert kirin_emulator.stats()["creates"] == 1
     kirin_result = example_home.xcom(dag_id, run_id, "generate", "kirin_result")
-    kirin_task_id = _assert_result(kirin_result, kirin_emulator, size="1280x720")
+    kirin_task_id = _assert_result(kirin_result, kirin_emulator, size="320x180")
     assert example_home.xcom(dag_id, run_id, "generate", "return_value") == kirin_task_id
     assert example_home.xcom(dag_id, run_id, "generate", "kirin_task_id") == kirin_task_id
     # The "Kirin video" extra link, computed when the task finished, opens the video.
@@ -217,7 +217,7 @@ def test_mapped_example_makes_one_generation_per_prompt(
     assert kirin_emulator.stats()["creates"] == 3
     results = example_home.xcoms(dag_id, run_id, "generate", "kirin_result")
     assert sorted(results) == [0, 1, 2]
-    task_ids = {_assert_result(results[i], kirin_emulator, size="720x1280") for i in range(3)}
+    task_ids = {_assert_result(results[i], kirin_emulator, size="180x320") for i in range(3)}
     assert len(task_ids) == 3
     prompts = sorted(kirin_emulator.state.get(t).params["prompt"] for t in task_ids)  # type: ignore[union-attr]
     assert prompts == sorted(MAPPED_PROMPTS)
@@ -240,7 +240,7 @@ def test_submit_and_sense_example_succeeds(
     assert kirin_emulator.stats()["creates"] == 1
     submitted = example_home.xcom(dag_id, run_id, "submit", "return_value")
     sensed = example_home.xcom(dag_id, run_id, "wait_for_video", "kirin_result")
-    assert _assert_result(sensed, kirin_emulator, size="1280x720") == submitted
+    assert _assert_result(sensed, kirin_emulator, size="320x180") == submitted
     assert example_home.xcom(dag_id, run_id, "wait_for_video", "return_value") == sensed
 
 
@@ -266,10 +266,10 @@ def test_taskflow_hook_example_generates_and_downloads(
     }
     assert kirin_emulator.stats()["creates"] == 1
     generated = example_home.xcom(dag_id, run_id, "generate", "return_value")
-    kirin_task_id = _assert_result(generated, kirin_emulator, size="960x960")
+    kirin_task_id = _assert_result(generated, kirin_emulator, size="240x240")
     saved = Path(example_home.xcom(dag_id, run_id, "download", "return_value"))
     assert saved == out_dir / (re.sub(r"[^A-Za-z0-9_.-]+", "_", run_id) + ".mp4")  # never the server's id
-    assert saved.read_bytes() == load_sample_video()
+    assert saved.read_bytes() == load_sample_video("1:1")
     assert [d["task_id"] for d in kirin_emulator.downloads()] == [kirin_task_id]
     assert f"(cost {generated['cost']} USD)" in output
 
@@ -296,7 +296,7 @@ def test_keep_video_example_stores_the_video_with_a_sidecar_and_an_asset_event(
     }
     assert kirin_emulator.stats()["creates"] == 1
     generated = example_home.xcom(dag_id, run_id, "generate", "kirin_result")
-    kirin_task_id = _assert_result(generated, kirin_emulator, size="1280x720")
+    kirin_task_id = _assert_result(generated, kirin_emulator, size="320x180")
     (stored,) = example_home.xcom(dag_id, run_id, "keep_video", "return_value")
     sidecar = _assert_kept(
         stored, destination / _run_date(example_home, dag_id, run_id, "run_after"), kirin_task_id
@@ -352,7 +352,7 @@ def test_cost_report_example_keeps_every_video_and_sums_the_cost(
     }
     assert kirin_emulator.stats()["creates"] == 2
     results = example_home.xcoms(dag_id, run_id, "generate", "kirin_result")
-    task_ids = [_assert_result(results[i], kirin_emulator, size="1280x720") for i in range(2)]
+    task_ids = [_assert_result(results[i], kirin_emulator, size="320x180") for i in range(2)]
     kept = example_home.xcoms(dag_id, run_id, "keep_video", "return_value")
     run_dir = destination / run_id.replace(":", "-")
     for i in range(2):
@@ -401,7 +401,7 @@ def test_scheduled_example_generates_the_prompts_of_the_day(
     kept = example_home.xcoms(dag_id, run_id, "keep_video", "return_value")
     sent = []
     for i in range(count):
-        kirin_task_id = _assert_result(results[i], kirin_emulator, size="1280x720")
+        kirin_task_id = _assert_result(results[i], kirin_emulator, size="320x180")
         sent.append(kirin_emulator.state.get(kirin_task_id).params["prompt"])  # type: ignore[union-attr]
         (stored,) = kept[i]
         _assert_kept(stored, destination / "daily" / ds, kirin_task_id)
@@ -454,7 +454,7 @@ def test_batch_catalogue_example_keeps_videos_and_manifest_with_the_cost(
     assert [row["key"] for row in rows] == [line.split("|")[0].strip() for line in lines]
     for row in rows:
         assert kirin_emulator.state.tasks[row["task_id"]].params["aspect_ratio"] == "1:1"
-        assert (folder / f"{row['index']:05d}-{row['key']}.mp4").read_bytes() == load_sample_video()
+        assert (folder / f"{row['index']:05d}-{row['key']}.mp4").read_bytes() == load_sample_video("1:1")
     line = example_home.xcom(dag_id, run_id, "cost_summary", "return_value")
     assert line == f"3 of 3 clips generated, 0 failed, total cost 1.05 USD; manifest {summary['manifest']}"
 

@@ -20,12 +20,23 @@ The module also runs on the oldest line (``make test-compat AIRFLOW=3.0.6``, the
   DAG with the pool not counting deferred tasks (control) has more than 2 in flight.
 - ``test_asset_consumer_runs_on_the_keep_video_asset_event``: ``example_kirin_keep_video`` stores a
   video and emits an asset event; the scheduler runs ``example_kirin_asset_consumer`` for it.
+- ``test_statsd_receives_the_documented_kirin_metrics``: with ``[metrics] statsd_on``, a StatsD
+  listener on loopback (a UDP socket this module opens) receives the provider's metrics, tagged by
+  connection id, from the worker and the triggerer of a real run; none holds the API key.
+- ``test_the_connections_list_test_button``: what the 3.3 UI's list-row *Test* button sends, through
+  the real api-server: refused ("Bad Request") for a form-saved connection (empty port), answered by
+  the hook for one whose stored port is 0; the REST call without a port works for both.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
+import socket
+import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,7 +54,8 @@ from airflow_helpers import (
     wait_until,
 )
 
-from airflow_provider_kirin.emulator import EmulatorServer
+from airflow_provider_kirin import metrics
+from airflow_provider_kirin.emulator import DEFAULT_API_KEY, EmulatorServer, Fault
 
 pytestmark = pytest.mark.airflow  # starts real Airflow processes: not in `make test-fast`
 
@@ -125,11 +137,57 @@ class Budget:
         return max(1.0, self.deadline - time.monotonic())
 
 
+class StatsdListener:
+    """A StatsD server on loopback: a UDP socket and a thread that keeps every datagram (Airflow's
+    own metrics too: read continuously, so the socket's buffer never overflows and drops ours)."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.settimeout(0.2)
+        self.port = int(self.sock.getsockname()[1])
+        self.lines: list[str] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._read, name="statsd-listener", daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        while not self._stop.is_set():
+            try:
+                data = self.sock.recv(65535)
+            except (TimeoutError, OSError):
+                continue
+            with self._lock:
+                self.lines.extend(data.decode(errors="replace").splitlines())
+
+    def received(self) -> list[str]:
+        with self._lock:
+            return list(self.lines)
+
+    def clear(self) -> None:
+        with self._lock:
+            self.lines.clear()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self.sock.close()
+
+
+@pytest.fixture(scope="module")
+def statsd_listener() -> Iterator[StatsdListener]:
+    listener = StatsdListener()
+    yield listener
+    listener.close()
+
+
 @pytest.fixture(scope="module")
 def airflow_components(
     tmp_path_factory: pytest.TempPathFactory,
     airflow_template_db: Path,
     kirin_emulator_session: EmulatorServer,
+    statsd_listener: StatsdListener,
 ) -> Iterator[RealAirflow]:
     """The four Airflow components running on one fresh home for the whole module; all stopped
     afterwards. Tests use ``kirin_emulator`` (the same server, reset around each test)."""
@@ -156,6 +214,14 @@ def airflow_components(
             # and generations of several seconds (below), keep the tests clear of that race.
             "AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL": "1",
             "AIRFLOW_CONN_KIRIN_DEFAULT": kirin_emulator_session.airflow_conn_json(),
+            # Airflow's metrics to this module's StatsD listener, tags in the InfluxDB line format.
+            "AIRFLOW__METRICS__STATSD_ON": "True",
+            "AIRFLOW__METRICS__STATSD_HOST": "127.0.0.1",
+            "AIRFLOW__METRICS__STATSD_PORT": str(statsd_listener.port),
+            "AIRFLOW__METRICS__STATSD_PREFIX": "airflow",
+            "AIRFLOW__METRICS__STATSD_INFLUXDB_ENABLED": "True",
+            # Connection tests (CLI, REST, the UI's button) are off unless enabled.
+            "AIRFLOW__CORE__TEST_CONNECTION": "Enabled",
             **FAST_WAITS,
             "AIRFLOW_VAR_KIRIN_VIDEO_DESTINATION": destination.as_uri(),
         },
@@ -559,3 +625,132 @@ def test_asset_consumer_runs_on_the_keep_video_asset_event(
     assert Path(announced[0].removeprefix("file://")).is_file()
     # Exactly one consumer run: one event, one run.
     assert len(home.query("SELECT 1 FROM dag_run WHERE dag_id = ?", (CONSUMER_DAG_ID,))) == 1
+
+
+# -- metrics ---------------------------------------------------------------------------------------------
+
+STATSD_RUN_ID = "e2e_kirin_statsd_run"
+
+
+def kirin_metrics(lines: list[str]) -> dict[str, list[tuple[dict[str, str], str]]]:
+    """The provider's StatsD lines, ``airflow.kirin.<name>,<tag>=<value>...:<value>|<type>``, as
+    ``{"kirin.<name>": [(tags, "<value>|<type>"), ...]}``."""
+    found: dict[str, list[tuple[dict[str, str], str]]] = {}
+    for line in lines:
+        head, _, value = line.partition(":")
+        name, *tags = head.split(",")
+        if name.startswith("airflow.kirin."):
+            found.setdefault(name.removeprefix("airflow."), []).append(
+                (dict(tag.split("=", 1) for tag in tags), value)
+            )
+    return found
+
+
+@pytest.mark.kirin_emulator(pending_seconds=0.5, processing_seconds=GENERATION_SECONDS)
+@pytest.mark.timeout(STARTUP_SECONDS + BUDGET_SECONDS + 30)
+def test_statsd_receives_the_documented_kirin_metrics(
+    real_airflow: RealAirflow, kirin_emulator: EmulatorServer, statsd_listener: StatsdListener
+) -> None:
+    budget = Budget(BUDGET_SECONDS)
+    statsd_listener.clear()
+    kirin_emulator.add_fault(Fault(kind="http_error", endpoint="create", status=503))  # one retry
+    real_airflow.cli_ok("dags", "unpause", DAG_ID, "--yes")
+    real_airflow.cli_ok("dags", "trigger", DAG_ID, "--run-id", STATSD_RUN_ID)
+    final = real_airflow.wait_run_finished(DAG_ID, STATSD_RUN_ID, budget.remaining())
+    assert final == "success", real_airflow.diagnostics()
+    kirin_task_id = real_airflow.home.xcom(DAG_ID, STATSD_RUN_ID, "generate", "kirin_task_id")
+
+    # The worker (create, retry) and the triggerer (status checks, the generation's end) both send.
+    expected = {
+        metrics.CREATES,
+        metrics.HTTP_RETRIES,
+        metrics.STATUS_CHECKS,
+        metrics.COMPLETED,
+        metrics.COST,
+        metrics.DURATION,
+    }
+    received = wait_until(
+        lambda: (found := kirin_metrics(statsd_listener.received())) and expected <= set(found) and found,
+        timeout=budget.remaining(),
+        what=f"the StatsD listener to receive {sorted(expected)}",
+        diagnostics=lambda: "\n".join(statsd_listener.received()[-80:]),
+    )
+    for name, values in sorted(received.items()):
+        print(name, [value for _, value in values], values[0][0])
+    assert set(received) <= set(metrics.NAMES), set(received) - set(metrics.NAMES)
+    for name, values in received.items():
+        assert all(tags.get("conn_id") == "kirin_default" for tags, _ in values), (name, values)
+    assert received[metrics.CREATES] == [({"conn_id": "kirin_default"}, "1|c")]
+    assert received[metrics.HTTP_RETRIES] == [({"conn_id": "kirin_default", "operation": "create"}, "1|c")]
+    assert received[metrics.COST] == [({"conn_id": "kirin_default"}, "350000|c")]  # 0.35 USD
+    assert received[metrics.COMPLETED] == [({"conn_id": "kirin_default"}, "1|c")]
+    ((_, duration),) = received[metrics.DURATION]
+    assert duration.endswith("|ms")
+    assert 0 < float(duration.removesuffix("|ms")) < 60_000
+    assert kirin_emulator.state.status_checks[kirin_task_id] == len(received[metrics.STATUS_CHECKS])
+    # Tags and names carry no secret.
+    assert not [line for line in statsd_listener.received() if DEFAULT_API_KEY in line]
+
+
+# -- the connection's Test button ------------------------------------------------------------------------
+
+
+def api_json(url: str, body: dict[str, object] | None = None) -> tuple[int, dict[str, object]]:
+    """One request to the api-server (the simple auth manager makes everyone an admin)."""
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return int(response.status), json.loads(response.read() or b"{}")
+    except urllib.error.HTTPError as err:
+        return int(err.code), json.loads(err.read() or b"{}")
+
+
+def list_row_body(row: dict[str, object]) -> dict[str, object]:
+    """What the 3.3.2 UI's connections list sends when its row's *Test* button is pressed
+    (``Number(port)``: an empty port becomes 0)."""
+    return {
+        "conn_type": row["conn_type"],
+        "connection_id": row["connection_id"],
+        "description": row.get("description") or "",
+        "extra": row.get("extra") or "{}",
+        "host": row.get("host") or "",
+        "login": row.get("login") or "",
+        "password": row.get("password") or "",
+        "port": int(row.get("port") or 0),  # type: ignore[call-overload]
+        "schema": row.get("schema") or "",
+    }
+
+
+@pytest.mark.kirin_emulator
+@pytest.mark.timeout(STARTUP_SECONDS + 120)
+def test_the_connections_list_test_button(real_airflow: RealAirflow, kirin_emulator: EmulatorServer) -> None:
+    api = f"{real_airflow.api_url}/api/v2/connections"
+    for conn_id, port in (("kirin_form_saved", []), ("kirin_port_zero", ["--conn-port", "0"])):
+        real_airflow.home.cli("connections", "delete", conn_id)
+        real_airflow.cli_ok(
+            "connections", "add", conn_id, "--conn-type", "kirin", "--conn-host", kirin_emulator.url,
+            "--conn-password", DEFAULT_API_KEY, *port,
+        )  # fmt: skip
+    rows = {}
+    for conn_id in ("kirin_form_saved", "kirin_port_zero"):
+        status, rows[conn_id] = api_json(f"{api}/{conn_id}")
+        assert status == 200, rows[conn_id]
+    assert (rows["kirin_form_saved"]["port"], rows["kirin_port_zero"]["port"]) == (None, 0)
+
+    # The list row's button: refused before the hook runs for an empty port, answered for port 0.
+    status, answer = api_json(f"{api}/test", list_row_body(rows["kirin_form_saved"]))
+    assert status == 400, answer
+    assert "differs from the stored connection" in str(answer["detail"])
+    status, answer = api_json(f"{api}/test", list_row_body(rows["kirin_port_zero"]))
+    assert (status, answer["status"]) == (200, True), answer
+    assert answer["message"] == f"Connected to Kirin at {kirin_emulator.url}; the API key was accepted."
+
+    # The REST call the docs give (no port, no host): the stored connection, with its stored key.
+    for conn_id in rows:
+        status, answer = api_json(f"{api}/test", {"connection_id": conn_id, "conn_type": "kirin"})
+        assert (status, answer["status"]) == (200, True), answer
+
+    # And the CLI.
+    out = real_airflow.cli_ok("connections", "test", "kirin_form_saved")
+    assert "Connection success!" in out

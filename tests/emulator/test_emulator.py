@@ -164,7 +164,7 @@ def test_task_progresses_pending_processing_completed(kirin_emulator: EmulatorSe
     final = get(kirin_emulator, env["task_id"]).json()
     polls += 1
     assert set(final) == ENVELOPE_KEYS | {"output", "usage"}
-    assert final["output"] == [{"content": [{"type": "video", "url": video_url(final), "size": "1280x720"}]}]
+    assert final["output"] == [{"content": [{"type": "video", "url": video_url(final), "size": "320x180"}]}]
     assert video_url(final) == f"{kirin_emulator.url}/v1/files/{env['task_id']}/video.mp4"
     assert final["usage"] == {"cost": "0.35", "discount": 0}
     created_at = datetime.fromisoformat(final["created_at"])
@@ -180,10 +180,10 @@ def test_task_progresses_pending_processing_completed(kirin_emulator: EmulatorSe
 @pytest.mark.parametrize(
     ("mode", "duration", "aspect_ratio", "cost", "size"),
     [
-        ("std", "5", "16:9", "0.35", "1280x720"),
-        ("std", "10", "9:16", "0.70", "720x1280"),
-        ("pro", "5", "1:1", "0.60", "960x960"),
-        ("pro", 10, "16:9", "1.20", "1280x720"),  # an int duration is accepted too
+        ("std", "5", "16:9", "0.35", "320x180"),
+        ("std", "10", "9:16", "0.70", "180x320"),
+        ("pro", "5", "1:1", "0.60", "240x240"),
+        ("pro", 10, "16:9", "1.20", "320x180"),  # an int duration is accepted too
     ],
 )
 def test_cost_and_size(
@@ -605,6 +605,33 @@ def test_fail_task_marks_the_next_created_task_only(kirin_emulator: EmulatorServ
     assert failed["error"] == {"code": "002011095", "error_message": "Internal generation error"}
 
 
+@pytest.mark.parametrize("order", [("cat", "fox", "owl"), ("fox", "owl", "cat"), ("owl", "cat", "fox")])
+def test_fail_task_can_target_a_prompt_whatever_the_order_of_creates(
+    kirin_emulator: EmulatorServer, order: tuple[str, ...]
+) -> None:
+    kirin_emulator.set_timings(0, 0)
+    kirin_emulator.add_fault(kind="fail_task", endpoint="create", prompt_pattern=r"\bfox\b", code="002011096")
+    results = {word: create(kirin_emulator, prompt=f"a {word} in the snow").json() for word in order}
+    assert results["fox"]["error"] == {"code": "002011096", "error_message": "Result parsing error"}
+    assert results["cat"]["status"] == results["owl"]["status"] == "completed"
+    assert kirin_emulator.faults() == []  # times=1: the fox's create used it up
+
+
+def test_prompt_pattern_is_checked_and_only_for_fail_task(kirin_emulator: EmulatorServer) -> None:
+    with pytest.raises(ValueError, match="prompt_pattern: only for kind fail_task"):
+        Fault(kind="http_error", endpoint="create", prompt_pattern="fox")
+    with pytest.raises(ValueError, match="prompt_pattern: not a regular expression"):
+        Fault(kind="fail_task", prompt_pattern="(")
+    ctl = f"{kirin_emulator.url}/_emulator/faults"
+    added = requests.post(
+        ctl, json={"kind": "fail_task", "prompt_pattern": "^dawn"}, headers=kirin_emulator.headers, timeout=5
+    )
+    assert added.json()["added"][0]["prompt_pattern"] == "^dawn"
+    kirin_emulator.set_timings(0, 0)
+    assert create(kirin_emulator, prompt="no match").json()["status"] == "completed"
+    assert create(kirin_emulator, prompt="dawn over a lake").json()["status"] == "failed"
+
+
 def test_truncated_download(kirin_emulator: EmulatorServer) -> None:
     url = video_url(completed_task(kirin_emulator))
     full = len(requests.get(url, timeout=5).content)
@@ -892,3 +919,18 @@ def test_sample_video_script_is_deterministic(tmp_path: Path) -> None:
         assert sum(1 for _ in container.decode(video=0)) == 12
     committed = REPO / "airflow_provider_kirin" / "emulator" / "media" / "sample.mp4"
     assert 0 < committed.stat().st_size < 100_000
+
+
+@pytest.mark.parametrize("ratio", ["16:9", "9:16", "1:1"])
+def test_each_sample_clip_has_the_frame_size_the_envelope_reports(tmp_path: Path, ratio: str) -> None:
+    """``size``/``frame_size`` say what the served file really is: one clip per aspect ratio."""
+    from airflow_provider_kirin.emulator.app import load_sample_video
+    from airflow_provider_kirin.emulator.config import VIDEO_SIZES
+
+    data = load_sample_video(ratio)
+    assert 0 < len(data) < 100_000
+    path = tmp_path / "clip.mp4"
+    path.write_bytes(data)
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        assert f"{stream.width}x{stream.height}" == VIDEO_SIZES[ratio]

@@ -54,11 +54,14 @@ def test_create_get_lookup_wait_download(emulator: EmulatorServer, tmp_path: Pat
     done = hook.wait_for_task(created.task_id, poll_interval=0.1, timeout=10, first_poll_delay=0)
     assert done.is_completed
     assert done.cost == "1.20"
-    assert done.to_result()["videos"][0]["size"] == "960x960"
+    assert done.to_result()["videos"][0]["size"] == "240x240"
 
     path = hook.download_video(done.video_urls[0], tmp_path / "fox.mp4").path
     with av.open(str(path)) as container:
         assert container.streams.video, "the download is a real video"
+        stream = container.streams.video[0]
+        # The envelope's size is the real frame size of the video served for it.
+        assert f"{stream.width}x{stream.height}" == done.to_result()["videos"][0]["size"]
     assert emulator.stats()["creates"] == 1
 
 

@@ -129,3 +129,57 @@ def test_a_misspelt_extra_is_named_in_a_warning(
     (record,) = [r for r in caplog.records if r.name == "airflow_provider_kirin.core.config"]
     assert "'timout'" in record.getMessage()  # ...but never dropped silently
     assert "did you mean 'timeout'?" in record.getMessage()
+
+
+def test_a_port_of_zero_is_no_port() -> None:
+    """Airflow's UI sends ``port: 0`` for an empty port: the base URL gets no ``:0``."""
+    conn = Connection(conn_id="k", conn_type="kirin", host="https://api.example.com", port=0, password=KEY)
+    assert KirinConnectionConfig.from_connection(conn).base_url == "https://api.example.com"
+
+
+def test_a_form_saved_connection_stores_nulls_that_mean_the_defaults(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Airflow's form stores every field it shows, an empty one as ``null`` (3.2+) or ``""``: each
+    reads as "the provider's default", with no warning, so the connection follows later defaults."""
+    from airflow_provider_kirin.core.config import connection_form_fields
+
+    stored = dict.fromkeys(connection_form_fields(), None) | {"timeout": "", "max_retries": 2}
+    conn = Connection(
+        conn_id="k", conn_type="kirin", host="https://api.example.com", password=KEY, extra=json.dumps(stored)
+    )
+    with caplog.at_level("WARNING"):
+        config = KirinConnectionConfig.from_connection(conn)
+    defaults = KirinConnectionConfig(base_url="https://x", api_key=KEY)
+    assert config.max_retries == 2
+    assert config.timeout == defaults.timeout
+    assert config.create_path == defaults.create_path
+    assert "does not read" not in caplog.text
+
+
+def _documented_uris() -> dict[str, set[str]]:
+    """Every ``AIRFLOW_CONN_KIRIN_DEFAULT='kirin://...'`` URI the README and docs show."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    found: dict[str, set[str]] = {}
+    for doc in ("README.md", "docs/connection.md"):
+        text = (root / doc).read_text()
+        found[doc] = set(re.findall(r"AIRFLOW_CONN_KIRIN_DEFAULT='(kirin://[^']+)'", text))
+    return found
+
+
+def test_the_docs_show_one_uri_form_and_it_parses(monkeypatch: pytest.MonkeyPatch) -> None:
+    from urllib.parse import quote
+
+    documented = _documented_uris()
+    forms = set().union(*documented.values())
+    assert all(documented.values()), documented
+    assert len(forms) == 1, forms
+    key = "k3y/with+odd=chars"
+    uri = forms.pop().replace("<url-encoded key>", quote(key, safe=""))
+    monkeypatch.setenv("AIRFLOW_CONN_KIRIN_DEFAULT", uri)
+    config = KirinHook().config
+    assert config.base_url == "https://api.example.com"
+    assert config.api_key.get_secret_value() == key

@@ -1,0 +1,177 @@
+"""OpenLineage events of real ``airflow dags test`` runs, through the OpenLineage provider's own
+listener and its ``file`` transport (one JSON event a line), against the bundled emulator.
+
+- the deferrable example's COMPLETE event names the generated video as its output and holds the
+  cost in the ``kirin`` run facet;
+- the batch example's COMPLETE event names the manifest (and the kept videos and sidecars), with
+  the counts and the total cost, not one row per item;
+- a failed generation's FAIL event carries the error's code and class;
+- a TaskFlow task that calls ``KirinHook.download_video`` gets the file as its output (hook lineage);
+- no event holds the API key.
+
+The compat suite re-runs these on every Airflow line (``tests/compat/test_matrix.py``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from airflow_helpers import AirflowHome
+from dags.test_example_dags import FAST, _tail, dags_test, example_home
+
+from airflow_provider_kirin.emulator import EmulatorServer, Fault
+
+pytestmark = pytest.mark.airflow  # starts real Airflow processes: not in `make test-fast`
+
+#: The fixtures of the example-DAG tests this module uses.
+__all__ = ["dags_test", "example_home"]
+
+KEY = "kirin-lineage-canary-key"
+
+
+def lineage_env(path: Path) -> dict[str, str]:
+    """The OpenLineage provider's settings: every event appended to ``path``, one JSON a line."""
+    transport = {"type": "file", "log_file_path": str(path), "append": True}
+    return {
+        "AIRFLOW__OPENLINEAGE__TRANSPORT": json.dumps(transport),
+        "AIRFLOW__OPENLINEAGE__NAMESPACE": "kirin-tests",
+    }
+
+
+def events(path: Path, job: str, event_type: str) -> list[dict[str, Any]]:
+    """The events of ``job`` (``<dag_id>.<task_id>``) of one type, in order."""
+    assert path.exists(), "the OpenLineage file transport wrote nothing"
+    found = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [e for e in found if e["job"]["name"] == job and e["eventType"] == event_type]
+
+
+def outputs(event: dict[str, Any]) -> list[tuple[str, str]]:
+    return [(o["namespace"], o["name"]) for o in event.get("outputs", [])]
+
+
+@pytest.mark.kirin_emulator(api_key=KEY, **FAST)
+@pytest.mark.timeout(200)
+def test_deferrable_example_complete_event_names_the_video_and_holds_the_cost(
+    example_home: AirflowHome,
+    dags_test: Callable[..., Any],
+    kirin_emulator: EmulatorServer,
+    tmp_path: Path,
+) -> None:
+    dag_id = "example_kirin_deferrable_operator"
+    path = tmp_path / "openlineage.jsonl"
+    result, run_id, output = dags_test(example_home, dag_id, **lineage_env(path))
+
+    assert result.returncode == 0, _tail(output)
+    kirin_task_id = example_home.xcom(dag_id, run_id, "generate", "kirin_task_id")
+    (complete,) = events(path, f"{dag_id}.generate", "COMPLETE")
+    assert outputs(complete) == [(kirin_emulator.url, f"/v1/files/{kirin_task_id}/video.mp4")]
+    facet = complete["run"]["facets"]["kirin"]
+    assert facet["cost"] == "0.35"
+    assert facet["kirin_task_id"] == kirin_task_id
+    assert (facet["model"], facet["mode"], facet["duration"], facet["aspect_ratio"]) == (
+        "kirin_v2_5_turbo_t2v",
+        "std",
+        5,
+        "16:9",
+    )
+    assert facet["external_task_id"] == kirin_emulator.state.tasks[kirin_task_id].external_task_id
+    assert KEY not in path.read_text()
+
+
+@pytest.mark.kirin_emulator(api_key=KEY, **FAST)
+@pytest.mark.timeout(240)
+def test_batch_example_complete_event_names_the_manifest_with_counts_and_total_cost(
+    example_home: AirflowHome,
+    dags_test: Callable[..., Any],
+    kirin_emulator: EmulatorServer,
+    tmp_path: Path,
+) -> None:
+    dag_id = "example_kirin_batch_catalogue"
+    # Airflow 3.0's `dags test` registers no assets: parse the DAGs first, as a dag-processor does.
+    parsed = example_home.cli("dags", "reserialize")
+    assert parsed.returncode == 0, parsed.stdout + parsed.stderr
+    destination = tmp_path / "catalogue"
+    path = tmp_path / "openlineage.jsonl"
+    result, run_id, output = dags_test(
+        example_home,
+        dag_id,
+        AIRFLOW_VAR_KIRIN_CATALOGUE_DESTINATION=destination.as_uri(),
+        **lineage_env(path),
+    )
+
+    assert result.returncode == 0, _tail(output)
+    summary = example_home.xcom(dag_id, run_id, "catalogue", "return_value")
+    manifest = Path(summary["manifest"].removeprefix("file://"))
+    (complete,) = events(path, f"{dag_id}.catalogue", "COMPLETE")
+    named = outputs(complete)
+    assert named[0] == ("file", str(manifest))
+    videos = sorted(manifest.parent.glob("*.mp4"))
+    assert len(videos) == 3
+    expected = {("file", str(v)) for v in videos} | {("file", f"{v}.json") for v in videos}
+    assert set(named[1:]) == expected
+    facet = complete["run"]["facets"]["kirin"]
+    assert facet["counts"] == {"completed": 3}
+    assert (facet["items"], facet["failed"], facet["total_cost"]) == (3, 0, "1.05")
+    assert facet["manifest"] == summary["manifest"]
+    assert "kirin_task_id" not in facet  # counts, not one row per item
+    assert KEY not in path.read_text()
+
+
+@pytest.mark.kirin_emulator(api_key=KEY, **FAST)
+@pytest.mark.timeout(200)
+def test_failed_generation_fail_event_carries_its_code_and_class(
+    example_home: AirflowHome,
+    dags_test: Callable[..., Any],
+    kirin_emulator: EmulatorServer,
+    tmp_path: Path,
+) -> None:
+    dag_id = "example_kirin_deferrable_operator"
+    kirin_emulator.add_fault(
+        Fault(
+            kind="fail_task",
+            prompt_pattern="hummingbird",
+            code="002011096",
+            error_message=f"could not render; Authorization: Bearer {KEY}",
+        )
+    )
+    path = tmp_path / "openlineage.jsonl"
+    result, run_id, output = dags_test(example_home, dag_id, **lineage_env(path))
+
+    assert result.returncode != 0, _tail(output)
+    kirin_task_id = example_home.xcom(dag_id, run_id, "generate", "kirin_task_id")
+    (failed,) = events(path, f"{dag_id}.generate", "FAIL")
+    facet = failed["run"]["facets"]["kirin"]
+    assert facet["error_code"] == "002011096"
+    assert facet["error_class"] == "KirinResultParsingError"
+    assert facet["kirin_task_id"] == kirin_task_id
+    assert outputs(failed) == []  # no video was made
+    assert events(path, f"{dag_id}.generate", "COMPLETE") == []
+    assert KEY not in path.read_text()
+
+
+@pytest.mark.kirin_emulator(api_key=KEY, **FAST)
+@pytest.mark.timeout(200)
+def test_a_taskflow_task_calling_the_hook_gets_the_file_it_wrote_as_its_output(
+    example_home: AirflowHome,
+    dags_test: Callable[..., Any],
+    kirin_emulator: EmulatorServer,
+    tmp_path: Path,
+) -> None:
+    """``KirinHook.download_video`` reports the file to Airflow's hook lineage collector, so the
+    TaskFlow example's ``download`` task (no Kirin operator) has it as its output."""
+    dag_id = "example_kirin_taskflow_hook"
+    path = tmp_path / "openlineage.jsonl"
+    out_dir = tmp_path / "videos"
+    result, run_id, output = dags_test(
+        example_home, dag_id, AIRFLOW_VAR_KIRIN_VIDEO_DIR=str(out_dir), **lineage_env(path)
+    )
+
+    assert result.returncode == 0, _tail(output)
+    saved = example_home.xcom(dag_id, run_id, "download", "return_value")
+    (complete,) = events(path, f"{dag_id}.download", "COMPLETE")
+    assert outputs(complete) == [("file", saved)]
+    assert KEY not in path.read_text()
