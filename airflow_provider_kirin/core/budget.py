@@ -13,7 +13,7 @@ ceiling.
   is being learned by at most the cost of that one first generation.
 
 Items are admitted in their order in the batch (the trigger gives each its turn), so the same
-inputs, prices and ceiling always admit the same items, and a dry run (:func:`dry_run_plan`)
+inputs, prices and ceiling always admit the same items, and a dry run (:func:`plan_spend`)
 predicts the real run.
 """
 

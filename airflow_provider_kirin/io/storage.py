@@ -386,11 +386,15 @@ def _follow(
 # -- the one writer ------------------------------------------------------------------------------
 def _local_path(path: Any) -> Path | None:
     """The local file system path of ``path`` (a ``Path`` or a ``file://`` ObjectStoragePath), or
-    ``None`` for object storage, which has no symlinks."""
+    ``None`` for object storage, which has no symlinks.
+
+    The protocol is asked first: with universal-pathlib 0.2 (Airflow 3.0) an ObjectStoragePath is
+    itself a ``Path`` subclass whose ``os.fspath`` is its URL, not a file name."""
+    protocol = getattr(path, "protocol", None)
+    if protocol is not None:
+        return Path(path.path) if protocol in ("file", "local") else None
     if isinstance(path, Path):
         return path
-    if getattr(path, "protocol", None) in ("file", "local"):
-        return Path(path.path)
     return None
 
 
