@@ -39,10 +39,11 @@ E2E_DESELECT ?= --deselect tests/e2e/test_real_airflow.py::test_pool_caps_concur
 .PHONY: demo test test-fast test-distributed lint typecheck pytest test-compat compat-suite compat-venvs \
 	constraints-refresh bench clean
 
+# hatchling (the build backend) too: the wheel test builds without an isolated build env (no index).
 $(STAMP): pyproject.toml $(NEWEST_CONSTRAINTS)
 	$(PYTHON) -m venv --clear $(VENV)
 	$(BIN)/python -m pip install --quiet -c $(NEWEST_CONSTRAINTS) --upgrade pip
-	$(BIN)/python -m pip install --quiet $(call pinned,$(NEWEST_CONSTRAINTS)) -e ".[dev]"
+	$(BIN)/python -m pip install --quiet $(call pinned,$(NEWEST_CONSTRAINTS)) -e ".[dev]" hatchling
 	touch $(STAMP)
 
 demo: $(STAMP)
