@@ -266,14 +266,17 @@ def test_completed_without_video_is_a_parse_error(emulator: EmulatorServer) -> N
 
 
 # -- downloads -----------------------------------------------------------------------------------
-def completed(hook: KirinHook, external_id: str) -> str:
+def completed(hook: KirinHook, emulator: EmulatorServer, external_id: str) -> str:
+    """The video URL of a new generation, finished on the emulator's side at once (these tests are
+    about downloads: the wait is ``test_create_get_lookup_wait_download``'s)."""
     task = hook.create_task("p", external_task_id=external_id)
+    emulator.complete_task(task.task_id)
     return hook.wait_for_task(task.task_id, poll_interval=0.1, timeout=10, first_poll_delay=0).video_urls[0]
 
 
 def test_key_goes_only_to_the_api_origin(emulator: EmulatorServer, tmp_path: Path) -> None:
     hook = KirinHook()
-    url = completed(hook, "dl-1")
+    url = completed(hook, emulator, "dl-1")
     hook.download_video(url, tmp_path / "same.mp4")
     assert emulator.stats()["download_auth_headers"] == 1
     other_origin = url.replace(emulator.url, emulator.alt_url)
@@ -284,7 +287,7 @@ def test_key_goes_only_to_the_api_origin(emulator: EmulatorServer, tmp_path: Pat
 
 def test_truncated_download_leaves_nothing_behind(emulator: EmulatorServer, tmp_path: Path) -> None:
     hook = KirinHook()
-    url = completed(hook, "dl-2")
+    url = completed(hook, emulator, "dl-2")
     emulator.add_fault(endpoint="download", kind="truncated_download", bytes=1000)
     with pytest.raises(KirinStorageError):
         hook.download_video(url, tmp_path / "cut.mp4")
@@ -293,7 +296,7 @@ def test_truncated_download_leaves_nothing_behind(emulator: EmulatorServer, tmp_
 
 def test_download_into_a_directory_uses_a_safe_name(emulator: EmulatorServer, tmp_path: Path) -> None:
     hook = KirinHook()
-    path = hook.download_video(completed(hook, "dl-3"), tmp_path).path
+    path = hook.download_video(completed(hook, emulator, "dl-3"), tmp_path).path
     assert path.parent == tmp_path
     assert path.name == "video.mp4"
 
