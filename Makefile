@@ -3,7 +3,7 @@
 #   make test   lint, type-check and run every test on the newest Airflow, and the compat suite on
 #               each older Airflow line in its own virtualenv (docs/compatibility.md)
 #   make test-compat AIRFLOW=3.1.8   the compat suite on one Airflow release alone
-# For the inner loop: make test-fast (the unit tier: no real Airflow processes, under a minute).
+# For the inner loop: make test-fast (the unit tier: no real Airflow processes, in parallel).
 # make test-distributed: Airflow on PostgreSQL, Redis and Celery (installs them with apt-get as root).
 # make constraints-refresh [AIRFLOW=3.1.8]: move a line's pinned dependencies forward, deliberately.
 PYTHON ?= python3
@@ -36,13 +36,19 @@ E2E_LINES ?= 3.0 3.3
 # it passes on 3.0.6 too (`make test-compat AIRFLOW=3.0.6 E2E_DESELECT=` runs it).
 E2E_DESELECT ?= --deselect tests/e2e/test_real_airflow.py::test_pool_caps_concurrent_creates
 
-.PHONY: demo test test-fast test-distributed lint typecheck pytest test-compat compat-suite compat-venvs \
+# pytest keeps the test modules it rewrites (and Python the package's bytecode) in __pycache__
+# (git-ignored) even where the environment says PYTHONDONTWRITEBYTECODE: otherwise every run, and
+# every xdist worker, rewrites ~160 modules again (seconds of CPU each).
+PYTEST_ENV := PYTHONDONTWRITEBYTECODE=
+
+.PHONY: demo test test-fast test-distributed lint typecheck pytest test-compat compat-lines compat-suite compat-venvs \
 	constraints-refresh bench clean
 
+# hatchling (the build backend) too: the wheel test builds without an isolated build env (no index).
 $(STAMP): pyproject.toml $(NEWEST_CONSTRAINTS)
 	$(PYTHON) -m venv --clear $(VENV)
 	$(BIN)/python -m pip install --quiet -c $(NEWEST_CONSTRAINTS) --upgrade pip
-	$(BIN)/python -m pip install --quiet $(call pinned,$(NEWEST_CONSTRAINTS)) -e ".[dev]"
+	$(BIN)/python -m pip install --quiet $(call pinned,$(NEWEST_CONSTRAINTS)) -e ".[dev]" hatchling
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -55,18 +61,35 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
+# The full suite in parallel (pytest-xdist): each module runs whole on one worker, the long ones first
+# (tests/conftest.py); every test's Airflow has its own AIRFLOW_HOME.
+# The workers mostly wait (for Airflow, the emulator, deadlines): 3 beat 2 and 4 on 2 cores.
+PYTEST_WORKERS ?= 3
 pytest: $(STAMP)
-	$(BIN)/python -m pytest -q -p no:cacheprovider
+	$(PYTEST_ENV) $(BIN)/python -m pytest -q -p no:cacheprovider -n $(PYTEST_WORKERS) --dist loadfile \
+		--no-loadscope-reorder
 
 # The older lines' venvs are built in the background while lint, mypy and the full suite run;
-# then each line's compat suite runs. Every step runs; the target fails if any did.
+# then the lines' compat suites run, all at once (compat-lines). Every step runs; the target fails if
+# any did.
 test: $(STAMP)
 	@mkdir -p $(COMPAT_DIR)
 	@$(MAKE) --no-print-directory -j3 compat-venvs > $(COMPAT_DIR)/build.log 2>&1 & builder=$$!; \
 	status=0; \
 	$(MAKE) --no-print-directory lint typecheck pytest || status=1; \
 	wait $$builder || { tail -50 $(COMPAT_DIR)/build.log; exit 1; }; \
-	for v in $(COMPAT_LINES); do $(MAKE) --no-print-directory test-compat AIRFLOW=$$v || status=1; done; \
+	$(MAKE) --no-print-directory compat-lines || status=1; \
+	exit $$status
+
+# The compat suite of every line of COMPAT_LINES at the same time, each in its own venv, homes and
+# ports (they mostly wait on Airflow and the emulator), each into $(COMPAT_DIR)/<release>.log; the
+# logs are printed in order once all are done. Fails if any line failed.
+compat-lines: $(COMPAT_STAMPS)
+	@pids=""; for v in $(COMPAT_LINES); do \
+		$(MAKE) --no-print-directory test-compat AIRFLOW=$$v > $(COMPAT_DIR)/$$v.log 2>&1 & pids="$$pids $$!"; \
+	done; \
+	status=0; for p in $$pids; do wait $$p || status=1; done; \
+	for v in $(COMPAT_LINES); do echo "== compat suite on Airflow $$v =="; cat $(COMPAT_DIR)/$$v.log; done; \
 	exit $$status
 
 compat-venvs: $(COMPAT_STAMPS)
@@ -94,7 +117,7 @@ test-compat:
 compat-suite:
 	@test -n "$(AIRFLOW)" -a -n "$(COMPAT_VENV)" || \
 		{ echo "usage: make compat-suite AIRFLOW=3.1.8 COMPAT_VENV=<venv with that Airflow>"; exit 2; }
-	KIRIN_COMPAT_AIRFLOW=$(AIRFLOW) AIRFLOW_HOME=$(abspath $(COMPAT_VENV))/home \
+	$(PYTEST_ENV) KIRIN_COMPAT_AIRFLOW=$(AIRFLOW) AIRFLOW_HOME=$(abspath $(COMPAT_VENV))/home \
 		$(COMPAT_VENV)/bin/python -m pytest -q -p no:cacheprovider -m "compat or airflow" tests/compat \
 		$(if $(filter $(basename $(AIRFLOW)),$(E2E_LINES)),tests/e2e $(E2E_DESELECT))
 
@@ -106,7 +129,7 @@ constraints-refresh:
 		$(or $(AIRFLOW),$(COMPAT_LINES) $(NEWEST_AIRFLOW))
 
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not airflow and not slow and not compat_rerun" -n 4
+	$(PYTEST_ENV) $(BIN)/python -m pytest -q -p no:cacheprovider -m "not airflow and not slow and not compat_rerun" -n 4
 
 # PostgreSQL + Redis + CeleryExecutor, two workers, two triggerers: see tests/distributed/.
 test-distributed: $(STAMP)

@@ -9,14 +9,26 @@ Example::
 
     template = migrate_template(tmp / "template")  # ``airflow db migrate`` once
     home = AirflowHome.create(tmp / "home", template, dags_folder=EXAMPLE_DAGS)
-    result = home.cli("dags", "test", "example_kirin_deferrable_operator", extra_env={...})
-    run_id, state = home.latest_run("example_kirin_deferrable_operator")
+    run = home.dags_test("example_kirin_deferrable_operator", {"AIRFLOW_CONN_KIRIN_DEFAULT": ...})
+    assert run.returncode == 0, run.tail()
+    assert run.state == "success" and run.task_states() == {("generate", -1): "success"}
+    result = run.xcom("generate", "kirin_result")
+    home.close()  # stops what the home started (its warm CLI process, components)
+
+Cold starts are what a real-Airflow test pays most for (importing Airflow and its providers takes
+seconds of CPU). ``home.cli`` runs one ``airflow`` command in a new process, as a user types it; by
+default ``home.dags_test`` (and ``home.cli(..., warm=True)``) runs the command in the home's *warm*
+CLI process instead (``tests/airflow_cli_driver.py``): the same ``airflow`` entry point, argument
+parsing, DAG bag and ``dag.test()``, each command with its own environment and output, one
+interpreter start for all of them. :data:`STARTS` counts every process started here, by kind; the
+root ``conftest.py`` prints the totals at the end of a run.
 """
 
 from __future__ import annotations
 
 import base64
 import contextlib
+import itertools
 import json
 import os
 import secrets
@@ -29,6 +41,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +54,20 @@ TEST_DAG_FILES = REPO_ROOT / "tests" / "dags" / "dag_files"
 #: Environment variables never inherited by the Airflow subprocesses: every Airflow setting (and
 #: the example DAGs' knobs) is set explicitly by the test that starts the process.
 _SCRUBBED_PREFIXES = ("AIRFLOW", "KIRIN_", "_AIRFLOW", "PYTEST_")
+
+
+#: Processes started by this test process, by kind: ``airflow CLI`` (one command, cold),
+#: ``airflow component`` (a long-running server), ``warm CLI process`` (one interpreter for several
+#: commands), and ``commands run warm`` (commands that such a process ran: no start of their own).
+STARTS: Counter[str] = Counter()
+#: The warm CLI script (see the module docstring).
+CLI_DRIVER = Path(__file__).resolve().parent / "airflow_cli_driver.py"
+
+
+def count_start(kind: str) -> None:
+    """Count one start of kind ``kind`` in :data:`STARTS` (for processes started outside this module,
+    e.g. the packaging test's fresh venv)."""
+    STARTS[kind] += 1
 
 
 def free_port() -> int:
@@ -105,9 +132,6 @@ def clean_env(home: Path, settings: Mapping[str, str] | None = None) -> dict[str
     return env
 
 
-SIMPLE_AUTH_MANAGER = "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
-
-
 def component_settings(port: int, *, parallelism: int) -> dict[str, str]:
     """Settings of a real Airflow's separate components on loopback: LocalExecutor with
     ``parallelism`` slots, one DAG-parsing process, and :func:`api_server_settings`."""
@@ -142,6 +166,7 @@ def migrate_template(path: Path, timeout: float = 180) -> Path:
     """Run ``airflow db migrate`` once into ``path``; return the migrated SQLite file to copy from."""
     prepare_home(path)
     env = clean_env(path, {"AIRFLOW__CORE__FERNET_KEY": fernet_key()})
+    count_start("airflow CLI")
     result = subprocess.run(
         [sys.executable, "-m", "airflow", "db", "migrate"],
         env=env,
@@ -302,6 +327,8 @@ class AirflowHome:
     processes: list[ManagedProcess] = field(default_factory=list)
     #: libpq DSN of the metadata DB when it is PostgreSQL (then ``settings`` carry its SQLAlchemy URL).
     postgres_dsn: str | None = None
+    #: The warm CLI process, once a command asked for it.
+    warm: WarmCli | None = None
 
     @classmethod
     def create(
@@ -340,21 +367,29 @@ class AirflowHome:
         *args: str,
         extra_env: Mapping[str, str] | None = None,
         timeout: float = 120,
+        warm: bool = False,
     ) -> subprocess.CompletedProcess[str]:
         """Run ``airflow <args>`` to completion; stdout and stderr are captured, never checked.
 
-        The command runs in its own process group, killed as a whole if it outlives ``timeout`` or
-        if the test is interrupted (e.g. by pytest-timeout) while waiting for it.
+        Cold (the default): a new process, in its own process group, killed as a whole if it
+        outlives ``timeout`` or if the test is interrupted (e.g. by pytest-timeout) while waiting
+        for it. ``warm=True``: in this home's warm CLI process (:class:`WarmCli`), which is started
+        on first use; ``extra_env`` must not change any ``AIRFLOW__*`` setting then.
         """
-        return run_in_group(
-            [sys.executable, "-m", "airflow", *args],
-            env={**self.env, **(extra_env or {})},
-            cwd=self.path,
-            timeout=timeout,
-        )
+        env = {**self.env, **(extra_env or {})}
+        if warm:
+            return self._warm_cli().run(list(args), env, timeout=timeout)
+        count_start("airflow CLI")
+        return run_in_group([sys.executable, "-m", "airflow", *args], env=env, cwd=self.path, timeout=timeout)
+
+    def _warm_cli(self) -> WarmCli:
+        if self.warm is None or not self.warm.alive:
+            self.warm = WarmCli(self.path, self.env)
+        return self.warm
 
     def start(self, name: str, *args: str, extra_env: Mapping[str, str] | None = None) -> ManagedProcess:
         """Start ``airflow <args>`` in the background, in a new session (so its group can be killed)."""
+        count_start("airflow component" if args[:1] != ("dags",) else "airflow CLI")
         process = spawn(
             name,
             [sys.executable, "-m", "airflow", *args],
@@ -364,6 +399,13 @@ class AirflowHome:
         )
         self.processes.append(process)
         return process
+
+    def close(self) -> None:
+        """Stop everything this home started: its warm CLI process and every :meth:`start`ed one."""
+        if self.warm is not None:
+            self.warm.stop()
+            self.warm = None
+        self.stop_all()
 
     def stop_all(self, grace: float = 15.0) -> None:
         """Stop every process started with :meth:`start`: SIGTERM all groups at once, give them
@@ -406,17 +448,22 @@ class AirflowHome:
             conn.close()
 
     def dags_test(
-        self, dag_id: str, extra_env: Mapping[str, str] | None = None, timeout: float = 180
-    ) -> tuple[subprocess.CompletedProcess[str], str, str]:
-        """One ``airflow dags test``: ``(completed process, run_id of the new run, stdout + stderr)``.
-        Fails the test if the command made no new run."""
+        self,
+        dag_id: str,
+        extra_env: Mapping[str, str] | None = None,
+        *,
+        timeout: float = 180,
+        warm: bool = True,
+    ) -> DagsTestRun:
+        """One ``airflow dags test <dag_id>`` (in the warm CLI process unless ``warm=False``): the
+        new run, with the command's exit status and output. Fails the test if it made no new run."""
         before = self.latest_run(dag_id)
-        result = self.cli("dags", "test", dag_id, extra_env=extra_env, timeout=timeout)
+        result = self.cli("dags", "test", dag_id, extra_env=extra_env, timeout=timeout, warm=warm)
         output = f"{result.stdout}\n{result.stderr}"
         latest = self.latest_run(dag_id)
         assert latest is not None, f"`dags test {dag_id}` created no run:\n{output[-4000:]}"
         assert latest != before, f"`dags test {dag_id}` created no new run:\n{output[-4000:]}"
-        return result, latest[0], output
+        return DagsTestRun(self, dag_id, latest[0], result.returncode, result.stdout, result.stderr)
 
     def latest_run(self, dag_id: str) -> tuple[str, str] | None:
         """``(run_id, state)`` of the newest run of ``dag_id``, or None."""
@@ -450,6 +497,137 @@ class AirflowHome:
     def xcom(self, dag_id: str, run_id: str, task_id: str, key: str, map_index: int = -1) -> Any:
         """One XCom value (None if there is none)."""
         return self.xcoms(dag_id, run_id, task_id, key).get(map_index)
+
+
+@dataclass
+class DagsTestRun:
+    """What one ``airflow dags test`` left: its exit status and output, and the run it made, read
+    back from the home's metadata DB."""
+
+    home: AirflowHome
+    dag_id: str
+    run_id: str
+    returncode: int
+    stdout: str
+    stderr: str
+
+    @property
+    def output(self) -> str:
+        return f"{self.stdout}\n{self.stderr}"
+
+    def tail(self, lines: int = 80) -> str:
+        """The end of the output, for an assertion message."""
+        return "\n".join(self.output.splitlines()[-lines:])
+
+    @property
+    def state(self) -> str | None:
+        return self.home.run_state(self.dag_id, self.run_id)
+
+    def task_states(self) -> dict[tuple[str, int], str | None]:
+        return self.home.task_states(self.dag_id, self.run_id)
+
+    def xcom(self, task_id: str, key: str = "return_value", map_index: int = -1) -> Any:
+        return self.home.xcom(self.dag_id, self.run_id, task_id, key, map_index)
+
+    def xcoms(self, task_id: str, key: str = "return_value") -> dict[int, Any]:
+        return self.home.xcoms(self.dag_id, self.run_id, task_id, key)
+
+
+class WarmCli:
+    """One Python process that runs ``airflow`` commands one after another (``tests/airflow_cli_driver.py``:
+    the ``airflow`` entry point, called once per command with the command's own environment and
+    output files). Started with a home's environment, in its own process group; a command that
+    outlives its time-out kills the group (the next command starts a new process)."""
+
+    _ids = itertools.count()
+
+    def __init__(self, home: Path, env: Mapping[str, str]) -> None:
+        self.home = home
+        self.env = dict(env)
+        self.settings = _settings(env)
+        self.number = next(self._ids)
+        self.log_path = home / f"warm-cli-{self.number}.log"
+        count_start("warm CLI process")
+        with open(self.log_path, "wb") as log:
+            self.popen = subprocess.Popen(
+                [sys.executable, str(CLI_DRIVER)],
+                env=self.env,
+                cwd=home,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=log,
+                text=True,
+                bufsize=1,
+                start_new_session=True,
+            )
+        self.commands = 0
+        self._answer(timeout=180, what="the warm CLI process to import Airflow")
+
+    @property
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def _answer(self, timeout: float, what: str) -> dict[str, Any]:
+        """The process's next answer line, or fail (killing it) after ``timeout`` seconds."""
+        assert self.popen.stdout is not None
+        import selectors
+
+        with selectors.DefaultSelector() as selector:
+            selector.register(self.popen.stdout, selectors.EVENT_READ)
+            ready = selector.select(timeout)
+        line = self.popen.stdout.readline() if ready else ""
+        if not line:
+            self.stop()
+            log = self.log_path.read_text(errors="replace")[-4000:]
+            raise AssertionError(f"timed out after {timeout} s or died waiting for {what}:\n{log}")
+        answer: dict[str, Any] = json.loads(line)
+        return answer
+
+    def run(
+        self, argv: list[str], env: Mapping[str, str], *, timeout: float
+    ) -> subprocess.CompletedProcess[str]:
+        changed = {k for k in set(self.settings) | set(_settings(env)) if self.settings.get(k) != env.get(k)}
+        assert not changed, f"a warm command cannot change Airflow settings {sorted(changed)}: run it cold"
+        self.commands += 1
+        STARTS["commands run warm"] += 1
+        out = self.home / f"warm-cli-{self.number}-{self.commands}.out"
+        err = self.home / f"warm-cli-{self.number}-{self.commands}.err"
+        request = {"argv": argv, "env": dict(env), "stdout": str(out), "stderr": str(err)}
+        assert self.popen.stdin is not None
+        self.popen.stdin.write(json.dumps(request) + "\n")
+        self.popen.stdin.flush()
+        try:
+            answer = self._answer(timeout, f"airflow {' '.join(argv)}")
+        except AssertionError as error:
+            output = "".join(p.read_text(errors="replace") for p in (out, err) if p.exists())
+            raise AssertionError(f"{error}\noutput so far:\n{output[-4000:]}") from None
+        return subprocess.CompletedProcess(
+            ["airflow", *argv], int(answer["returncode"]), out.read_text(errors="replace"),
+            err.read_text(errors="replace"),
+        )  # fmt: skip
+
+    def stop(self) -> None:
+        """End the process: close its input (it then leaves its loop), give it a second, and kill its
+        group (between commands it holds nothing worth a clean exit: each command's output is
+        written, its DB session closed)."""
+        with contextlib.suppress(OSError):
+            if self.popen.stdin is not None:
+                self.popen.stdin.close()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.popen.wait(1)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.popen.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.popen.wait(5)
+        if self.popen.stdout is not None:
+            self.popen.stdout.close()
+
+
+def _settings(env: Mapping[str, str]) -> dict[str, str]:
+    """The Airflow settings (``AIRFLOW__*``, ``AIRFLOW_HOME``/``_CONFIG``) of an environment."""
+    return {
+        k: v for k, v in env.items() if k.startswith("AIRFLOW__") or k in ("AIRFLOW_HOME", "AIRFLOW_CONFIG")
+    }
 
 
 def json_output(stdout: str) -> Any:

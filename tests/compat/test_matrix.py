@@ -28,15 +28,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from typing import Any
 
 import airflow
 import pytest
-from airflow_helpers import AirflowHome
+from airflow_helpers import AirflowHome, DagsTestRun
 from dags.test_emulator_recipe import test_the_dag_test_recipe_runs_as_written
 from dags.test_example_dags import (
     FAST,
-    dags_test,
     example_home,
     test_deferrable_operator_example_succeeds,
     test_example_dags_have_no_import_errors_in_the_cli,
@@ -79,6 +77,7 @@ from hooks.test_sync_hook import (
     test_wrong_key_is_an_auth_error_at_once,
 )
 from operators.test_batch_operator import (
+    batch_dags_test,
     home,
     test_a_dry_run_predicts_the_ceilinged_run_exactly,
     test_batch_writes_manifest_videos_and_asset_event,
@@ -86,6 +85,7 @@ from operators.test_batch_operator import (
 )
 from reliability.test_secrets import canary, test_the_api_key_appears_nowhere
 from unit.test_provider_info import (
+    cli_home,
     test_airflow_cli_shows_the_provider,
     test_entry_point_points_at_get_provider_info,
     test_valid_against_airflow_core_schema,
@@ -96,10 +96,12 @@ from airflow_provider_kirin.exceptions import KirinGenerationError
 
 pytestmark = [pytest.mark.compat, pytest.mark.compat_rerun]
 
-#: The fixtures and tests re-used from the full suite (pytest collects them here too).
+#: The fixtures and tests re-used from the full suite (pytest collects them here too; ``dags_test``
+#: is the root conftest's).
 __all__ = [
+    "batch_dags_test",
     "canary",
-    "dags_test",
+    "cli_home",
     "example_home",
     "home",
     "test_429_with_retry_after_is_honoured",
@@ -147,7 +149,7 @@ def test_the_installed_airflow_is_the_line_under_test() -> None:
 @pytest.mark.kirin_emulator(**FAST)
 @pytest.mark.timeout(200)
 def test_failed_generation_raises_its_typed_error_with_its_code(
-    example_home: AirflowHome, dags_test: Callable[..., Any], kirin_emulator: EmulatorServer
+    example_home: AirflowHome, dags_test: Callable[..., DagsTestRun], kirin_emulator: EmulatorServer
 ) -> None:
     """One seed error code end to end (the full suite covers every code on the newest line)."""
     fails_with_typed_error(example_home, dags_test, kirin_emulator, "002011095", KirinGenerationError)

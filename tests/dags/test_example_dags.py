@@ -1,7 +1,8 @@
 """The example DAGs parse, and really run under ``airflow dags test`` against the bundled emulator.
 
-Every ``dags test`` is a real ``airflow`` CLI subprocess on a temporary AIRFLOW_HOME (SQLite, migrated
-once per session) with an explicit environment; deferrable tasks run their trigger inline. Results are
+Every ``dags test`` is the real ``airflow`` CLI command on a temporary AIRFLOW_HOME (SQLite, migrated
+once per run) with an explicit environment, run in the home's warm CLI process (one interpreter start
+per home, see ``tests/airflow_helpers.py``); deferrable tasks run their trigger inline. Results are
 read back from the metadata DB (task states, XComs) and from the emulator (what it was asked to do).
 """
 
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from airflow_helpers import (
     FAST_WAITS,
     TEST_DAG_FILES,
     AirflowHome,
+    DagsTestRun,
     decode_xcom,
     json_output,
 )
@@ -47,45 +49,29 @@ MAPPED_PROMPTS = [
 ]
 #: Emulator timings of the success and error runs: quick, but long enough to be polled a few times.
 FAST = {"pending_seconds": 0.2, "processing_seconds": 1.0}
-DAGS_TEST_TIMEOUT = 150
 
 
-# -- fixtures ----------------------------------------------------------------------------------------
+# -- fixtures (``dags_test`` is the root conftest's) -------------------------------------------------
 @pytest.fixture(scope="module")
-def example_home(tmp_path_factory: pytest.TempPathFactory, airflow_template_db: Path) -> AirflowHome:
+def example_home(
+    tmp_path_factory: pytest.TempPathFactory, airflow_template_db: Path
+) -> Iterator[AirflowHome]:
     """An AIRFLOW_HOME whose DAGS_FOLDER is ``example_dags/``."""
     path = tmp_path_factory.mktemp("airflow-examples")
-    return AirflowHome.create(path, airflow_template_db, dags_folder=EXAMPLE_DAGS, settings=FAST_WAITS)
+    home = AirflowHome.create(path, airflow_template_db, dags_folder=EXAMPLE_DAGS, settings=FAST_WAITS)
+    yield home
+    home.close()
 
 
 @pytest.fixture(scope="module")
-def test_dags_home(tmp_path_factory: pytest.TempPathFactory, airflow_template_db: Path) -> AirflowHome:
+def test_dags_home(
+    tmp_path_factory: pytest.TempPathFactory, airflow_template_db: Path
+) -> Iterator[AirflowHome]:
     """An AIRFLOW_HOME whose DAGS_FOLDER is this directory's ``dag_files/`` (the timeout DAGs)."""
     path = tmp_path_factory.mktemp("airflow-test-dags")
-    return AirflowHome.create(path, airflow_template_db, dags_folder=TEST_DAG_FILES)
-
-
-@pytest.fixture
-def dags_test(
-    kirin_emulator: EmulatorServer,
-) -> Callable[..., tuple[Any, str, str]]:
-    """``run(home, dag_id, **extra_env) -> (completed_process, run_id, output)``: one ``airflow dags
-    test`` against ``kirin_emulator``."""
-
-    def run(home: AirflowHome, dag_id: str, **extra_env: str) -> tuple[Any, str, str]:
-        conn = {"AIRFLOW_CONN_KIRIN_DEFAULT": kirin_emulator.airflow_conn_json()}
-        return home.dags_test(dag_id, {**conn, **extra_env}, timeout=DAGS_TEST_TIMEOUT)
-
-    return run
-
-
-def kept_in(destination: Path) -> dict[str, str]:
-    """The environment that points the examples' ``kirin_video_destination`` Variable at ``destination``."""
-    return {"AIRFLOW_VAR_KIRIN_VIDEO_DESTINATION": destination.as_uri()}
-
-
-def _tail(text: str, lines: int = 80) -> str:
-    return "\n".join(text.splitlines()[-lines:])
+    home = AirflowHome.create(path, airflow_template_db, dags_folder=TEST_DAG_FILES)
+    yield home
+    home.close()
 
 
 def raised_kirin_errors(output: str) -> list[tuple[str, str]]:
@@ -127,11 +113,11 @@ def test_example_dags_parse_in_a_dagbag() -> None:
 
 
 def test_example_dags_have_no_import_errors_in_the_cli(example_home: AirflowHome) -> None:
-    errors = example_home.cli("dags", "list-import-errors", "--local", "--output", "json")
+    errors = example_home.cli("dags", "list-import-errors", "--local", "--output", "json", warm=True)
     assert errors.returncode == 0, errors.stdout + errors.stderr
     assert json_output(errors.stdout) == []
 
-    listed = example_home.cli("dags", "list", "--local", "--output", "json")
+    listed = example_home.cli("dags", "list", "--local", "--output", "json", warm=True)
     assert listed.returncode == 0, listed.stdout + listed.stderr
     dag_ids = {row["dag_id"] for row in json_output(listed.stdout)}
     assert dag_ids == set().union(*EXPECTED_DAGS.values())
@@ -166,11 +152,11 @@ def _assert_kept(stored: str, directory: Path, kirin_task_id: str) -> dict[str, 
     return sidecar
 
 
-def _run_date(home: AirflowHome, dag_id: str, run_id: str, column: str) -> str:
+def _run_date(run: DagsTestRun, column: str) -> str:
     """``YYYY-MM-DD`` of a dag run's date column (``{{ dag_run.run_after | ds }}`` renders ``run_after``)."""
     assert column in ("run_after", "data_interval_start")
-    ((value,),) = home.query(
-        f"SELECT {column} FROM dag_run WHERE dag_id = ? AND run_id = ?", (dag_id, run_id)
+    ((value,),) = run.home.query(
+        f"SELECT {column} FROM dag_run WHERE dag_id = ? AND run_id = ?", (run.dag_id, run.run_id)
     )
     return str(value)[:10]
 
@@ -178,25 +164,25 @@ def _run_date(home: AirflowHome, dag_id: str, run_id: str, column: str) -> str:
 @pytest.mark.kirin_emulator(**FAST)
 @pytest.mark.timeout(200)
 def test_deferrable_operator_example_succeeds(
-    example_home: AirflowHome, dags_test: Callable[..., Any], kirin_emulator: EmulatorServer
+    example_home: AirflowHome, dags_test: Callable[..., DagsTestRun], kirin_emulator: EmulatorServer
 ) -> None:
     dag_id = "example_kirin_deferrable_operator"
-    result, run_id, output = dags_test(example_home, dag_id)
+    run = dags_test(example_home, dag_id)
 
-    assert result.returncode == 0, _tail(output)
-    assert example_home.run_state(dag_id, run_id) == "success"
-    assert example_home.task_states(dag_id, run_id) == {("generate", -1): "success"}
+    assert run.returncode == 0, run.tail()
+    assert run.state == "success"
+    assert run.task_states() == {("generate", -1): "success"}
     assert kirin_emulator.stats()["creates"] == 1
-    kirin_result = example_home.xcom(dag_id, run_id, "generate", "kirin_result")
+    kirin_result = run.xcom("generate", "kirin_result")
     kirin_task_id = _assert_result(kirin_result, kirin_emulator, size="320x180")
-    assert example_home.xcom(dag_id, run_id, "generate", "return_value") == kirin_task_id
-    assert example_home.xcom(dag_id, run_id, "generate", "kirin_task_id") == kirin_task_id
+    assert run.xcom("generate", "return_value") == kirin_task_id
+    assert run.xcom("generate", "kirin_task_id") == kirin_task_id
     # The "Kirin video" extra link, computed when the task finished, opens the video.
-    link = example_home.xcom(dag_id, run_id, "generate", "_link_KirinVideoLink")
+    link = run.xcom("generate", "_link_KirinVideoLink")
     assert link == kirin_result["videos"][0]["url"]
     # The task really deferred, and the trigger ran inline.
-    assert "DEFERRED" in output
-    assert "Trigger completed" in output
+    assert "DEFERRED" in run.output
+    assert "Trigger completed" in run.output
     created = kirin_emulator.state.get(kirin_task_id)
     assert created is not None
     assert created.params["prompt"] == "A hummingbird hovering over a red flower, slow motion, macro lens"
@@ -206,16 +192,16 @@ def test_deferrable_operator_example_succeeds(
 @pytest.mark.kirin_emulator(**FAST)
 @pytest.mark.timeout(200)
 def test_mapped_example_makes_one_generation_per_prompt(
-    example_home: AirflowHome, dags_test: Callable[..., Any], kirin_emulator: EmulatorServer
+    example_home: AirflowHome, dags_test: Callable[..., DagsTestRun], kirin_emulator: EmulatorServer
 ) -> None:
     dag_id = "example_kirin_mapped"
-    result, run_id, output = dags_test(example_home, dag_id)
+    run = dags_test(example_home, dag_id)
 
-    assert result.returncode == 0, _tail(output)
-    assert example_home.run_state(dag_id, run_id) == "success"
-    assert example_home.task_states(dag_id, run_id) == {("generate", i): "success" for i in range(3)}
+    assert run.returncode == 0, run.tail()
+    assert run.state == "success"
+    assert run.task_states() == {("generate", i): "success" for i in range(3)}
     assert kirin_emulator.stats()["creates"] == 3
-    results = example_home.xcoms(dag_id, run_id, "generate", "kirin_result")
+    results = run.xcoms("generate", "kirin_result")
     assert sorted(results) == [0, 1, 2]
     task_ids = {_assert_result(results[i], kirin_emulator, size="180x320") for i in range(3)}
     assert len(task_ids) == 3
@@ -226,29 +212,29 @@ def test_mapped_example_makes_one_generation_per_prompt(
 @pytest.mark.kirin_emulator(**FAST)
 @pytest.mark.timeout(200)
 def test_submit_and_sense_example_succeeds(
-    example_home: AirflowHome, dags_test: Callable[..., Any], kirin_emulator: EmulatorServer
+    example_home: AirflowHome, dags_test: Callable[..., DagsTestRun], kirin_emulator: EmulatorServer
 ) -> None:
     dag_id = "example_kirin_submit_and_sense"
-    result, run_id, output = dags_test(example_home, dag_id)
+    run = dags_test(example_home, dag_id)
 
-    assert result.returncode == 0, _tail(output)
-    assert example_home.run_state(dag_id, run_id) == "success"
-    assert example_home.task_states(dag_id, run_id) == {
+    assert run.returncode == 0, run.tail()
+    assert run.state == "success"
+    assert run.task_states() == {
         ("submit", -1): "success",
         ("wait_for_video", -1): "success",
     }
     assert kirin_emulator.stats()["creates"] == 1
-    submitted = example_home.xcom(dag_id, run_id, "submit", "return_value")
-    sensed = example_home.xcom(dag_id, run_id, "wait_for_video", "kirin_result")
+    submitted = run.xcom("submit", "return_value")
+    sensed = run.xcom("wait_for_video", "kirin_result")
     assert _assert_result(sensed, kirin_emulator, size="320x180") == submitted
-    assert example_home.xcom(dag_id, run_id, "wait_for_video", "return_value") == sensed
+    assert run.xcom("wait_for_video", "return_value") == sensed
 
 
 @pytest.mark.kirin_emulator(**FAST)
 @pytest.mark.timeout(200)
 def test_taskflow_hook_example_generates_and_downloads(
     example_home: AirflowHome,
-    dags_test: Callable[..., Any],
+    dags_test: Callable[..., DagsTestRun],
     kirin_emulator: EmulatorServer,
     tmp_path: Path,
 ) -> None:
@@ -256,57 +242,53 @@ def test_taskflow_hook_example_generates_and_downloads(
 
     dag_id = "example_kirin_taskflow_hook"
     out_dir = tmp_path / "videos"
-    result, run_id, output = dags_test(example_home, dag_id, AIRFLOW_VAR_KIRIN_VIDEO_DIR=str(out_dir))
+    run = dags_test(example_home, dag_id, AIRFLOW_VAR_KIRIN_VIDEO_DIR=str(out_dir))
 
-    assert result.returncode == 0, _tail(output)
-    assert example_home.run_state(dag_id, run_id) == "success"
-    assert example_home.task_states(dag_id, run_id) == {
+    assert run.returncode == 0, run.tail()
+    assert run.state == "success"
+    assert run.task_states() == {
         ("generate", -1): "success",
         ("download", -1): "success",
     }
     assert kirin_emulator.stats()["creates"] == 1
-    generated = example_home.xcom(dag_id, run_id, "generate", "return_value")
+    generated = run.xcom("generate", "return_value")
     kirin_task_id = _assert_result(generated, kirin_emulator, size="240x240")
-    saved = Path(example_home.xcom(dag_id, run_id, "download", "return_value"))
-    assert saved == out_dir / (re.sub(r"[^A-Za-z0-9_.-]+", "_", run_id) + ".mp4")  # never the server's id
+    saved = Path(run.xcom("download", "return_value"))
+    assert saved == out_dir / (re.sub(r"[^A-Za-z0-9_.-]+", "_", run.run_id) + ".mp4")  # never the server's id
     assert saved.read_bytes() == load_sample_video("1:1")
     assert [d["task_id"] for d in kirin_emulator.downloads()] == [kirin_task_id]
-    assert f"(cost {generated['cost']} USD)" in output
+    assert f"(cost {generated['cost']} USD)" in run.output
 
 
 @pytest.mark.kirin_emulator(**FAST)
 @pytest.mark.timeout(200)
 def test_keep_video_example_stores_the_video_with_a_sidecar_and_an_asset_event(
     example_home: AirflowHome,
-    dags_test: Callable[..., Any],
+    dags_test: Callable[..., DagsTestRun],
     kirin_emulator: EmulatorServer,
     tmp_path: Path,
 ) -> None:
     dag_id = "example_kirin_keep_video"
     destination = tmp_path / "kept"
-    result, run_id, output = dags_test(
-        example_home, dag_id, AIRFLOW_VAR_KIRIN_VIDEO_DESTINATION=destination.as_uri()
-    )
+    run = dags_test(example_home, dag_id, AIRFLOW_VAR_KIRIN_VIDEO_DESTINATION=destination.as_uri())
 
-    assert result.returncode == 0, _tail(output)
-    assert example_home.run_state(dag_id, run_id) == "success"
-    assert example_home.task_states(dag_id, run_id) == {
+    assert run.returncode == 0, run.tail()
+    assert run.state == "success"
+    assert run.task_states() == {
         ("generate", -1): "success",
         ("keep_video", -1): "success",
     }
     assert kirin_emulator.stats()["creates"] == 1
-    generated = example_home.xcom(dag_id, run_id, "generate", "kirin_result")
+    generated = run.xcom("generate", "kirin_result")
     kirin_task_id = _assert_result(generated, kirin_emulator, size="320x180")
-    (stored,) = example_home.xcom(dag_id, run_id, "keep_video", "return_value")
-    sidecar = _assert_kept(
-        stored, destination / _run_date(example_home, dag_id, run_id, "run_after"), kirin_task_id
-    )
+    (stored,) = run.xcom("keep_video", "return_value")
+    sidecar = _assert_kept(stored, destination / _run_date(run, "run_after"), kirin_task_id)
     assert sidecar["cost"] == "0.35"
     assert sidecar["prompt"] == "A red fox trotting through fresh snow at sunrise, cinematic"
     events = example_home.query(
         "SELECT e.extra FROM asset_event e JOIN asset a ON a.id = e.asset_id "
         "WHERE a.name = 'kirin_videos' AND e.source_dag_id = ? AND e.source_run_id = ?",
-        (dag_id, run_id),
+        (dag_id, run.run_id),
     )
     assert len(events) == 1
     extra = decode_xcom(events[0][0])
@@ -316,16 +298,16 @@ def test_keep_video_example_stores_the_video_with_a_sidecar_and_an_asset_event(
 @pytest.mark.kirin_emulator(**FAST)
 @pytest.mark.timeout(200)
 def test_asset_consumer_example_runs_without_generating(
-    example_home: AirflowHome, dags_test: Callable[..., Any], kirin_emulator: EmulatorServer
+    example_home: AirflowHome, dags_test: Callable[..., DagsTestRun], kirin_emulator: EmulatorServer
 ) -> None:
     # A manual run has no triggering asset events: the DAG announces nothing and spends nothing.
     dag_id = "example_kirin_asset_consumer"
-    result, run_id, output = dags_test(example_home, dag_id)
+    run = dags_test(example_home, dag_id)
 
-    assert result.returncode == 0, _tail(output)
-    assert example_home.run_state(dag_id, run_id) == "success"
-    assert example_home.task_states(dag_id, run_id) == {("announce", -1): "success"}
-    assert example_home.xcom(dag_id, run_id, "announce", "return_value") == []
+    assert run.returncode == 0, run.tail()
+    assert run.state == "success"
+    assert run.task_states() == {("announce", -1): "success"}
+    assert run.xcom("announce", "return_value") == []
     assert kirin_emulator.stats()["creates"] == 0
 
 
@@ -333,72 +315,70 @@ def test_asset_consumer_example_runs_without_generating(
 @pytest.mark.timeout(200)
 def test_cost_report_example_keeps_every_video_and_sums_the_cost(
     example_home: AirflowHome,
-    dags_test: Callable[..., Any],
+    dags_test: Callable[..., DagsTestRun],
     kirin_emulator: EmulatorServer,
     tmp_path: Path,
 ) -> None:
     dag_id = "example_kirin_cost_report"
     destination = tmp_path / "kept"
-    result, run_id, output = dags_test(
-        example_home, dag_id, AIRFLOW_VAR_KIRIN_VIDEO_DESTINATION=destination.as_uri()
-    )
+    run = dags_test(example_home, dag_id, AIRFLOW_VAR_KIRIN_VIDEO_DESTINATION=destination.as_uri())
 
-    assert result.returncode == 0, _tail(output)
-    assert example_home.run_state(dag_id, run_id) == "success"
-    assert example_home.task_states(dag_id, run_id) == {
+    assert run.returncode == 0, run.tail()
+    assert run.state == "success"
+    assert run.task_states() == {
         **{("generate", i): "success" for i in range(2)},
         **{("keep_video", i): "success" for i in range(2)},
         ("total_cost", -1): "success",
     }
     assert kirin_emulator.stats()["creates"] == 2
-    results = example_home.xcoms(dag_id, run_id, "generate", "kirin_result")
+    results = run.xcoms("generate", "kirin_result")
     task_ids = [_assert_result(results[i], kirin_emulator, size="320x180") for i in range(2)]
-    kept = example_home.xcoms(dag_id, run_id, "keep_video", "return_value")
-    run_dir = destination / run_id.replace(":", "-")
+    kept = run.xcoms("keep_video", "return_value")
+    run_dir = destination / run.run_id.replace(":", "-")
     for i in range(2):
         (stored,) = kept[i]
         assert _assert_kept(stored, run_dir, task_ids[i])["cost"] == "0.35"
-    assert example_home.xcom(dag_id, run_id, "total_cost", "return_value") == "0.70"
+    assert run.xcom("total_cost", "return_value") == "0.70"
 
 
 @pytest.mark.kirin_emulator(**FAST)
 @pytest.mark.timeout(240)
 def test_scheduled_example_generates_the_prompts_of_the_day(
     example_home: AirflowHome,
-    dags_test: Callable[..., Any],
+    dags_test: Callable[..., DagsTestRun],
     kirin_emulator: EmulatorServer,
     tmp_path: Path,
 ) -> None:
     dag_id = "example_kirin_scheduled"
     # The pool the DAG's docstring asks for (deferred tasks count against the account's limit).
-    pool = example_home.cli("pools", "set", "kirin", "4", "Kirin account limit", "--include-deferred")
+    pool = example_home.cli(
+        "pools", "set", "kirin", "4", "Kirin account limit", "--include-deferred", warm=True
+    )
     assert pool.returncode == 0, pool.stdout + pool.stderr
     destination = tmp_path / "kept"
     prompt_lines = [
         line for line in (EXAMPLE_DAGS / "prompts" / "daily.txt").read_text().splitlines() if line.strip()
     ]
 
-    result, run_id, output = dags_test(
-        example_home, dag_id, AIRFLOW_VAR_KIRIN_VIDEO_DESTINATION=destination.as_uri()
-    )
+    run = dags_test(example_home, dag_id, AIRFLOW_VAR_KIRIN_VIDEO_DESTINATION=destination.as_uri())
 
-    assert result.returncode == 0, _tail(output)
-    assert example_home.run_state(dag_id, run_id) == "success"
+    assert run.returncode == 0, run.tail()
+    assert run.state == "success"
     count = len(prompt_lines)
     assert count >= 1
-    assert example_home.task_states(dag_id, run_id) == {
+    assert run.task_states() == {
         ("prompts_of_the_day", -1): "success",
         **{("generate", i): "success" for i in range(count)},
         **{("keep_video", i): "success" for i in range(count)},
     }
     assert kirin_emulator.stats()["creates"] == count
-    ds = _run_date(example_home, dag_id, run_id, "data_interval_start")
-    prompts = example_home.xcom(dag_id, run_id, "prompts_of_the_day", "return_value")
+    ds = _run_date(run, "data_interval_start")
+    prompts = run.xcom("prompts_of_the_day", "return_value")
     assert len(prompts) == count
     assert all("{{" not in p and "}}" not in p for p in prompts), prompts
     assert any(ds in p for p in prompts), (ds, prompts)
-    results = example_home.xcoms(dag_id, run_id, "generate", "kirin_result")
-    kept = example_home.xcoms(dag_id, run_id, "keep_video", "return_value")
+    results = run.xcoms("generate", "kirin_result")
+    kept = run.xcoms("keep_video", "return_value")
     sent = []
     for i in range(count):
         kirin_task_id = _assert_result(results[i], kirin_emulator, size="320x180")
@@ -412,7 +392,7 @@ def test_scheduled_example_generates_the_prompts_of_the_day(
 @pytest.mark.timeout(240)
 def test_batch_catalogue_example_keeps_videos_and_manifest_with_the_cost(
     example_home: AirflowHome,
-    dags_test: Callable[..., Any],
+    dags_test: Callable[..., DagsTestRun],
     kirin_emulator: EmulatorServer,
     tmp_path: Path,
 ) -> None:
@@ -427,19 +407,17 @@ def test_batch_catalogue_example_keeps_videos_and_manifest_with_the_cost(
         for line in (EXAMPLE_DAGS / "prompts" / "catalogue.txt").read_text().splitlines()
         if line.strip() and not line.startswith("#")
     ]
-    result, run_id, output = dags_test(
-        example_home, dag_id, AIRFLOW_VAR_KIRIN_CATALOGUE_DESTINATION=destination.as_uri()
-    )
+    run = dags_test(example_home, dag_id, AIRFLOW_VAR_KIRIN_CATALOGUE_DESTINATION=destination.as_uri())
 
-    assert result.returncode == 0, _tail(output)
-    assert example_home.task_states(dag_id, run_id) == {
+    assert run.returncode == 0, run.tail()
+    assert run.task_states() == {
         ("catalogue_prompts", -1): "success",
         ("catalogue", -1): "success",
         ("cost_summary", -1): "success",
     }
     assert kirin_emulator.stats()["creates"] == len(lines) == 3
-    folder = destination / _run_date(example_home, dag_id, run_id, "data_interval_start")
-    summary = example_home.xcom(dag_id, run_id, "catalogue", "return_value")
+    folder = destination / _run_date(run, "data_interval_start")
+    summary = run.xcom("catalogue", "return_value")
     assert summary == {
         "counts": {"completed": 3},
         "total_cost": "1.05",
@@ -455,7 +433,7 @@ def test_batch_catalogue_example_keeps_videos_and_manifest_with_the_cost(
     for row in rows:
         assert kirin_emulator.state.tasks[row["task_id"]].params["aspect_ratio"] == "1:1"
         assert (folder / f"{row['index']:05d}-{row['key']}.mp4").read_bytes() == load_sample_video("1:1")
-    line = example_home.xcom(dag_id, run_id, "cost_summary", "return_value")
+    line = run.xcom("cost_summary", "return_value")
     assert line == f"3 of 3 clips generated, 0 failed, total cost 1.05 USD; manifest {summary['manifest']}"
 
 
@@ -467,7 +445,7 @@ def test_batch_catalogue_example_keeps_videos_and_manifest_with_the_cost(
 )
 def test_seed_error_code_fails_the_deferrable_operator_with_its_typed_error(
     example_home: AirflowHome,
-    dags_test: Callable[..., Any],
+    dags_test: Callable[..., DagsTestRun],
     kirin_emulator: EmulatorServer,
     code: str,
     error_class: type[Exception],
@@ -475,22 +453,22 @@ def test_seed_error_code_fails_the_deferrable_operator_with_its_typed_error(
     dag_id = "example_kirin_deferrable_operator"
     kirin_emulator.add_fault(Fault(kind="fail_task", endpoint="create", code=code))
 
-    result, run_id, output = dags_test(example_home, dag_id)
+    run = dags_test(example_home, dag_id)
 
-    assert result.returncode != 0, _tail(output)
-    assert "DagRun failed" in output
-    assert example_home.run_state(dag_id, run_id) == "failed"
-    assert example_home.task_states(dag_id, run_id) == {("generate", -1): "failed"}
+    assert run.returncode != 0, run.tail()
+    assert "DagRun failed" in run.output
+    assert run.state == "failed"
+    assert run.task_states() == {("generate", -1): "failed"}
     assert kirin_emulator.stats()["creates"] == 1
-    kirin_task_id = example_home.xcom(dag_id, run_id, "generate", "kirin_task_id")
+    kirin_task_id = run.xcom("generate", "kirin_task_id")
     envelope = kirin_emulator.task(kirin_task_id)
     assert envelope is not None
     assert envelope["status"] == "failed"
     assert envelope["error"]["code"] == code
-    assert example_home.xcom(dag_id, run_id, "generate", "kirin_result") is None
+    assert run.xcom("generate", "kirin_result") is None
     # The task's traceback ends with exactly this class, carrying the code and the Kirin task id.
-    raised = raised_kirin_errors(output)
-    assert raised, f"no Kirin exception in the output:\n{_tail(output)}"
+    raised = raised_kirin_errors(run.output)
+    assert raised, f"no Kirin exception in the output:\n{run.tail()}"
     name, message = raised[-1]
     assert name == error_class.__name__, message
     assert f"code={code}" in message
@@ -510,22 +488,22 @@ def test_seed_error_code_fails_the_deferrable_operator_with_its_typed_error(
 )
 def test_wait_past_the_timeout_raises_kirin_task_timeout_error(
     test_dags_home: AirflowHome,
-    dags_test: Callable[..., Any],
+    dags_test: Callable[..., DagsTestRun],
     kirin_emulator: EmulatorServer,
     dag_id: str,
     waiting_task: str,
 ) -> None:
-    result, run_id, output = dags_test(test_dags_home, dag_id, KIRIN_TEST_TIMEOUT="3")
+    run = dags_test(test_dags_home, dag_id, KIRIN_TEST_TIMEOUT="3")
 
-    assert result.returncode != 0, _tail(output)
-    assert test_dags_home.run_state(dag_id, run_id) == "failed"
-    assert test_dags_home.task_states(dag_id, run_id)[(waiting_task, -1)] == "failed"
+    assert run.returncode != 0, run.tail()
+    assert run.state == "failed"
+    assert run.task_states()[(waiting_task, -1)] == "failed"
     assert kirin_emulator.stats()["creates"] == 1
     (envelope,) = (kirin_emulator.task(t) for t in list(kirin_emulator.state.tasks))
     assert envelope is not None
     assert envelope["status"] in ("pending", "processing")
-    raised = raised_kirin_errors(output)
-    assert raised, f"no Kirin exception in the output:\n{_tail(output)}"
+    raised = raised_kirin_errors(run.output)
+    assert raised, f"no Kirin exception in the output:\n{run.tail()}"
     name, message = raised[-1]
     assert name == KirinTaskTimeoutError.__name__, message
     assert f"task_id={envelope['task_id']}" in message

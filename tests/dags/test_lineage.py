@@ -20,15 +20,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from airflow_helpers import AirflowHome
-from dags.test_example_dags import FAST, _tail, dags_test, example_home
+from airflow_helpers import AirflowHome, DagsTestRun
+from dags.test_example_dags import FAST, example_home
 
 from airflow_provider_kirin.emulator import EmulatorServer, Fault
 
 pytestmark = pytest.mark.airflow  # starts real Airflow processes: not in `make test-fast`
 
 #: The fixtures of the example-DAG tests this module uses.
-__all__ = ["dags_test", "example_home"]
+__all__ = ["example_home"]
 
 KEY = "kirin-lineage-canary-key"
 
@@ -57,16 +57,16 @@ def outputs(event: dict[str, Any]) -> list[tuple[str, str]]:
 @pytest.mark.timeout(200)
 def test_deferrable_example_complete_event_names_the_video_and_holds_the_cost(
     example_home: AirflowHome,
-    dags_test: Callable[..., Any],
+    dags_test: Callable[..., DagsTestRun],
     kirin_emulator: EmulatorServer,
     tmp_path: Path,
 ) -> None:
     dag_id = "example_kirin_deferrable_operator"
     path = tmp_path / "openlineage.jsonl"
-    result, run_id, output = dags_test(example_home, dag_id, **lineage_env(path))
+    run = dags_test(example_home, dag_id, **lineage_env(path))
 
-    assert result.returncode == 0, _tail(output)
-    kirin_task_id = example_home.xcom(dag_id, run_id, "generate", "kirin_task_id")
+    assert run.returncode == 0, run.tail()
+    kirin_task_id = run.xcom("generate", "kirin_task_id")
     (complete,) = events(path, f"{dag_id}.generate", "COMPLETE")
     assert outputs(complete) == [(kirin_emulator.url, f"/v1/files/{kirin_task_id}/video.mp4")]
     facet = complete["run"]["facets"]["kirin"]
@@ -86,7 +86,7 @@ def test_deferrable_example_complete_event_names_the_video_and_holds_the_cost(
 @pytest.mark.timeout(240)
 def test_batch_example_complete_event_names_the_manifest_with_counts_and_total_cost(
     example_home: AirflowHome,
-    dags_test: Callable[..., Any],
+    dags_test: Callable[..., DagsTestRun],
     kirin_emulator: EmulatorServer,
     tmp_path: Path,
 ) -> None:
@@ -96,15 +96,15 @@ def test_batch_example_complete_event_names_the_manifest_with_counts_and_total_c
     assert parsed.returncode == 0, parsed.stdout + parsed.stderr
     destination = tmp_path / "catalogue"
     path = tmp_path / "openlineage.jsonl"
-    result, run_id, output = dags_test(
+    run = dags_test(
         example_home,
         dag_id,
         AIRFLOW_VAR_KIRIN_CATALOGUE_DESTINATION=destination.as_uri(),
         **lineage_env(path),
     )
 
-    assert result.returncode == 0, _tail(output)
-    summary = example_home.xcom(dag_id, run_id, "catalogue", "return_value")
+    assert run.returncode == 0, run.tail()
+    summary = run.xcom("catalogue", "return_value")
     manifest = Path(summary["manifest"].removeprefix("file://"))
     (complete,) = events(path, f"{dag_id}.catalogue", "COMPLETE")
     named = outputs(complete)
@@ -125,7 +125,7 @@ def test_batch_example_complete_event_names_the_manifest_with_counts_and_total_c
 @pytest.mark.timeout(200)
 def test_failed_generation_fail_event_carries_its_code_and_class(
     example_home: AirflowHome,
-    dags_test: Callable[..., Any],
+    dags_test: Callable[..., DagsTestRun],
     kirin_emulator: EmulatorServer,
     tmp_path: Path,
 ) -> None:
@@ -139,10 +139,10 @@ def test_failed_generation_fail_event_carries_its_code_and_class(
         )
     )
     path = tmp_path / "openlineage.jsonl"
-    result, run_id, output = dags_test(example_home, dag_id, **lineage_env(path))
+    run = dags_test(example_home, dag_id, **lineage_env(path))
 
-    assert result.returncode != 0, _tail(output)
-    kirin_task_id = example_home.xcom(dag_id, run_id, "generate", "kirin_task_id")
+    assert run.returncode != 0, run.tail()
+    kirin_task_id = run.xcom("generate", "kirin_task_id")
     (failed,) = events(path, f"{dag_id}.generate", "FAIL")
     facet = failed["run"]["facets"]["kirin"]
     assert facet["error_code"] == "002011096"
@@ -157,7 +157,7 @@ def test_failed_generation_fail_event_carries_its_code_and_class(
 @pytest.mark.timeout(200)
 def test_a_taskflow_task_calling_the_hook_gets_the_file_it_wrote_as_its_output(
     example_home: AirflowHome,
-    dags_test: Callable[..., Any],
+    dags_test: Callable[..., DagsTestRun],
     kirin_emulator: EmulatorServer,
     tmp_path: Path,
 ) -> None:
@@ -166,12 +166,10 @@ def test_a_taskflow_task_calling_the_hook_gets_the_file_it_wrote_as_its_output(
     dag_id = "example_kirin_taskflow_hook"
     path = tmp_path / "openlineage.jsonl"
     out_dir = tmp_path / "videos"
-    result, run_id, output = dags_test(
-        example_home, dag_id, AIRFLOW_VAR_KIRIN_VIDEO_DIR=str(out_dir), **lineage_env(path)
-    )
+    run = dags_test(example_home, dag_id, AIRFLOW_VAR_KIRIN_VIDEO_DIR=str(out_dir), **lineage_env(path))
 
-    assert result.returncode == 0, _tail(output)
-    saved = example_home.xcom(dag_id, run_id, "download", "return_value")
+    assert run.returncode == 0, run.tail()
+    saved = run.xcom("download", "return_value")
     (complete,) = events(path, f"{dag_id}.download", "COMPLETE")
     assert outputs(complete) == [("file", saved)]
     assert KEY not in path.read_text()

@@ -16,11 +16,10 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any
 
 import pytest
-from airflow_helpers import AirflowHome
-from dags.test_example_dags import FAST, _tail, dags_test, raised_kirin_errors, test_dags_home
+from airflow_helpers import AirflowHome, DagsTestRun
+from dags.test_example_dags import FAST, raised_kirin_errors, test_dags_home
 
 from airflow_provider_kirin import _compat
 from airflow_provider_kirin.emulator import EmulatorServer, Fault
@@ -28,7 +27,7 @@ from airflow_provider_kirin.emulator import EmulatorServer, Fault
 pytestmark = pytest.mark.airflow  # starts real Airflow processes: not in `make test-fast`
 
 #: The fixtures of the example-DAG tests this module uses.
-__all__ = ["dags_test", "test_dags_home"]
+__all__ = ["test_dags_home"]
 
 
 def connections(server: EmulatorServer) -> dict[str, str]:
@@ -59,34 +58,34 @@ def _when(text: str) -> datetime:
 @pytest.mark.kirin_emulator(**FAST)
 @pytest.mark.timeout(200)
 def test_a_refused_key_ends_the_task_after_one_try_despite_retries(
-    test_dags_home: AirflowHome, dags_test: Callable[..., Any], kirin_emulator: EmulatorServer
+    test_dags_home: AirflowHome, dags_test: Callable[..., DagsTestRun], kirin_emulator: EmulatorServer
 ) -> None:
     dag_id = "kirin_test_refused_key"
-    result, run_id, output = dags_test(test_dags_home, dag_id, **connections(kirin_emulator))
+    run = dags_test(test_dags_home, dag_id, **connections(kirin_emulator))
 
-    assert result.returncode != 0, _tail(output)
-    assert test_dags_home.run_state(dag_id, run_id) == "failed"
-    assert [(n, state) for n, state, *_ in tries(test_dags_home, dag_id, run_id)] == [(1, "failed")]
+    assert run.returncode != 0, run.tail()
+    assert test_dags_home.run_state(dag_id, run.run_id) == "failed"
+    assert [(n, state) for n, state, *_ in tries(test_dags_home, dag_id, run.run_id)] == [(1, "failed")]
     assert kirin_emulator.stats()["unauthorized"] == 1  # one request: nothing retried it
-    assert any(name == "KirinAuthError" for name, _ in raised_kirin_errors(output)), _tail(output)
+    assert any(name == "KirinAuthError" for name, _ in raised_kirin_errors(run.output)), run.tail()
     if _compat.HAS_RETRY_POLICY:
-        assert "cannot be fixed by a retry" in output  # KirinRetryPolicy's reason, logged by Airflow
+        assert "cannot be fixed by a retry" in run.output  # KirinRetryPolicy's reason, logged by Airflow
     else:
-        assert "AirflowFailException" in output
+        assert "AirflowFailException" in run.output
 
 
 @pytest.mark.kirin_emulator(**FAST)
 @pytest.mark.timeout(200)
 def test_an_outage_is_retried(
-    test_dags_home: AirflowHome, dags_test: Callable[..., Any], kirin_emulator: EmulatorServer
+    test_dags_home: AirflowHome, dags_test: Callable[..., DagsTestRun], kirin_emulator: EmulatorServer
 ) -> None:
     """The control: ``dags test`` does retry, and a 503 is worth another try."""
     dag_id = "kirin_test_outage_is_retried"
     kirin_emulator.add_fault(Fault(kind="http_error", endpoint="lookup", status=503))
-    result, run_id, output = dags_test(test_dags_home, dag_id, **connections(kirin_emulator))
+    run = dags_test(test_dags_home, dag_id, **connections(kirin_emulator))
 
-    assert result.returncode == 0, _tail(output)
-    assert [(n, state) for n, state, *_ in tries(test_dags_home, dag_id, run_id)] == [
+    assert run.returncode == 0, run.tail()
+    assert [(n, state) for n, state, *_ in tries(test_dags_home, dag_id, run.run_id)] == [
         (1, "failed"),
         (2, "success"),
     ]
@@ -96,22 +95,22 @@ def test_an_outage_is_retried(
 @pytest.mark.kirin_emulator(**FAST)
 @pytest.mark.timeout(200)
 def test_a_failed_generation_is_not_retried_when_the_operator_says_so(
-    test_dags_home: AirflowHome, dags_test: Callable[..., Any], kirin_emulator: EmulatorServer
+    test_dags_home: AirflowHome, dags_test: Callable[..., DagsTestRun], kirin_emulator: EmulatorServer
 ) -> None:
     dag_id = "kirin_test_failed_generation_not_retried"
     kirin_emulator.add_fault(Fault(kind="fail_task", code="002011095", times=-1))
-    result, run_id, output = dags_test(test_dags_home, dag_id)
+    run = dags_test(test_dags_home, dag_id)
 
-    assert result.returncode != 0, _tail(output)
-    assert [(n, state) for n, state, *_ in tries(test_dags_home, dag_id, run_id)] == [(1, "failed")]
+    assert run.returncode != 0, run.tail()
+    assert [(n, state) for n, state, *_ in tries(test_dags_home, dag_id, run.run_id)] == [(1, "failed")]
     assert kirin_emulator.stats()["creates"] == 1  # retries=2, yet no second generation paid for
-    assert any(name == "KirinGenerationError" for name, _ in raised_kirin_errors(output)), _tail(output)
+    assert any(name == "KirinGenerationError" for name, _ in raised_kirin_errors(run.output)), run.tail()
 
 
 @pytest.mark.kirin_emulator(**FAST)
 @pytest.mark.timeout(240)
 def test_a_429_with_retry_after_is_retried_after_that_many_seconds(
-    test_dags_home: AirflowHome, dags_test: Callable[..., Any], kirin_emulator: EmulatorServer
+    test_dags_home: AirflowHome, dags_test: Callable[..., DagsTestRun], kirin_emulator: EmulatorServer
 ) -> None:
     dag_id = "kirin_test_retry_after"
     kirin_emulator.add_fault(Fault(kind="http_error", endpoint="lookup", status=429, retry_after="7"))
@@ -119,10 +118,10 @@ def test_a_429_with_retry_after_is_retried_after_that_many_seconds(
     # the task's retry_delay applies: 2 s keeps the test short.
     delay = "300" if _compat.HAS_RETRY_POLICY else "2"
     env = {**connections(kirin_emulator), "KIRIN_TEST_RETRY_DELAY": delay}
-    result, run_id, output = dags_test(test_dags_home, dag_id, **env)
+    run = dags_test(test_dags_home, dag_id, **env)
 
-    assert result.returncode == 0, _tail(output)
-    (first, second) = tries(test_dags_home, dag_id, run_id)
+    assert run.returncode == 0, run.tail()
+    (first, second) = tries(test_dags_home, dag_id, run.run_id)
     assert (first[:2], second[:2]) == ((1, "failed"), (2, "success"))
     gap = (_when(second[2]) - _when(first[3])).total_seconds()
     print(f"next try {gap:.1f} s after the 429 with Retry-After: 7 (task retry_delay {delay} s)")
@@ -130,7 +129,7 @@ def test_a_429_with_retry_after_is_retried_after_that_many_seconds(
         assert 6.5 <= gap <= 40, gap  # about 7 s: Retry-After, not the 300 s retry_delay
         (override,) = test_dags_home.query(
             "SELECT retry_delay_override FROM task_instance_history WHERE dag_id = ? AND run_id = ?",
-            (dag_id, run_id),
+            (dag_id, run.run_id),
         )
         assert override[0] == 7
     else:

@@ -102,7 +102,9 @@ class RealAirflow:
         assert not dead, f"Airflow components exited early: {dead}\n{self.diagnostics()}"
 
     def cli_ok(self, *args: str) -> str:
-        result = self.home.cli(*args)
+        """``airflow <args>`` (unpause, trigger, pools set: the CLI as a user types it), in the home's
+        warm CLI process; it must succeed."""
+        result = self.home.cli(*args, warm=True)
         assert result.returncode == 0, f"airflow {' '.join(args)}:\n{result.stdout}\n{result.stderr}"
         return result.stdout
 
@@ -259,7 +261,7 @@ def airflow_components(
         )
         yield airflow
     finally:
-        home.stop_all()
+        home.close()
 
 
 @pytest.fixture

@@ -60,6 +60,11 @@ async def test_hooks_share_one_session_per_loop_and_close_it_last(emulator: Emul
     assert not sessions
 
 
+#: Generations that end fast, for the tests that only need them to end (pending, processing, done).
+QUICK = {"pending_seconds": 0.05, "processing_seconds": 0.15}
+
+
+@pytest.mark.kirin_emulator(**QUICK)
 async def test_trigger_success_event(emulator: EmulatorServer) -> None:
     task_id = submit("t-1")
     events = await run_trigger(KirinTaskTrigger(task_id, poll_interval=0.1, deadline=time.time() + 10))
@@ -70,6 +75,7 @@ async def test_trigger_success_event(emulator: EmulatorServer) -> None:
     assert task.video_urls
 
 
+@pytest.mark.kirin_emulator(**QUICK)
 @pytest.mark.parametrize("code", sorted(SEED_ERROR_CODES))
 async def test_trigger_failed_event_for_each_code(emulator: EmulatorServer, code: str) -> None:
     emulator.add_fault(endpoint="create", kind="fail_task", code=code)

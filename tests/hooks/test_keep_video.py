@@ -28,14 +28,16 @@ def memory_store() -> None:
     attach("memory", fs=MemoryFileSystem())
 
 
-def completed_task(hook: KirinHook, external_id: str) -> str:
+def completed_task(hook: KirinHook, emulator: EmulatorServer, external_id: str) -> str:
+    """A new generation, finished on the emulator's side at once (these tests are about keeping it)."""
     task = hook.create_task("a fox", external_task_id=external_id)
+    emulator.complete_task(task.task_id)
     return hook.wait_for_task(task.task_id, poll_interval=0.1, timeout=10, first_poll_delay=0).task_id
 
 
 @pytest.mark.parametrize("scheme", ["file", "memory"])
 def test_operator_keeps_video_and_sidecar(emulator: EmulatorServer, tmp_path: Path, scheme: str) -> None:
-    task_id = completed_task(KirinHook(), f"keep-{scheme}")
+    task_id = completed_task(KirinHook(), emulator, f"keep-{scheme}")
     destination = (
         tmp_path.as_uri() + "/videos/" if scheme == "file" else f"memory://kirin-test-{task_id}/videos/"
     )
@@ -65,7 +67,7 @@ def test_operator_keeps_video_and_sidecar(emulator: EmulatorServer, tmp_path: Pa
 
 
 def test_local_directory_destination(emulator: EmulatorServer, tmp_path: Path) -> None:
-    task_id = completed_task(KirinHook(), "keep-local")
+    task_id = completed_task(KirinHook(), emulator, "keep-local")
     operator = KirinDownloadVideoOperator(
         task_id="keep", kirin_task_id=task_id, destination=str(tmp_path / "out")
     )
@@ -86,7 +88,7 @@ def test_unfinished_task_is_refused(emulator: EmulatorServer, tmp_path: Path) ->
 
 def test_wrong_content_type_is_not_kept(emulator: EmulatorServer, tmp_path: Path) -> None:
     hook = KirinHook()
-    url = hook.get_task(completed_task(hook, "keep-html")).video_urls[0]
+    url = hook.get_task(completed_task(hook, emulator, "keep-html")).video_urls[0]
     emulator.add_fault(endpoint="download", kind="http_error", status=200, body="<html>login</html>")
     with pytest.raises(KirinStorageError, match="not a video"):
         hook.download_video(url, ObjectStoragePath("memory://kirin-ct/x.mp4"))
@@ -95,7 +97,7 @@ def test_wrong_content_type_is_not_kept(emulator: EmulatorServer, tmp_path: Path
 
 def test_size_limit(emulator: EmulatorServer, tmp_path: Path) -> None:
     hook = KirinHook()
-    url = hook.get_task(completed_task(hook, "keep-big")).video_urls[0]
+    url = hook.get_task(completed_task(hook, emulator, "keep-big")).video_urls[0]
     with pytest.raises(KirinStorageError, match="max_bytes=100"):
         hook.download_video(url, tmp_path / "x.mp4", max_bytes=100)
     assert list(tmp_path.iterdir()) == []
@@ -107,7 +109,7 @@ def test_a_retry_keeps_only_what_is_not_kept_whole(
 ) -> None:
     """A video kept whole by an earlier try (complete sidecar of the same generation, the same size
     and SHA-256) is not downloaded again; one that is not whole is."""
-    task_id = completed_task(KirinHook(), f"resume-{scheme}")
+    task_id = completed_task(KirinHook(), emulator, f"resume-{scheme}")
     destination = tmp_path.as_uri() + "/kept/" if scheme == "file" else f"memory://kirin-resume-{task_id}/"
     operator = KirinDownloadVideoOperator(task_id="keep", kirin_task_id=task_id, destination=destination)
     (stored,) = operator.execute(context={})  # type: ignore[arg-type]

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import json
-import logging
 import os
-import re
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -90,16 +90,34 @@ def test_bad_input_costs_nothing(emulator: EmulatorServer, fields: dict) -> None
     assert api_requests(emulator) == 0
 
 
-def test_429_with_retry_after_is_honoured(emulator: EmulatorServer, caplog: pytest.LogCaptureFixture) -> None:
+def test_429_with_retry_after_is_honoured(emulator: EmulatorServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two 429s with ``Retry-After: 1``: the emulator counts three create requests and one create,
+    and before each of the two retries the hook waited at least the second the server asked for.
+    Its waits are recorded, not slept (the emulator's rule counts requests, not time)."""
     emulator.add_fault(endpoint="create", kind="http_error", status=429, retry_after="1", times=2)
-    with caplog.at_level(logging.WARNING, logger="airflow_provider_kirin.core.retry"):
-        task = KirinHook().create_task("p", external_task_id="rl-1")
+    waits = record_sleeps(monkeypatch)
+    task = KirinHook().create_task("p", external_task_id="rl-1")
     assert task.external_task_id == "rl-1"
     stats = emulator.stats()
     assert (stats["create_requests"], stats["creates"]) == (3, 1)
-    waits = [float(m) for m in re.findall(r"retrying in ([\d.]+) s", caplog.text)]
-    assert len(waits) == 2
-    assert all(w >= 1.0 for w in waits)
+    assert len(waits) == stats["create_requests"] - 1  # one wait before each retry
+    assert all(w >= 1.0 for w in waits), waits
+
+
+def record_sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """What this thread asks ``time.sleep`` for from now on (the sync hook's waits), recorded instead
+    of slept; other threads (the emulator's) sleep as usual."""
+    recorded: list[float] = []
+    real_sleep, this_thread = time.sleep, threading.current_thread()
+
+    def sleep(seconds: float) -> None:
+        if threading.current_thread() is this_thread:
+            recorded.append(seconds)
+        else:
+            real_sleep(seconds)
+
+    monkeypatch.setattr(time, "sleep", sleep)
+    return recorded
 
 
 def test_429_forever_ends_in_a_rate_limit_error(
@@ -251,14 +269,17 @@ def test_completed_without_video_is_a_parse_error(emulator: EmulatorServer) -> N
 
 
 # -- downloads -----------------------------------------------------------------------------------
-def completed(hook: KirinHook, external_id: str) -> str:
+def completed(hook: KirinHook, emulator: EmulatorServer, external_id: str) -> str:
+    """The video URL of a new generation, finished on the emulator's side at once (these tests are
+    about downloads: the wait is ``test_create_get_lookup_wait_download``'s)."""
     task = hook.create_task("p", external_task_id=external_id)
+    emulator.complete_task(task.task_id)
     return hook.wait_for_task(task.task_id, poll_interval=0.1, timeout=10, first_poll_delay=0).video_urls[0]
 
 
 def test_key_goes_only_to_the_api_origin(emulator: EmulatorServer, tmp_path: Path) -> None:
     hook = KirinHook()
-    url = completed(hook, "dl-1")
+    url = completed(hook, emulator, "dl-1")
     hook.download_video(url, tmp_path / "same.mp4")
     assert emulator.stats()["download_auth_headers"] == 1
     other_origin = url.replace(emulator.url, emulator.alt_url)
@@ -269,7 +290,7 @@ def test_key_goes_only_to_the_api_origin(emulator: EmulatorServer, tmp_path: Pat
 
 def test_truncated_download_leaves_nothing_behind(emulator: EmulatorServer, tmp_path: Path) -> None:
     hook = KirinHook()
-    url = completed(hook, "dl-2")
+    url = completed(hook, emulator, "dl-2")
     emulator.add_fault(endpoint="download", kind="truncated_download", bytes=1000)
     with pytest.raises(KirinStorageError):
         hook.download_video(url, tmp_path / "cut.mp4")
@@ -278,7 +299,7 @@ def test_truncated_download_leaves_nothing_behind(emulator: EmulatorServer, tmp_
 
 def test_download_into_a_directory_uses_a_safe_name(emulator: EmulatorServer, tmp_path: Path) -> None:
     hook = KirinHook()
-    path = hook.download_video(completed(hook, "dl-3"), tmp_path).path
+    path = hook.download_video(completed(hook, emulator, "dl-3"), tmp_path).path
     assert path.parent == tmp_path
     assert path.name == "video.mp4"
 

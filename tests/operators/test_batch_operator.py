@@ -1,15 +1,17 @@
-"""``KirinBatchTextToVideoOperator`` on a real Airflow (``airflow dags test`` subprocesses) against the
-emulator: templated items, the manifest's content, kept videos named from the items, the asset
-event, ``max_failed`` both ways (in the worker and deferred), and validation before spend."""
+"""``KirinBatchTextToVideoOperator`` on a real Airflow (``airflow dags test``, in the home's warm CLI
+process) against the emulator: templated items, the manifest's content, kept videos named from the
+items, the asset event, ``max_failed`` both ways (in the worker and deferred), and validation before
+spend."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from airflow_helpers import AirflowHome, decode_xcom
+from airflow_helpers import AirflowHome, DagsTestRun, decode_xcom
 
 from airflow_provider_kirin.emulator import EmulatorServer
 from airflow_provider_kirin.io.storage import safe_name
@@ -21,29 +23,30 @@ FAST = {"pending_seconds": 0.1, "processing_seconds": 0.3}
 
 
 @pytest.fixture(scope="module")
-def home(tmp_path_factory: pytest.TempPathFactory, airflow_template_db: Path) -> AirflowHome:
+def home(tmp_path_factory: pytest.TempPathFactory, airflow_template_db: Path) -> Iterator[AirflowHome]:
     """A home whose DAGs are parsed into the metadata DB first, as a dag-processor does in a real
     deployment: Airflow 3.0's ``dags test`` does not register a DAG's assets itself, and a task with
     an inactive asset in its outlets fails there (``AirflowInactiveAssetInInletOrOutletException``)."""
     home = AirflowHome.create(
         tmp_path_factory.mktemp("airflow-batch"), airflow_template_db, dags_folder=DAG_FILES
     )
-    parsed = home.cli("dags", "reserialize", timeout=180)
+    parsed = home.cli("dags", "reserialize", timeout=180, warm=True)
     assert parsed.returncode == 0, (parsed.stdout + parsed.stderr)[-3000:]
-    return home
+    yield home
+    home.close()
 
 
-def dags_test(
-    home: AirflowHome, server: EmulatorServer, dag_id: str, dest: Path, **extra: Any
-) -> tuple[str, str, str]:
-    """One ``airflow dags test`` of a batch DAG writing to ``dest`` (``extra``: connection extras):
-    ``(run_id, run state, output)``."""
-    env = {
-        "AIRFLOW_CONN_KIRIN_DEFAULT": server.airflow_conn_json(extra or None),
-        "AIRFLOW_VAR_BATCH_DEST": str(dest),
-    }
-    _, run_id, output = home.dags_test(dag_id, env, timeout=180)
-    return run_id, str(home.run_state(dag_id, run_id)), output
+@pytest.fixture
+def batch_dags_test(dags_test: Callable[..., DagsTestRun]) -> Callable[..., DagsTestRun]:
+    """``batch_dags_test(home, dag_id, dest, **conn_extra)``: one ``airflow dags test`` of a batch DAG
+    writing to ``dest`` (the Variable ``batch_dest``), with the connection extras ``conn_extra``."""
+
+    def run(home: AirflowHome, dag_id: str, dest: Path, **conn_extra: Any) -> DagsTestRun:
+        return dags_test(
+            home, dag_id, conn_extra=conn_extra or None, timeout=180, AIRFLOW_VAR_BATCH_DEST=str(dest)
+        )
+
+    return run
 
 
 def manifest(path: Path) -> list[dict[str, Any]]:
@@ -53,12 +56,15 @@ def manifest(path: Path) -> list[dict[str, Any]]:
 @pytest.mark.kirin_emulator(**FAST)
 @pytest.mark.timeout(240)
 def test_batch_writes_manifest_videos_and_asset_event(
-    home: AirflowHome, kirin_emulator: EmulatorServer, tmp_path: Path
+    home: AirflowHome,
+    batch_dags_test: Callable[..., DagsTestRun],
+    kirin_emulator: EmulatorServer,
+    tmp_path: Path,
 ) -> None:
-    run_id, state, output = dags_test(home, kirin_emulator, "kirin_batch_ok", tmp_path)
-    assert state == "success", output[-4000:]
+    run = batch_dags_test(home, "kirin_batch_ok", tmp_path)
+    assert run.state == "success", run.output[-4000:]
     assert kirin_emulator.stats()["creates"] == 4
-    summary = home.xcom("kirin_batch_ok", run_id, "batch", "return_value")
+    summary = run.xcom("batch", "return_value")
     assert summary == {
         "counts": {"completed": 4},
         "total_cost": "2.25",  # 3 x 0.35 (std 5 s) + 1.20 (pro 10 s)
@@ -110,7 +116,7 @@ def test_batch_writes_manifest_videos_and_asset_event(
     events = home.query(
         "SELECT e.extra FROM asset_event e JOIN asset a ON a.id = e.asset_id "
         "WHERE a.name = 'kirin-batch-manifest' AND e.source_dag_id = ? AND e.source_run_id = ?",
-        ("kirin_batch_ok", run_id),
+        ("kirin_batch_ok", run.run_id),
     )
     assert [decode_xcom(extra) for (extra,) in events] == [
         {
@@ -121,18 +127,21 @@ def test_batch_writes_manifest_videos_and_asset_event(
             "spent_this_try": "2.25",
         }
     ]
-    assert "4/4 done, 0 failed, 0 in flight, $2.25 so far" in output
+    assert "4/4 done, 0 failed, 0 in flight, $2.25 so far" in run.output
 
 
 @pytest.mark.kirin_emulator(**FAST)
 @pytest.mark.timeout(240)
 def test_max_failed_tolerates_in_the_worker(
-    home: AirflowHome, kirin_emulator: EmulatorServer, tmp_path: Path
+    home: AirflowHome,
+    batch_dags_test: Callable[..., DagsTestRun],
+    kirin_emulator: EmulatorServer,
+    tmp_path: Path,
 ) -> None:
     kirin_emulator.add_fault(endpoint="create", kind="fail_task", times=1, code="002011096")
-    run_id, state, output = dags_test(home, kirin_emulator, "kirin_batch_tolerant", tmp_path)
-    assert state == "success", output[-4000:]
-    summary = home.xcom("kirin_batch_tolerant", run_id, "batch", "return_value")
+    run = batch_dags_test(home, "kirin_batch_tolerant", tmp_path)
+    assert run.state == "success", run.output[-4000:]
+    summary = run.xcom("batch", "return_value")
     assert summary["counts"] == {"completed": 3, "failed": 1}
     assert summary["failed"] == 1
     (failed,) = [
@@ -141,33 +150,39 @@ def test_max_failed_tolerates_in_the_worker(
     assert failed["error_code"] == "002011096"
     assert failed["error_message"]
     assert failed["video_urls"] == []
-    assert f"prompts[{failed['index']}]" in output
-    assert "failed: 002011096" in output
+    assert f"prompts[{failed['index']}]" in run.output
+    assert "failed: 002011096" in run.output
     assert kirin_emulator.stats()["creates"] == 4
 
 
 @pytest.mark.kirin_emulator(**FAST)
 @pytest.mark.timeout(240)
 def test_max_failed_fails_the_task_after_writing_the_manifest(
-    home: AirflowHome, kirin_emulator: EmulatorServer, tmp_path: Path
+    home: AirflowHome,
+    batch_dags_test: Callable[..., DagsTestRun],
+    kirin_emulator: EmulatorServer,
+    tmp_path: Path,
 ) -> None:
     kirin_emulator.add_fault(endpoint="create", kind="fail_task", times=1, code="002011096")
-    _run_id, state, output = dags_test(home, kirin_emulator, "kirin_batch_strict", tmp_path)
-    assert state == "failed"
-    assert "1 of 4 Kirin batch items did not complete" in output
-    assert "max_failed=0.2" in output
+    run = batch_dags_test(home, "kirin_batch_strict", tmp_path)
+    assert run.state == "failed"
+    assert "1 of 4 Kirin batch items did not complete" in run.output
+    assert "max_failed=0.2" in run.output
     rows = manifest(tmp_path / "strict" / "manifest.jsonl")
     assert sorted(row["status"] for row in rows) == ["completed", "completed", "completed", "failed"]
 
 
 @pytest.mark.timeout(180)
 def test_bad_item_fails_before_any_request(
-    home: AirflowHome, kirin_emulator: EmulatorServer, tmp_path: Path
+    home: AirflowHome,
+    batch_dags_test: Callable[..., DagsTestRun],
+    kirin_emulator: EmulatorServer,
+    tmp_path: Path,
 ) -> None:
-    _run_id, state, output = dags_test(home, kirin_emulator, "kirin_batch_bad_input", tmp_path)
-    assert state == "failed"
-    assert "prompts[2] (key 'third'): Invalid Kirin request: aspect_ratio='4:3' is invalid" in output
-    assert "allowed: one of '16:9', '9:16', '1:1'" in output
+    run = batch_dags_test(home, "kirin_batch_bad_input", tmp_path)
+    assert run.state == "failed"
+    assert "prompts[2] (key 'third'): Invalid Kirin request: aspect_ratio='4:3' is invalid" in run.output
+    assert "allowed: one of '16:9', '9:16', '1:1'" in run.output
     stats = kirin_emulator.stats()
     assert (stats["create_requests"], stats["lookups"]) == (0, 0)
 
@@ -175,11 +190,14 @@ def test_bad_item_fails_before_any_request(
 @pytest.mark.kirin_emulator(**FAST)
 @pytest.mark.timeout(240)
 def test_expand_over_chunks_from_an_xcomarg(
-    home: AirflowHome, kirin_emulator: EmulatorServer, tmp_path: Path
+    home: AirflowHome,
+    batch_dags_test: Callable[..., DagsTestRun],
+    kirin_emulator: EmulatorServer,
+    tmp_path: Path,
 ) -> None:
-    run_id, state, output = dags_test(home, kirin_emulator, "kirin_batch_chunks", tmp_path)
-    assert state == "success", output[-4000:]
-    summaries = home.xcoms("kirin_batch_chunks", run_id, "batch", "return_value")
+    run = batch_dags_test(home, "kirin_batch_chunks", tmp_path)
+    assert run.state == "success", run.output[-4000:]
+    summaries = run.xcoms("batch", "return_value")
     assert {i: s["counts"] for i, s in summaries.items()} == {0: {"completed": 2}, 1: {"completed": 1}}
     assert all(s["manifest"] is None for s in summaries.values())  # no destination: no file
     same = [t for t in kirin_emulator.state.tasks.values() if t.params["prompt"] == "the same prompt"]
@@ -195,21 +213,26 @@ PRICES = {"std/5": "0.35", "std/10": "0.70", "pro/5": "0.60", "pro/10": "1.20"}
 @pytest.mark.kirin_emulator(**FAST)
 @pytest.mark.timeout(300)
 def test_a_dry_run_predicts_the_ceilinged_run_exactly(
-    home: AirflowHome, kirin_emulator: EmulatorServer, tmp_path: Path
+    home: AirflowHome,
+    batch_dags_test: Callable[..., DagsTestRun],
+    kirin_emulator: EmulatorServer,
+    tmp_path: Path,
 ) -> None:
     """``dry_run=True`` creates nothing and predicts what the same items under the same ceiling then
     create and cost, under ``airflow dags test`` (the compat suite runs it on every line)."""
-    run_id, state, output = dags_test(home, kirin_emulator, "kirin_batch_dry_run", tmp_path, prices=PRICES)
-    assert state == "success", output[-4000:]
-    plan = home.xcom("kirin_batch_dry_run", run_id, "batch", "return_value")
+    run = batch_dags_test(home, "kirin_batch_dry_run", tmp_path, prices=PRICES)
+    assert run.state == "success", run.output[-4000:]
+    plan = run.xcom("batch", "return_value")
     assert kirin_emulator.stats()["create_requests"] == 0
     assert (plan["would_create"], plan["would_reuse"], plan["over_budget"]) == (3, 0, 3)
     assert plan["estimated_cost"] == "1.05"
-    assert "would create 3, reuse 0, estimated $1.05 of max_cost $1.05; 3 would not fit max_cost" in output
+    assert (
+        "would create 3, reuse 0, estimated $1.05 of max_cost $1.05; 3 would not fit max_cost" in run.output
+    )
 
-    run_id, state, output = dags_test(home, kirin_emulator, "kirin_batch_ceiling", tmp_path, prices=PRICES)
-    assert state == "success", output[-4000:]
-    summary = home.xcom("kirin_batch_ceiling", run_id, "batch", "return_value")
+    run = batch_dags_test(home, "kirin_batch_ceiling", tmp_path, prices=PRICES)
+    assert run.state == "success", run.output[-4000:]
+    summary = run.xcom("batch", "return_value")
     assert summary["counts"] == {"completed": 3, "over_budget": 3}
     assert (summary["spent_total"], summary["spent_this_try"], summary["max_cost"]) == (
         "1.05",

@@ -1,13 +1,14 @@
-"""The operator and sensor on a real Airflow (``airflow dags test`` subprocesses) against the emulator:
-templating and validation before spend, XComs, the extra link, waiting in the worker, poke and
-deferrable sensors, and ``soft_fail`` on a timeout."""
+"""The operator and sensor on a real Airflow (``airflow dags test`` and ``airflow tasks test``, in the
+home's warm CLI process) against the emulator: templating and validation before spend, XComs, the
+extra link, waiting in the worker, poke and deferrable sensors, and ``soft_fail`` on a timeout."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from airflow_helpers import AirflowHome
+from airflow_helpers import AirflowHome, DagsTestRun
 
 from airflow_provider_kirin.emulator import EmulatorConfig, EmulatorServer
 
@@ -17,27 +18,24 @@ DAG_FILES = Path(__file__).resolve().parent / "dag_files"
 
 
 @pytest.fixture(scope="module")
-def home(tmp_path_factory: pytest.TempPathFactory, airflow_template_db: Path) -> AirflowHome:
-    return AirflowHome.create(
+def home(tmp_path_factory: pytest.TempPathFactory, airflow_template_db: Path) -> Iterator[AirflowHome]:
+    home = AirflowHome.create(
         tmp_path_factory.mktemp("airflow-operators"), airflow_template_db, dags_folder=DAG_FILES
     )
-
-
-def dags_test(home: AirflowHome, server: EmulatorServer, dag_id: str) -> tuple[str, str, str]:
-    """Run one ``airflow dags test``; return ``(run_id, run state, output)``."""
-    _, run_id, output = home.dags_test(dag_id, {"AIRFLOW_CONN_KIRIN_DEFAULT": server.airflow_conn_json()})
-    return run_id, str(home.run_state(dag_id, run_id)), output
+    yield home
+    home.close()
 
 
 @pytest.mark.timeout(240)
-def test_success_paths(home: AirflowHome, kirin_emulator: EmulatorServer) -> None:
-    run_id, state, output = dags_test(home, kirin_emulator, "kirin_cases_ok")
-    assert state == "success", output[-4000:]
-    assert set(home.task_states("kirin_cases_ok", run_id).values()) == {"success"}
+def test_success_paths(
+    home: AirflowHome, dags_test: Callable[..., DagsTestRun], kirin_emulator: EmulatorServer
+) -> None:
+    run = dags_test(home, "kirin_cases_ok")
+    assert run.state == "success", run.output[-4000:]
+    assert set(run.task_states().values()) == {"success"}
     assert kirin_emulator.stats()["creates"] == 3  # submit_only, from_file, sync_wait; sensors create nothing
 
-    def xcom(task_id: str, key: str = "return_value") -> object:
-        return home.xcom("kirin_cases_ok", run_id, task_id, key)
+    xcom = run.xcom
 
     task_id = xcom("submit_only")
     assert isinstance(task_id, str)
@@ -60,16 +58,17 @@ def test_success_paths(home: AirflowHome, kirin_emulator: EmulatorServer) -> Non
         assert sensed["task_id"] == task_id
         assert sensed["status"] == "completed"
         assert xcom(sensor, "_link_KirinVideoLink") == sensed["videos"][0]["url"]
-    assert "Kirin task " + task_id + " completed: cost 0.35 USD" in output
+    assert "Kirin task " + task_id + " completed: cost 0.35 USD" in run.output
 
 
 @pytest.mark.timeout(180)
 def test_bad_input_after_templating_fails_before_any_request(
-    home: AirflowHome, kirin_emulator: EmulatorServer
+    home: AirflowHome, dags_test: Callable[..., DagsTestRun], kirin_emulator: EmulatorServer
 ) -> None:
-    run_id, state, output = dags_test(home, kirin_emulator, "kirin_cases_bad_input")
-    assert state == "failed"
-    assert set(home.task_states("kirin_cases_bad_input", run_id).values()) == {"failed"}
+    run = dags_test(home, "kirin_cases_bad_input")
+    output = run.output
+    assert run.state == "failed"
+    assert set(run.task_states().values()) == {"failed"}
     assert "prompt='' is invalid" in output
     assert "callback_url='ftp://files.example.com/hook' is invalid" in output  # rendered, then checked
     assert "aspect_ratio='4:3' is invalid" in output
@@ -79,16 +78,16 @@ def test_bad_input_after_templating_fails_before_any_request(
 
 @pytest.mark.timeout(180)
 def test_sensor_timeout_raises_kirin_timeout_and_soft_fail_skips(
-    home: AirflowHome, kirin_emulator_factory: object
+    home: AirflowHome, dags_test: Callable[..., DagsTestRun], kirin_emulator_factory: object
 ) -> None:
     slow = kirin_emulator_factory(EmulatorConfig(pending_seconds=0.2, processing_seconds=120))  # type: ignore[operator]
-    run_id, state, output = dags_test(home, slow, "kirin_cases_soft_fail")
-    assert state == "failed"  # times_out failed the run; gives_up was only skipped
-    states = home.task_states("kirin_cases_soft_fail", run_id)
+    run = dags_test(home, "kirin_cases_soft_fail", server=slow)
+    assert run.state == "failed"  # times_out failed the run; gives_up was only skipped
+    states = run.task_states()
     assert states[("submit", -1)] == "success"
     assert states[("gives_up", -1)] == "skipped"
     assert states[("times_out", -1)] == "failed"
-    assert "KirinTaskTimeoutError" in output
+    assert "KirinTaskTimeoutError" in run.output
 
 
 @pytest.mark.timeout(300)
@@ -102,7 +101,7 @@ def test_rerun_follows_the_inputs_reuses_the_same_and_takes_a_variant(
 
     def run(*args: str, prompt: str, variant: str = "") -> str:
         env = {**conn, "AIRFLOW_VAR_KIRIN_RERUN_PROMPT": prompt, "AIRFLOW_VAR_KIRIN_RERUN_VARIANT": variant}
-        result = home.cli(*args, extra_env=env, timeout=180)
+        result = home.cli(*args, extra_env=env, timeout=180, warm=True)
         assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
         return result.stdout + result.stderr
 

@@ -1,17 +1,24 @@
 """The package as a user gets it: ``python -m build`` makes a wheel and an sdist that pass ``twine check``,
-and the BUILT WHEEL, installed with pip into a fresh venv (dependencies, Airflow 3 included, resolved from
-the package indexes), registers the provider with Airflow and runs an example DAG.
+and the BUILT WHEEL, installed with pip into a fresh venv, registers the provider with Airflow and runs
+an example DAG. No package index is asked for anything: the build and the install reuse what the test's
+own environment (the Makefile's ``.venv``, pinned by the newest line's constraints) already has.
 
 Everything happens once, in the module-scoped ``packaged`` fixture, in temporary directories:
 
 1. the repo's source files (``git ls-files``, tracked and untracked-not-ignored; a filtered copy
-   where there is no git) are copied, and ``python -m build --wheel --sdist`` runs on the copy, so
-   nothing is ever written into the working tree;
-2. ``python -m venv`` (no system site-packages) and ``pip install -c constraints/airflow-3.3.txt <wheel>``
-   (the newest line's pins, as every install of the build: the index's newest releases cannot break
-   it; the build's own hatchling is pinned by the same file through ``PIP_CONSTRAINT``);
+   where there is no git) are copied, and ``python -m build --no-isolation --wheel --sdist`` runs on
+   the copy with the test environment's build backend (hatchling), so nothing is ever written into
+   the working tree and nothing is downloaded;
+2. ``python -m venv --without-pip`` (no system site-packages) gets the test environment's installed
+   distributions as a site directory of its own (links to each of them, less this package's editable
+   install), and the test environment's pip, run by the venv's interpreter (``pip --python``), with
+   ``install --no-index <wheel>`` (pip's configuration files and ``PIP_*`` variables left out)
+   installs the wheel there: pip resolves the
+   wheel's declared requirements against that environment and fails if one is missing, and the
+   fixture then checks each ``Requires-Dist`` of the wheel against the versions installed there, and
+   runs ``pip check`` on the whole environment;
 3. with an explicit environment (no ``AIRFLOW*`` variable inherited) on a temporary SQLite
-   AIRFLOW_HOME, the fresh venv's ``airflow`` runs ``providers list``, ``providers links``,
+   AIRFLOW_HOME, the fresh venv's Python runs ``airflow providers list``, ``providers links``,
    ``db migrate`` and ``dags test example_kirin_deferrable_operator`` against the emulator, itself
    started from the fresh venv with ``python -m airflow_provider_kirin.emulator``.
 
@@ -33,6 +40,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import sysconfig
 import tarfile
 import time
 import urllib.error
@@ -47,6 +55,7 @@ import pytest
 from airflow_helpers import (
     FAST_WAITS,
     REPO_ROOT,
+    count_start,
     decode_xcom,
     fernet_key,
     free_port,
@@ -79,13 +88,33 @@ COPY_IGNORE = (
     "*.egg-info",
     ".work",
 )
-#: Variables never passed to the subprocesses: each Airflow setting is set explicitly here, and the
-#: fresh venv must not see the repo's venv or source tree.
-_SCRUBBED_PREFIXES = ("AIRFLOW", "_AIRFLOW", "KIRIN_", "PYTEST_")
+#: Variables never passed to the subprocesses: each Airflow setting is set explicitly here, the fresh
+#: venv must not see the repo's venv or source tree, and pip reads no configuration that could name
+#: an index or a folder of wheels (``PIP_CONFIG_FILE`` points it at nothing instead).
+_SCRUBBED_PREFIXES = ("AIRFLOW", "_AIRFLOW", "KIRIN_", "PYTEST_", "PIP_")
 _SCRUBBED_NAMES = ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "PYTHONSTARTUP")
-#: The newest Airflow line's complete constraints (the Makefile's NEWEST_CONSTRAINTS): what the
-#: fresh venv, and the build's isolated environment, install with.
-CONSTRAINTS = REPO_ROOT / "constraints" / "airflow-3.3.txt"
+#: Entries of the test environment's site-packages the fresh venv must not see: this package's own
+#: (editable) install. Everything else there is a dependency the wheel may use.
+_OWN_ENTRIES = ("airflow_provider_kirin", "_airflow_provider_kirin", "__editable__")
+
+#: Run in the fresh venv: each requirement the installed wheel declares (markers evaluated, no extras)
+#: that the environment does not satisfy, as ``"<requirement>: <installed version or None>"``.
+_UNMET_REQUIREMENTS = """
+import json, importlib.metadata as md
+from packaging.requirements import Requirement
+unmet = []
+for line in md.requires("airflow-provider-kirin") or []:
+    req = Requirement(line)
+    if req.marker is not None and not req.marker.evaluate({"extra": ""}):
+        continue
+    try:
+        version = md.version(req.name)
+    except md.PackageNotFoundError:
+        version = None
+    if version is None or not req.specifier.contains(version, prereleases=True):
+        unmet.append(f"{req}: {version}")
+print(json.dumps(unmet))
+"""
 
 
 # -- helpers ---------------------------------------------------------------------------------------
@@ -99,8 +128,21 @@ def base_env(extra: Mapping[str, str] | None = None, *, path_first: Path | None 
         env["PATH"] = os.pathsep.join([str(path_first), env.get("PATH", "")])
     env["PYTHONDONTWRITEBYTECODE"] = "1"
     env["PYTHONUNBUFFERED"] = "1"
+    env["PIP_CONFIG_FILE"] = os.devnull
     env.update(extra or {})
     return env
+
+
+def link_site_packages(target: Path) -> None:
+    """Fill ``target`` with links to every entry of this environment's site-packages but this
+    package's own: the dependencies a fresh venv is given instead of downloading them."""
+    target.mkdir(parents=True)
+    for site_dir in dict.fromkeys(sysconfig.get_paths()[key] for key in ("purelib", "platlib")):
+        for entry in sorted(Path(site_dir).iterdir()):
+            if entry.name.startswith(_OWN_ENTRIES) or entry.name == "__pycache__":
+                continue
+            if not (target / entry.name).exists():
+                (target / entry.name).symlink_to(entry)
 
 
 def _kill_group(popen: subprocess.Popen[Any]) -> None:
@@ -173,6 +215,9 @@ class Packaged:
     wheel_from_sdist_names: list[str]
     venv: Path
     pyvenv_cfg: str
+    pip_install: subprocess.CompletedProcess[str]
+    unmet_requirements: list[str]
+    pip_check: subprocess.CompletedProcess[str]
     installed: dict[str, Any]
     providers_list: subprocess.CompletedProcess[str]
     providers_links: subprocess.CompletedProcess[str]
@@ -246,16 +291,17 @@ def packaged(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Packaged]:
         version_match = re.search(r'^__version__ = "([^"]+)"', init, re.MULTILINE)
         assert version_match, "no __version__ in the package's __init__.py"
         version = version_match.group(1)
-        build_env = base_env({"PIP_CONSTRAINT": str(CONSTRAINTS)})
+        build_env = base_env()
+        build = [sys.executable, "-m", "build", "--no-isolation"]
         with timed("python -m build"):
             checked(
                 run_in_group(
-                    [sys.executable, "-m", "build", "--wheel", "--sdist", "--outdir", str(dist), str(src)],
+                    [*build, "--wheel", "--sdist", "--outdir", str(dist), str(src)],
                     env=build_env,
                     cwd=src,
                     timeout=300,
                 ),
-                "python -m build",
+                "python -m build --no-isolation (the build backend, hatchling, must be installed here)",
             )
         wheels, sdists = sorted(dist.glob("*.whl")), sorted(dist.glob("*.tar.gz"))
         assert len(wheels) == 1, wheels
@@ -276,44 +322,65 @@ def packaged(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Packaged]:
             dist2 = tmp / "dist-from-sdist"
             checked(
                 run_in_group(
-                    [sys.executable, "-m", "build", "--wheel", "--outdir", str(dist2), str(sdist_root)],
+                    [*build, "--wheel", "--outdir", str(dist2), str(sdist_root)],
                     env=build_env,
                     cwd=sdist_root,
                     timeout=300,
                 ),
-                "python -m build --wheel (from the sdist)",
+                "python -m build --no-isolation --wheel (from the sdist)",
             )
             (wheel2,) = list(dist2.glob("*.whl"))
             with zipfile.ZipFile(wheel2) as whl:
                 wheel_from_sdist_names = sorted(whl.namelist())
 
-        # 2. A fresh venv with the built wheel (and its dependencies from the package indexes).
+        # 2. A fresh venv with the built wheel; its dependencies are this environment's (no index).
         venv = tmp / "venv"
         vbin = venv / "bin"
+        vpython = str(vbin / "python")
         with timed("python -m venv"):
             checked(
-                run_in_group([sys.executable, "-m", "venv", str(venv)], env=base_env(), cwd=tmp, timeout=120),
-                "python -m venv",
-            )
-        with timed("pip install <wheel>"):
-            checked(
                 run_in_group(
-                    [
-                        str(vbin / "python"),
-                        "-m",
-                        "pip",
-                        "install",
-                        "--no-input",
-                        "-c",
-                        str(CONSTRAINTS),
-                        str(wheels[0]),
-                    ],
+                    [sys.executable, "-m", "venv", "--without-pip", str(venv)],
                     env=base_env(),
                     cwd=tmp,
-                    timeout=600,
+                    timeout=120,
                 ),
-                "pip install <wheel>",
+                "python -m venv --without-pip",
             )
+            venv_site = checked(
+                run_in_group(
+                    [vpython, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                    env=base_env(),
+                    cwd=tmp,
+                    timeout=60,
+                ),
+                "the fresh venv's site-packages",
+            ).stdout.strip()
+            deps = venv / "test-environment-site-packages"
+            link_site_packages(deps)
+            # A site directory of the venv's own (its .pth files processed), after site-packages.
+            (Path(venv_site) / "test_environment.pth").write_text(
+                f"import site; site.addsitedir({str(deps)!r})\n"
+            )
+        # This environment's pip, run by the fresh venv's interpreter (``--python``): the venv needs
+        # no pip of its own, and pip sees exactly what that interpreter sees.
+        pip = [sys.executable, "-m", "pip", "--python", vpython]
+        with timed("pip install --no-index <wheel>"):
+            pip_install = run_in_group(
+                [*pip, "install", "--no-index", "--no-input", str(wheels[0])],
+                env=base_env(),
+                cwd=tmp,
+                timeout=300,
+            )
+            checked(pip_install, "pip install --no-index <wheel>")
+        with timed("requirements check"):
+            unmet_requirements = json.loads(
+                checked(
+                    run_in_group([vpython, "-c", _UNMET_REQUIREMENTS], env=base_env(), cwd=tmp, timeout=60),
+                    "the requirements check",
+                ).stdout.splitlines()[-1]
+            )
+            pip_check = run_in_group([*pip, "check", "--no-input"], env=base_env(), cwd=tmp, timeout=120)
         probe = (
             "import json, importlib.metadata as md, sysconfig, airflow, airflow_provider_kirin as k\n"
             "d = md.distribution('airflow-provider-kirin')\n"
@@ -323,7 +390,7 @@ def packaged(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Packaged]:
         )
         installed = json.loads(
             checked(
-                run_in_group([str(vbin / "python"), "-c", probe], env=base_env(), cwd=tmp, timeout=120),
+                run_in_group([vpython, "-c", probe], env=base_env(), cwd=tmp, timeout=120),
                 "import from the fresh venv",
             ).stdout.splitlines()[-1]
         )
@@ -349,11 +416,14 @@ def packaged(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Packaged]:
             },
             path_first=vbin,
         )
-        airflow = str(vbin / "airflow")
 
         def cli(*args: str, extra: Mapping[str, str] | None = None, timeout: float = 180) -> Any:
+            count_start("airflow CLI")
             return run_in_group(
-                [airflow, *args], env={**airflow_env, **(extra or {})}, cwd=home, timeout=timeout
+                [vpython, "-m", "airflow", *args],
+                env={**airflow_env, **(extra or {})},
+                cwd=home,
+                timeout=timeout,
             )
 
         with timed("airflow providers list"):
@@ -370,7 +440,7 @@ def packaged(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Packaged]:
         with timed("emulator start"), open(emulator_log, "wb") as log:
             emulator.popen = subprocess.Popen(
                 [
-                    str(vbin / "python"),
+                    vpython,
                     "-m",
                     "airflow_provider_kirin.emulator",
                     "--port",
@@ -438,6 +508,9 @@ def packaged(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Packaged]:
             wheel_from_sdist_names=wheel_from_sdist_names,
             venv=venv,
             pyvenv_cfg=(venv / "pyvenv.cfg").read_text(),
+            pip_install=pip_install,
+            unmet_requirements=unmet_requirements,
+            pip_check=pip_check,
             installed=installed,
             providers_list=providers_list,
             providers_links=providers_links,
@@ -566,6 +639,17 @@ def test_fresh_venv_imports_the_installed_wheel(packaged: Packaged) -> None:
     assert direct_url["url"].endswith(packaged.wheel.name), direct_url
     assert "dir_info" not in direct_url, direct_url
     assert installed["airflow"].split(".")[0] == "3", installed
+
+
+def test_the_wheels_requirements_are_met_without_an_index(packaged: Packaged) -> None:
+    """pip, with no index, found every declared requirement of the wheel already installed; each
+    ``Requires-Dist`` holds for the installed version; nothing in the environment is broken."""
+    output = packaged.pip_install.stdout + packaged.pip_install.stderr
+    installed = [line for line in output.splitlines() if line.startswith("Successfully installed")]
+    assert installed == [f"Successfully installed {DIST_NAME}-{packaged.version}"], output  # nothing else
+    assert packaged.unmet_requirements == [], packaged.unmet_requirements
+    check = packaged.pip_check
+    assert check.returncode == 0, check.stdout + check.stderr
 
 
 # -- 3. Airflow from the fresh venv ----------------------------------------------------------------

@@ -126,7 +126,7 @@ def test_results_travel_in_a_fixed_budget_per_item(count: int) -> None:
     rng = random.Random(count)
 
     def text(n: int) -> str:
-        return "".join(rng.choice(string.printable) for _ in range(n))
+        return "".join(rng.choices(string.printable, k=n))
 
     longest_cost = "1" * 12 + "." + "9" * 12
     results = [  # a hostile server: the longest task ids, costs and codes that get through, random

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
+from collections.abc import Iterator
 from importlib.metadata import entry_points
 from pathlib import Path
 
 import airflow
 import jsonschema
 import pytest
+from airflow_helpers import EXAMPLE_DAGS, AirflowHome
 
 from airflow_provider_kirin import __version__
 from airflow_provider_kirin.get_provider_info import get_provider_info
@@ -71,18 +70,21 @@ def test_providers_manager_loads_connection_form() -> None:
     assert hook_info.hook_class_name == "airflow_provider_kirin.hooks.kirin.KirinHook"
 
 
+@pytest.fixture(scope="module")
+def cli_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AirflowHome]:
+    """A bare AIRFLOW_HOME (no metadata DB: the ``providers`` commands read none) whose commands run
+    in one warm CLI process."""
+    home = AirflowHome.create(tmp_path_factory.mktemp("airflow-providers"), None, dags_folder=EXAMPLE_DAGS)
+    yield home
+    home.close()
+
+
 @pytest.mark.airflow
 @pytest.mark.parametrize("command", [["providers", "list"], ["providers", "hooks"], ["providers", "links"]])
-def test_airflow_cli_shows_the_provider(tmp_path: Path, command: list[str]) -> None:
-    env = {**os.environ, "AIRFLOW_HOME": str(tmp_path), "AIRFLOW__CORE__LOAD_EXAMPLES": "False"}
-    out = subprocess.run(
-        [sys.executable, "-m", "airflow", *command, "--output", "json"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    ).stdout
+def test_airflow_cli_shows_the_provider(cli_home: AirflowHome, command: list[str]) -> None:
+    result = cli_home.cli(*command, "--output", "json", warm=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
     expected = {
         "list": "airflow-provider-kirin",
         "hooks": "airflow_provider_kirin.hooks.kirin.KirinHook",
