@@ -218,6 +218,7 @@ class KirinTextToVideoOperator(KirinWaitMixin, KirinLineageMixin, BaseOperator):
         )
         if not self.wait_for_completion:
             return task.task_id
+        resume = {"reused": reused, "max_cost": ceiling}
         if not task.is_terminal:
             wait: WaitSettings = {
                 "poll_interval": self.poll_interval,
@@ -227,7 +228,6 @@ class KirinTextToVideoOperator(KirinWaitMixin, KirinLineageMixin, BaseOperator):
                 "expected_seconds": self.expected_seconds
                 or defaults.EXPECTED_SECONDS.get((request.mode, request.duration)),
             }
-            resume = {"reused": reused, "max_cost": ceiling}
             if self.deferrable:
                 self.defer_until_done(task.task_id, **wait, resume_kwargs={"kirin_lineage": facts, **resume})
             task = self.hook.wait_for_task(task.task_id, **wait)

@@ -34,7 +34,8 @@ KEY = "kirin-lineage-canary-key"
 
 
 def lineage_env(path: Path) -> dict[str, str]:
-    """The OpenLineage provider's settings: every event appended to ``path``, one JSON a line."""
+    """The OpenLineage provider's settings: every event appended to ``path``, one JSON a line
+    (settings: run `dags test` cold, `warm=False`)."""
     transport = {"type": "file", "log_file_path": str(path), "append": True}
     return {
         "AIRFLOW__OPENLINEAGE__TRANSPORT": json.dumps(transport),
@@ -63,7 +64,7 @@ def test_deferrable_example_complete_event_names_the_video_and_holds_the_cost(
 ) -> None:
     dag_id = "example_kirin_deferrable_operator"
     path = tmp_path / "openlineage.jsonl"
-    run = dags_test(example_home, dag_id, **lineage_env(path))
+    run = dags_test(example_home, dag_id, warm=False, **lineage_env(path))
 
     assert run.returncode == 0, run.tail()
     kirin_task_id = run.xcom("generate", "kirin_task_id")
@@ -100,6 +101,7 @@ def test_batch_example_complete_event_names_the_manifest_with_counts_and_total_c
         example_home,
         dag_id,
         AIRFLOW_VAR_KIRIN_CATALOGUE_DESTINATION=destination.as_uri(),
+        warm=False,  # the OpenLineage settings are read at start-up
         **lineage_env(path),
     )
 
@@ -139,7 +141,7 @@ def test_failed_generation_fail_event_carries_its_code_and_class(
         )
     )
     path = tmp_path / "openlineage.jsonl"
-    run = dags_test(example_home, dag_id, **lineage_env(path))
+    run = dags_test(example_home, dag_id, warm=False, **lineage_env(path))
 
     assert run.returncode != 0, run.tail()
     kirin_task_id = run.xcom("generate", "kirin_task_id")
@@ -166,7 +168,9 @@ def test_a_taskflow_task_calling_the_hook_gets_the_file_it_wrote_as_its_output(
     dag_id = "example_kirin_taskflow_hook"
     path = tmp_path / "openlineage.jsonl"
     out_dir = tmp_path / "videos"
-    run = dags_test(example_home, dag_id, AIRFLOW_VAR_KIRIN_VIDEO_DIR=str(out_dir), **lineage_env(path))
+    run = dags_test(
+        example_home, dag_id, AIRFLOW_VAR_KIRIN_VIDEO_DIR=str(out_dir), warm=False, **lineage_env(path)
+    )
 
     assert run.returncode == 0, run.tail()
     saved = run.xcom("download", "return_value")

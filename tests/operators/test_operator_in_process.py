@@ -92,6 +92,25 @@ def test_operator_waits_in_the_worker_when_not_deferrable(emulator: EmulatorServ
     assert emulator.stats()["creates"] == 1
 
 
+@pytest.mark.parametrize("deferrable", [True, False])
+def test_a_retry_after_the_generation_finished_reuses_it_without_waiting(
+    emulator: EmulatorServer, deferrable: bool
+) -> None:
+    """Try 2 of a task whose worker died after Kirin finished: the same inputs find the completed
+    generation, which is the result at once (no defer, no wait, no second create)."""
+    first = KirinTextToVideoOperator(task_id="generate", prompt="a fox")
+    kirin_task_id = first.execute({"ti": task_instance()})  # type: ignore[arg-type]
+    emulator.complete_task(kirin_task_id)
+
+    ti = task_instance()
+    retry = KirinTextToVideoOperator(
+        task_id="generate", prompt="a fox", wait_for_completion=True, deferrable=deferrable, **WAIT
+    )
+    assert retry.execute({"ti": ti}) == kirin_task_id  # type: ignore[arg-type]
+    assert (ti.pushed["kirin_result"]["status"], ti.pushed["kirin_result"]["reused"]) == ("completed", True)
+    assert emulator.stats()["creates"] == 1
+
+
 def test_submit_only_returns_at_once(emulator: EmulatorServer) -> None:
     ti = task_instance()
     operator = KirinTextToVideoOperator(task_id="generate", prompt="a fox")
