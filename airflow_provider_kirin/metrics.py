@@ -1,11 +1,12 @@
 """The provider's metrics, sent through Airflow's own metrics facility: StatsD, Datadog or
 OpenTelemetry, as the deployment's ``[metrics]`` section configures it (nothing to set up here).
 
-They are emitted from one place, the transports' run loops (``KirinHook.run`` and
-``KirinAsyncHook.run``), which carry out every step of every plan: each request (``Send``, by
-``call.operation``), each wait before a retry (``Sleep(retry=True)``) and each plan's result. So
-the operators, the sensor, the triggers, the batch and a user's own hook calls are all counted, and
-the I/O-free core stays free of it.
+They are taken in one place, the ``PlanRunner`` (``core/steps.py``) that both transports'
+run loops (``KirinHook.run`` and ``KirinAsyncHook.run``) step every plan with: it reports each
+request (``Send``, by ``call.operation``), each wait before a retry (``Sleep(retry=True)``) and each
+plan's result to the hook's :class:`KirinMetrics` (a ``PlanObserver``). So the operators, the
+sensor, the triggers, the batch and a user's own hook calls are all counted, and the I/O-free core
+knows only the observer's five methods.
 
 The names (after ``[metrics] statsd_prefix``, ``airflow.`` by default; each tagged ``conn_id``):
 ``kirin.creates``, ``kirin.reuses``, ``kirin.generations_completed``, ``kirin.generations_failed``
@@ -65,7 +66,8 @@ MICRO = 1_000_000
 
 
 class KirinMetrics:
-    """What one hook's run loop reports (see the module docstring). Never raises."""
+    """What one hook's plans did, as their ``PlanRunner`` reports it (see the module docstring).
+    Never raises."""
 
     def __init__(self, conn_id: str) -> None:
         self.tags = {"conn_id": conn_id}
@@ -74,7 +76,7 @@ class KirinMetrics:
         #: The operation of the last request that failed, for ``kirin.http_retries``.
         self._last_failed: str | None = None
 
-    # -- what the run loops call ------------------------------------------------------------------
+    # -- what the PlanRunner calls ----------------------------------------------------------------
     def watch(self, task_id: str) -> None:
         """``task_id`` is unfinished (a wait starts on it): its end will be counted here."""
         self._unfinished.setdefault(task_id, time.monotonic())

@@ -15,14 +15,15 @@ async paths cannot disagree, and a plan can be tested by sending it answers, wit
 The answer to a :class:`Send` is what ``KirinProtocol.interpret`` made of the response: a
 ``KirinTask``, ``None`` (a lookup that found nothing), or an exception thrown into the plan
 (``TransientKirinError`` worth another try, or a typed ``KirinError``). :class:`PlanRunner`
-holds that hand-over protocol once, for both transports.
+holds that hand-over protocol once, for both transports, and tells a :class:`PlanObserver` (the
+hook's ``metrics.KirinMetrics``) what happened, so neither transport repeats that either.
 """
 
 from __future__ import annotations
 
 from collections.abc import Generator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 if TYPE_CHECKING:
     from airflow_provider_kirin.models import KirinTask
@@ -55,39 +56,64 @@ Step = Send | Sleep
 Plan = Generator[Step, "KirinTask | None", T]
 
 
+class PlanObserver(Protocol):
+    """What a :class:`PlanRunner` reports as a plan runs (``metrics.KirinMetrics`` is one)."""
+
+    def sent(self, call: ApiCall) -> None: ...
+    def answered(self, call: ApiCall, task: KirinTask | None) -> None: ...
+    def failed(self, call: ApiCall) -> None: ...
+    def slept(self, step: Sleep) -> None: ...
+    def finished(self, result: Any) -> None: ...
+
+
 class PlanRunner(Generic[T]):
     """Steps a plan along for a transport: the transport asks :meth:`next_step`, carries it out and
     hands back :meth:`answer` or :meth:`fail`; when ``next_step`` is ``None`` the plan's result is
-    :attr:`result`. Holds the generator protocol (send, throw, ``StopIteration``) in one place::
+    :attr:`result`. Holds the generator protocol (send, throw, ``StopIteration``) in one place, and
+    reports each step to ``observer`` (sent, answered or failed, slept, finished)::
 
-        runner = PlanRunner(plan)
+        runner = PlanRunner(plan, observer)
         while (step := runner.next_step()) is not None:
             ...  # carry out the step, then runner.answer(value) or runner.fail(error)
         return runner.result
     """
 
-    __slots__ = ("_answer", "_error", "_plan", "_result")
+    __slots__ = ("_answer", "_error", "_observer", "_plan", "_result", "_step")
 
-    def __init__(self, plan: Plan[T]) -> None:
+    def __init__(self, plan: Plan[T], observer: PlanObserver | None = None) -> None:
         self._plan = plan
+        self._observer = observer
+        self._step: Step | None = None
         self._answer: KirinTask | None = None
         self._error: BaseException | None = None
         self._result: Any = None
 
     def next_step(self) -> Step | None:
-        answer, error = self._answer, self._error
-        self._answer = self._error = None
+        answer, error, done, observer = self._answer, self._error, self._step, self._observer
+        self._answer = self._error = self._step = None
+        if observer is not None and isinstance(done, Sleep):
+            observer.slept(done)
         try:
-            return self._plan.throw(error) if error is not None else self._plan.send(answer)
+            step = self._plan.throw(error) if error is not None else self._plan.send(answer)
         except StopIteration as stop:
             self._result = stop.value
+            if observer is not None:
+                observer.finished(stop.value)
             return None
+        if observer is not None and isinstance(step, Send):
+            observer.sent(step.call)
+        self._step = step
+        return step
 
     def answer(self, value: KirinTask | None) -> None:
         self._answer = value
+        if self._observer is not None and isinstance(self._step, Send):
+            self._observer.answered(self._step.call, value)
 
     def fail(self, error: BaseException) -> None:
         self._error = error
+        if self._observer is not None and isinstance(self._step, Send):
+            self._observer.failed(self._step.call)
 
     @property
     def result(self) -> T:

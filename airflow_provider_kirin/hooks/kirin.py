@@ -170,24 +170,17 @@ class KirinHook(_KirinHookBase):
     # -- transport -----------------------------------------------------------------------------
     def run(self, plan: Plan[T]) -> T:
         """Carry out a plan (``core/steps.py``): send each request, sleep when asked. The only loop
-        of the sync transport: every operation below is a plan run here, so it is also where the
-        provider's metrics are taken (``metrics.py``)."""
-        runner, metrics = PlanRunner(plan), self.metrics
+        of the sync transport: every operation below is a plan run here, so its runner is also
+        where the provider's metrics are taken (``metrics.py``)."""
+        runner = PlanRunner(plan, self.metrics)
         while (step := runner.next_step()) is not None:
             if isinstance(step, Sleep):
                 time.sleep(step.seconds)
-                metrics.slept(step)
                 continue
-            metrics.sent(step.call)
             try:
-                answer = self._send_once(step.call, step.budget)
+                runner.answer(self._send_once(step.call, step.budget))
             except (TransientKirinError, KirinError) as err:
-                metrics.failed(step.call)
                 runner.fail(err)
-            else:
-                metrics.answered(step.call, answer)
-                runner.answer(answer)
-        metrics.finished(runner.result)
         return runner.result
 
     def _send_once(self, call: ApiCall, budget: float | None = None) -> KirinTask | None:
@@ -546,22 +539,15 @@ class KirinAsyncHook(_KirinHookBase):
     async def run(self, plan: Plan[T]) -> T:
         """:meth:`KirinHook.run` without blocking the loop (metrics included: sending one never
         waits, see ``metrics.py``)."""
-        runner, metrics = PlanRunner(plan), self.metrics
+        runner = PlanRunner(plan, self.metrics)
         while (step := runner.next_step()) is not None:
             if isinstance(step, Sleep):
                 await asyncio.sleep(step.seconds)
-                metrics.slept(step)
                 continue
-            metrics.sent(step.call)
             try:
-                answer = await self._send_once(step.call, step.budget)
+                runner.answer(await self._send_once(step.call, step.budget))
             except (TransientKirinError, KirinError) as err:
-                metrics.failed(step.call)
                 runner.fail(err)
-            else:
-                metrics.answered(step.call, answer)
-                runner.answer(answer)
-        metrics.finished(runner.result)
         return runner.result
 
     async def _send_once(self, call: ApiCall, budget: float | None = None) -> KirinTask | None:
