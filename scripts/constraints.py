@@ -53,12 +53,11 @@ PROJECT = "airflow-provider-kirin"
 #: compat suite's test tools (the Makefile's ``COMPAT_TEST_DEPS``). The newest line's ``.venv``
 #: installs the ``dev`` extra (``make test``), the ``distributed`` extra
 #: (``scripts/install-distributed-deps.sh``) and the HTTP provider (``make bench``); the OpenLineage
-#: provider is an optional test dependency on the oldest and the newest line. Every line pins
-#: hatchling, which builds this package (pip's ``--build-constraint``).
+#: provider and the StatsD client are test dependencies on every line (``COMPAT_TEST_DEPS``).
+#: Every line pins hatchling, which builds this package (pip's ``--build-constraint``).
 PROJECT_SPEC = {"3.3": ".[dev,distributed]"}
 ALSO_COVER = {
-    "3.0": ["apache-airflow-providers-openlineage"],
-    "3.3": ["apache-airflow-providers-http", "apache-airflow-providers-openlineage"],
+    "3.3": ["apache-airflow-providers-http"],
 }
 BUILD_DEPS = ["hatchling"]
 
@@ -225,14 +224,8 @@ def refresh(release: str, test_deps: list[str], keep_venv: bool) -> str:
     run([sys.executable, "-m", "venv", str(venv)], timeout=300, log=log)
     pip = [python, "-m", "pip", "--disable-pip-version-check"]
     run([*pip, "install", "--quiet", "-c", rel(caps), "--upgrade", "pip"], timeout=INSTALL_TIMEOUT, log=log)
-    requested = [
-        f"apache-airflow=={release}",
-        "-e",
-        PROJECT_SPEC.get(line, "."),
-        *test_deps,
-        *ALSO_COVER.get(line, []),
-        *BUILD_DEPS,
-    ]
+    extra = dict.fromkeys([*test_deps, *ALSO_COVER.get(line, []), *BUILD_DEPS])  # once each, in order
+    requested = [f"apache-airflow=={release}", "-e", PROJECT_SPEC.get(line, "."), *extra]
     install = [*pip, "install", "--quiet", "-c", rel(caps), "--build-constraint", rel(caps), *requested]
     run(install, timeout=INSTALL_TIMEOUT, log=log)
     run([*pip, "check"], timeout=300, log=log)
