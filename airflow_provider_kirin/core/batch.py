@@ -4,7 +4,9 @@
   fields per item, with an optional stable ``key``) into validated requests, before anything is
   spent; a bad item is named by index (and key), field, value and what is allowed.
 - :func:`pack_items` / :func:`unpack_items` keep the trigger's serialized kwargs compact: the
-  shared request fields once, per item only what differs, the rows compressed.
+  shared request fields once, per item only what differs, the rows compressed;
+  :func:`read_items` gives the trigger the same items as :class:`PackedItems`, validated once and
+  then held as rows, each built again when its turn comes.
 - :class:`ItemResult` is one item's outcome (one manifest row); :func:`encode_results` /
   :func:`decode_results` carry a batch's results in its trigger event within a fixed budget per
   item (:data:`ROW_BUDGET_BYTES`), whatever the server said. :class:`BatchTally` holds the running
@@ -18,7 +20,7 @@ import json
 import re
 import zlib
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -63,7 +65,7 @@ MAX_KEY_CHARS: Final = 200
 _NAME_UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class BatchItem:
     """One validated item: its place in ``prompts``, its stable ``key`` (or None) and its request."""
 
@@ -202,17 +204,58 @@ def pack_items(items: Iterable[BatchItem]) -> dict[str, Any]:
     return {"shared": shared, "count": len(rows), "rows": _zip(rows)}
 
 
+@dataclass(frozen=True, slots=True)
+class PackedItems:
+    """A batch's items as the trigger holds them: the rows of :func:`pack_items`, each a tuple of
+    its index, key and own fields as JSON text, built into its :class:`BatchItem` when iterated.
+
+    Why not the items themselves: a validated item is about eight objects the garbage collector
+    tracks, and every full collection of the triggerer walks all of them while its event loop
+    waits (measured at 10,000 items: about 0.1 s more per full collection). A tuple of a number and
+    strings is not tracked at all. Rebuilding an item when a worker takes it costs one validation,
+    well under a millisecond."""
+
+    shared: dict[str, Any]
+    rows: list[tuple[int, str | None, str]]
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __iter__(self) -> Iterator[BatchItem]:
+        return (self.item(position) for position in range(len(self.rows)))
+
+    @property
+    def indices(self) -> list[int]:
+        """Each item's index, in order (nothing built)."""
+        return [index for index, _, _ in self.rows]
+
+    def item(self, position: int) -> BatchItem:
+        """The item at ``position``, validated."""
+        index, key, own = self.rows[position]
+        fields = {**self.shared, **json.loads(own)}
+        return BatchItem(index=index, key=key, request=validate_model(KirinVideoRequest, fields))
+
+
+def _rows(packed: dict[str, Any]) -> PackedItems:
+    rows = [(int(index), key, json.dumps(own)) for index, key, own in _unzip(packed["rows"])]
+    return PackedItems(packed.get("shared") or {}, rows)
+
+
+def read_items(packed: dict[str, Any]) -> PackedItems:
+    """The items of :func:`pack_items`'s output, every one validated now (a bad row fails here,
+    before anything is spent), held as :class:`PackedItems`."""
+    items = _rows(packed)
+    for _ in items:
+        pass
+    return items
+
+
 def unpack_items(packed: dict[str, Any]) -> list[BatchItem]:
     """Reverse :func:`pack_items`."""
-    shared = packed.get("shared") or {}
-    rows = _unzip(packed["rows"])
-    return [
-        BatchItem(index=int(index), key=key, request=validate_model(KirinVideoRequest, {**shared, **own}))
-        for index, key, own in rows
-    ]
+    return list(_rows(packed))
 
 
-@dataclass
+@dataclass(slots=True)
 class ItemResult:
     """One item's outcome. In the trigger event it travels as a short row (:func:`encode_results`)."""
 

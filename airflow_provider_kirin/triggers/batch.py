@@ -47,9 +47,10 @@ from airflow_provider_kirin.core.batch import (
     BatchTally,
     ItemResult,
     LearnedDurations,
+    PackedItems,
     decode_results,
     encode_results,
-    unpack_items,
+    read_items,
 )
 from airflow_provider_kirin.core.budget import Budget, Decision, kind_of, over_budget_reason
 from airflow_provider_kirin.core.defaults import DEFAULT_CONN_ID, MAX_POLL_ERROR_SECONDS, POLL_INTERVAL
@@ -103,9 +104,9 @@ class _Admissions:
     ``max_cost``): so the same inputs, prices and ceiling admit the same items in every run, and a
     dry run predicts them. An item waits for its turn, then for the ledger when it says ``wait``."""
 
-    def __init__(self, budget: Budget, items: list[BatchItem]) -> None:
+    def __init__(self, budget: Budget, order: list[int]) -> None:
         self.budget = budget
-        self.order = [item.index for item in items]
+        self.order = order
         self.turn = 0
         self.changed = asyncio.Condition()
 
@@ -214,7 +215,7 @@ class KirinBatchTrigger(BaseTrigger):
     async def run(self) -> AsyncIterator[TriggerEvent]:
         try:
             # Validating 10,000 items, or encoding their results, would hold the loop: a thread.
-            items = await asyncio.to_thread(unpack_items, self.items)
+            items = await asyncio.to_thread(read_items, self.items)
             async with KirinAsyncHook(self.kirin_conn_id, pause=SharedPause()) as hook:
                 event = await self._run_batch(hook, items)
             yield TriggerEvent(await asyncio.to_thread(event.to_payload))
@@ -225,16 +226,17 @@ class KirinBatchTrigger(BaseTrigger):
             wrapped = KirinError(f"The Kirin batch failed unexpectedly: {type(err).__name__}: {err}")
             yield TriggerEvent({"status": "error", "error": wrapped.to_dict()})
 
-    async def _run_batch(self, hook: KirinAsyncHook, items: list[BatchItem]) -> BatchEvent:
+    async def _run_batch(self, hook: KirinAsyncHook, items: PackedItems) -> BatchEvent:
         """Run ``max_in_flight`` workers over the items until all ended or the deadline passed."""
         deadline = self.deadline if self.deadline is not None else math.inf
         config = await hook.get_config()
         budget = Budget(Decimal(self.max_cost) if self.max_cost is not None else None, config.price_table)
         tally = BatchTally(total=len(items), budget=budget)
-        admissions = _Admissions(budget, items) if budget.max_cost is not None else None
+        order = items.indices
+        admissions = _Admissions(budget, order) if budget.max_cost is not None else None
         results: dict[int, ItemResult] = {}
         run = _Run(hook, await hook.get_protocol(), tally, admissions, deadline, LearnedDurations())
-        queue = iter(items)
+        queue = iter(items)  # each item built when a worker takes it
         self.log.info("Kirin batch of %d items, at most %d in flight", len(items), self.max_in_flight)
         workers = [
             asyncio.create_task(self._worker(run, queue, results))
@@ -249,12 +251,13 @@ class KirinBatchTrigger(BaseTrigger):
                 task.cancel()
             with contextlib.suppress(BaseException):
                 await asyncio.gather(*workers, reporter, return_exceptions=True)
-        for item in items:  # cut short by the deadline: still running, or never started
-            if item.index not in results:
-                results[item.index] = ItemResult.cut_short(item, started=item.index in tally.running)
-                tally.record(results[item.index], item)
+        for position, index in enumerate(order):  # cut short by the deadline: running, or never started
+            if index not in results:
+                item = items.item(position)
+                results[index] = ItemResult.cut_short(item, started=index in tally.running)
+                tally.record(results[index], item)
         self.log.info("Kirin batch finished: %s", tally.progress())
-        return BatchEvent([results[item.index] for item in items], dict(tally.counts), tally.total_cost())
+        return BatchEvent([results[index] for index in order], dict(tally.counts), tally.total_cost())
 
     async def _worker(self, run: _Run, queue: Iterator[BatchItem], results: dict[int, ItemResult]) -> None:
         """Take items until none is left: each submitted and waited for in this worker's slot."""

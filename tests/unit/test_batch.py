@@ -3,6 +3,7 @@ from items only, the tally and ``max_failed``."""
 
 from __future__ import annotations
 
+import gc
 import random
 import string
 from typing import Any
@@ -25,6 +26,7 @@ from airflow_provider_kirin.core.batch import (
     item_file_stem,
     pack_items,
     parse_items,
+    read_items,
     too_many_failed,
     unpack_items,
 )
@@ -114,6 +116,26 @@ def test_pack_round_trip_keeps_every_request_and_is_compact() -> None:
         {"prompt": "m", "negative_prompt": None},
     ]
     assert unpack_items(pack_items(mostly_negative)) == mostly_negative
+
+
+def test_the_trigger_holds_its_items_as_rows_the_garbage_collector_does_not_walk() -> None:
+    """``read_items`` validates every row at once, then keeps untracked rows (a full collection of
+    the triggerer walks every tracked object while its loop waits) and builds each item again,
+    the same as ``unpack_items``'s, when it is taken."""
+    items = parse_items(
+        [f"clip {i}" for i in range(200)] + [{"prompt": "wide", "aspect_ratio": "9:16"}], DEFAULTS
+    )
+    held = read_items(pack_items(items))
+    gc.collect()
+    assert not [row for row in held.rows if gc.is_tracked(row)]
+    assert (len(held), held.indices) == (len(items), [item.index for item in items])
+    assert list(held) == items
+    assert held.item(200).request.aspect_ratio == "9:16"
+
+    bad = pack_items(items)
+    bad["shared"] = {**bad["shared"], "duration": "7"}
+    with pytest.raises(KirinValidationError, match="duration"):
+        read_items(bad)  # a bad row fails before anything is spent, not when its turn comes
 
 
 #: Characters a task id may not hold, mapped to one it may (a random id within TASK_ID_PATTERN).
