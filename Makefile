@@ -71,14 +71,23 @@ pytest: $(STAMP)
 
 # The older lines' venvs are built in the background while lint, mypy and the full suite run;
 # then the lines' compat suites run, all at once (compat-lines). Every step runs; the target fails if
-# any did.
+# any did. `make test ALONGSIDE=<target>` runs that target too, at the same time as the compat lines
+# (its output follows theirs): CI runs the distributed test there, which mostly waits (on its
+# own it leaves ~85 % of the CPU idle), so it adds little to the compat lines' time.
+ALONGSIDE ?=
 test: $(STAMP)
 	@mkdir -p $(COMPAT_DIR)
 	@$(MAKE) --no-print-directory -j3 compat-venvs > $(COMPAT_DIR)/build.log 2>&1 & builder=$$!; \
 	status=0; \
 	$(MAKE) --no-print-directory lint typecheck pytest || status=1; \
 	wait $$builder || { tail -50 $(COMPAT_DIR)/build.log; exit 1; }; \
+	if [ -n "$(ALONGSIDE)" ]; then \
+		$(MAKE) --no-print-directory $(ALONGSIDE) > $(COMPAT_DIR)/alongside.log 2>&1 & alongside=$$!; \
+	fi; \
 	$(MAKE) --no-print-directory compat-lines || status=1; \
+	if [ -n "$(ALONGSIDE)" ]; then \
+		wait $$alongside || status=1; echo "== make $(ALONGSIDE) =="; cat $(COMPAT_DIR)/alongside.log; \
+	fi; \
 	exit $$status
 
 # The compat suite of every line of COMPAT_LINES at the same time, each in its own venv, homes and
@@ -132,7 +141,7 @@ constraints-refresh:
 # here); 10 over-subscribe them until timing tests get flaky.
 FAST_WORKERS ?= 6
 test-fast: $(STAMP)
-	$(PYTEST_ENV) $(BIN)/python -m pytest -q -p no:cacheprovider -m "not airflow and not slow and not compat_rerun" \
+	$(PYTEST_ENV) KIRIN_PROPERTY_EXAMPLES=100 $(BIN)/python -m pytest -q -p no:cacheprovider -m "not airflow and not slow and not compat_rerun" \
 		-n $(FAST_WORKERS)
 
 # PostgreSQL + Redis + CeleryExecutor, two workers, two triggerers: see tests/distributed/.

@@ -23,6 +23,12 @@ never a key, URL or prompt. With plain StatsD, tags reach the server only with `
 statsd_influxdb_enabled = True`` (as for Airflow's own metrics); Datadog and OpenTelemetry take
 them as they are.
 
+``kirin.status_checks`` is summed in the process and sent at most once a second per connection
+(and whenever a plan ends), not once per check: a triggerer holding thousands of waits makes
+thousands of checks a second, and a metric each was a measurable share of a check's CPU
+(``benchmarks/bench_triggerer.py``). The totals are the same; a process that dies loses at most
+its last second of checks.
+
 Sending never blocks the triggerer's event loop: a StatsD metric is one UDP datagram (no answer is
 awaited), Datadog's likewise, and OpenTelemetry records in memory and exports from its own thread;
 the client itself (which resolves the StatsD host) is built in a worker thread before the first
@@ -33,6 +39,7 @@ an error of the task.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -63,6 +70,36 @@ DURATION = "kirin.generation_duration"
 NAMES = (CREATES, REUSES, COMPLETED, FAILED, STATUS_CHECKS, HTTP_RETRIES, COST, DURATION)
 
 MICRO = 1_000_000
+#: ``kirin.status_checks`` is sent at most this often per process (and when a plan ends).
+STATUS_CHECKS_EVERY_SECONDS = 1.0
+
+
+class _Tally:
+    """Counts summed per connection in this process, sent together at most every ``every``
+    seconds, and on :meth:`flush`. Thread-safe: sync hooks may count from several threads."""
+
+    def __init__(self, name: str, every: float) -> None:
+        self.name, self.every = name, every
+        self._counts: dict[str, int] = {}
+        self._sent_at = time.monotonic()
+        self._lock = threading.Lock()
+
+    def add(self, conn_id: str) -> None:
+        with self._lock:
+            self._counts[conn_id] = self._counts.get(conn_id, 0) + 1
+            due = time.monotonic() - self._sent_at >= self.every
+        if due:
+            self.flush()
+
+    def flush(self) -> None:
+        with self._lock:
+            counts, self._counts = self._counts, {}
+            self._sent_at = time.monotonic()
+        for conn_id, count in counts.items():
+            _emit("incr", self.name, count, {"conn_id": conn_id})
+
+
+_STATUS_CHECKS = _Tally(STATUS_CHECKS, STATUS_CHECKS_EVERY_SECONDS)
 
 
 class KirinMetrics:
@@ -70,7 +107,7 @@ class KirinMetrics:
     Never raises."""
 
     def __init__(self, conn_id: str) -> None:
-        self.tags = {"conn_id": conn_id}
+        self.conn_id = conn_id
         #: Task ids seen unfinished, with when (monotonic) they were first seen so.
         self._unfinished: dict[str, float] = {}
         #: The operation of the last request that failed, for ``kirin.http_retries``.
@@ -84,7 +121,7 @@ class KirinMetrics:
     def sent(self, call: ApiCall) -> None:
         """A request is about to go out."""
         if call.operation in ("check", "get"):  # a wait's status check, or a read of the task
-            self._incr(STATUS_CHECKS)
+            _STATUS_CHECKS.add(self.conn_id)
 
     def answered(self, call: ApiCall, task: KirinTask | None) -> None:
         """A request was answered with ``task`` (``None``: a lookup that found nothing)."""
@@ -108,7 +145,9 @@ class KirinMetrics:
             self._incr(HTTP_RETRIES, operation=self._last_failed or "unknown")
 
     def finished(self, result: Any) -> None:
-        """A plan returned ``result``: an idempotent submit's ``(task, reused)`` or a batch item."""
+        """A plan returned ``result``: an idempotent submit's ``(task, reused)`` or a batch item.
+        The status checks counted so far are sent."""
+        _STATUS_CHECKS.flush()
         if isinstance(result, ItemResult):
             reused = result.reused
         elif isinstance(result, tuple) and len(result) == 2 and isinstance(result[0], KirinTask):
@@ -133,16 +172,17 @@ class KirinMetrics:
         seconds = _server_seconds(task)
         if seconds is None:
             seconds = time.monotonic() - first_seen
-        self._emit("timing", DURATION, timedelta(seconds=seconds))
+        _emit("timing", DURATION, timedelta(seconds=seconds), {"conn_id": self.conn_id})
 
     def _incr(self, name: str, count: int = 1, **tags: str) -> None:
-        self._emit("incr", name, count, **tags)
+        _emit("incr", name, count, {"conn_id": self.conn_id, **tags})
 
-    def _emit(self, kind: str, name: str, value: Any, **tags: str) -> None:
-        try:
-            getattr(stats(), kind)(name, value, tags={**self.tags, **tags})
-        except Exception:  # a metric is never worth failing a task for
-            log.debug("Could not send the metric %s", name, exc_info=True)
+
+def _emit(kind: str, name: str, value: Any, tags: dict[str, str]) -> None:
+    try:
+        getattr(stats(), kind)(name, value, tags=tags)
+    except Exception:  # a metric is never worth failing a task for
+        log.debug("Could not send the metric %s", name, exc_info=True)
 
 
 def _code_tag(code: str | None) -> str:

@@ -15,7 +15,9 @@ the DAG bag of the DAGs folder, ``dag.test()``, the exit status) and only the in
 (importing Airflow, the providers manager, ...) is shared.
 
 Settings Airflow reads once per process (``AIRFLOW__*``) must not change between requests: the
-harness starts another process for commands whose settings differ.
+harness starts another process for commands whose settings differ. After each command, the assets
+Airflow's hook lineage collector gathered are dropped (:func:`forget_hook_lineage`), as a fresh
+process would start without them.
 """
 
 from __future__ import annotations
@@ -24,6 +26,21 @@ import json
 import os
 import sys
 import traceback
+
+
+def forget_hook_lineage() -> None:
+    """Empty Airflow's hook lineage collector, a process-wide singleton: a real task runs in a
+    process of its own, so one command's assets (a file a hook wrote) must not show up in the
+    OpenLineage events of the next."""
+    try:
+        from airflow.providers.common.compat.lineage.hook import get_hook_lineage_collector
+    except ImportError:  # no common-compat: nothing collects
+        return
+    collector = get_hook_lineage_collector()
+    for name in ("_inputs", "_outputs", "_input_counts", "_output_counts", "_extra", "_extra_counts"):
+        collected = getattr(collector, name, None)
+        if isinstance(collected, dict):
+            collected.clear()
 
 
 def run_one(argv: list[str], stdout: str, stderr: str, airflow_main: object) -> int:
@@ -51,6 +68,7 @@ def run_one(argv: list[str], stdout: str, stderr: str, airflow_main: object) -> 
         traceback.print_exc()
         code = 1
     finally:
+        forget_hook_lineage()
         sys.stdout.flush()
         sys.stderr.flush()
         devnull = os.open(os.devnull, os.O_WRONLY)

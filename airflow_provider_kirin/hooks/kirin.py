@@ -554,7 +554,10 @@ class KirinAsyncHook(_KirinHookBase):
         """One request, in all at most ``request_timeout`` seconds (or ``budget``, if less)."""
         import aiohttp
 
-        session, config, protocol = await self._ready()
+        leased = self._leased
+        if leased is None or leased[0].closed:
+            leased = await self._ready()
+        session, config, protocol = leased
         if self.pause is not None:
             await _wait_out(self.pause)
         seconds = config.request_timeout if budget is None else min(budget, config.request_timeout)
@@ -566,7 +569,7 @@ class KirinAsyncHook(_KirinHookBase):
                 params=call.params,
                 json=call.body,
                 headers=protocol.headers(),
-                timeout=_total_timeout(config, seconds),
+                timeout=_total_timeout(seconds, config.connect_timeout, config.timeout),
             ) as response:
                 body, truncated = await _aread_capped(response, config.max_response_bytes)
                 status, headers = response.status, response.headers
@@ -653,13 +656,15 @@ async def _wait_out(pause: SharedPause) -> None:
 
 
 @functools.lru_cache(maxsize=64)
-def _total_timeout(config: KirinConnectionConfig, seconds: float) -> aiohttp.ClientTimeout:
+def _total_timeout(seconds: float, connect_timeout: float, read_timeout: float) -> aiohttp.ClientTimeout:
     """aiohttp's timeouts for one request of at most ``seconds`` in all (``total`` covers connect,
-    headers and body: a server dripping bytes is cut off). Cached: most checks share one."""
+    headers and body: a server dripping bytes is cut off). Cached: most checks share one (keyed on
+    numbers: hashing and comparing the connection's config on every check cost more than the
+    timeout itself)."""
     import aiohttp
 
     return aiohttp.ClientTimeout(
-        total=seconds, sock_connect=min(config.connect_timeout, seconds), sock_read=config.timeout
+        total=seconds, sock_connect=min(connect_timeout, seconds), sock_read=read_timeout
     )
 
 

@@ -44,6 +44,8 @@ from dags.test_example_dags import (
     test_seed_error_code_fails_the_deferrable_operator_with_its_typed_error as fails_with_typed_error,
 )
 from dags.test_lineage import (
+    lineage_file,
+    lineage_home,
     test_a_taskflow_task_calling_the_hook_gets_the_file_it_wrote_as_its_output,
     test_batch_example_complete_event_names_the_manifest_with_counts_and_total_cost,
     test_deferrable_example_complete_event_names_the_video_and_holds_the_cost,
@@ -104,6 +106,8 @@ __all__ = [
     "cli_home",
     "example_home",
     "home",
+    "lineage_file",
+    "lineage_home",
     "test_429_with_retry_after_is_honoured",
     "test_a_429_with_retry_after_is_retried_after_that_many_seconds",
     "test_a_ceiling_that_fits_25_of_40_creates_exactly_those_and_a_retry_only_the_rest",

@@ -15,32 +15,53 @@ The compat suite re-runs these on every Airflow line (``tests/compat/test_matrix
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from airflow_helpers import AirflowHome, DagsTestRun
-from dags.test_example_dags import FAST, example_home
+from dags.test_example_dags import EXAMPLE_DAGS, FAST, FAST_WAITS
 
 from airflow_provider_kirin.emulator import EmulatorServer, Fault
 
 pytestmark = pytest.mark.airflow  # starts real Airflow processes: not in `make test-fast`
 
-#: The fixtures of the example-DAG tests this module uses.
-__all__ = ["example_home"]
+#: This module's fixtures (the compat suite imports them with the tests).
+__all__ = ["lineage_file", "lineage_home"]
 
 KEY = "kirin-lineage-canary-key"
 
 
 def lineage_env(path: Path) -> dict[str, str]:
-    """The OpenLineage provider's settings: every event appended to ``path``, one JSON a line
-    (settings: run `dags test` cold, `warm=False`)."""
+    """The OpenLineage provider's settings: every event appended to ``path``, one JSON a line."""
     transport = {"type": "file", "log_file_path": str(path), "append": True}
     return {
         "AIRFLOW__OPENLINEAGE__TRANSPORT": json.dumps(transport),
         "AIRFLOW__OPENLINEAGE__NAMESPACE": "kirin-tests",
     }
+
+
+@pytest.fixture(scope="module")
+def lineage_home(
+    tmp_path_factory: pytest.TempPathFactory, airflow_template_db: Path
+) -> Iterator[AirflowHome]:
+    """An AIRFLOW_HOME of the example DAGs whose OpenLineage provider appends every event to
+    ``openlineage.jsonl`` in it. Airflow reads these settings once per process, so they are the
+    home's own: every ``dags test`` of the module runs in its one warm CLI process."""
+    path = tmp_path_factory.mktemp("airflow-lineage")
+    settings = {**FAST_WAITS, **lineage_env(path / "openlineage.jsonl")}
+    home = AirflowHome.create(path, airflow_template_db, dags_folder=EXAMPLE_DAGS, settings=settings)
+    yield home
+    home.close()
+
+
+@pytest.fixture
+def lineage_file(lineage_home: AirflowHome) -> Path:
+    """The file this test's events go to: the home's, emptied first."""
+    path = lineage_home.path / "openlineage.jsonl"
+    path.unlink(missing_ok=True)
+    return path
 
 
 def events(path: Path, job: str, event_type: str) -> list[dict[str, Any]]:
@@ -57,14 +78,14 @@ def outputs(event: dict[str, Any]) -> list[tuple[str, str]]:
 @pytest.mark.kirin_emulator(api_key=KEY, **FAST)
 @pytest.mark.timeout(200)
 def test_deferrable_example_complete_event_names_the_video_and_holds_the_cost(
-    example_home: AirflowHome,
+    lineage_home: AirflowHome,
+    lineage_file: Path,
     dags_test: Callable[..., DagsTestRun],
     kirin_emulator: EmulatorServer,
-    tmp_path: Path,
 ) -> None:
     dag_id = "example_kirin_deferrable_operator"
-    path = tmp_path / "openlineage.jsonl"
-    run = dags_test(example_home, dag_id, warm=False, **lineage_env(path))
+    path = lineage_file
+    run = dags_test(lineage_home, dag_id)
 
     assert run.returncode == 0, run.tail()
     kirin_task_id = run.xcom("generate", "kirin_task_id")
@@ -86,24 +107,19 @@ def test_deferrable_example_complete_event_names_the_video_and_holds_the_cost(
 @pytest.mark.kirin_emulator(api_key=KEY, **FAST)
 @pytest.mark.timeout(240)
 def test_batch_example_complete_event_names_the_manifest_with_counts_and_total_cost(
-    example_home: AirflowHome,
+    lineage_home: AirflowHome,
+    lineage_file: Path,
     dags_test: Callable[..., DagsTestRun],
     kirin_emulator: EmulatorServer,
     tmp_path: Path,
 ) -> None:
     dag_id = "example_kirin_batch_catalogue"
     # Airflow 3.0's `dags test` registers no assets: parse the DAGs first, as a dag-processor does.
-    parsed = example_home.cli("dags", "reserialize")
+    parsed = lineage_home.cli("dags", "reserialize", warm=True)
     assert parsed.returncode == 0, parsed.stdout + parsed.stderr
     destination = tmp_path / "catalogue"
-    path = tmp_path / "openlineage.jsonl"
-    run = dags_test(
-        example_home,
-        dag_id,
-        AIRFLOW_VAR_KIRIN_CATALOGUE_DESTINATION=destination.as_uri(),
-        warm=False,  # the OpenLineage settings are read at start-up
-        **lineage_env(path),
-    )
+    path = lineage_file
+    run = dags_test(lineage_home, dag_id, AIRFLOW_VAR_KIRIN_CATALOGUE_DESTINATION=destination.as_uri())
 
     assert run.returncode == 0, run.tail()
     summary = run.xcom("catalogue", "return_value")
@@ -126,10 +142,10 @@ def test_batch_example_complete_event_names_the_manifest_with_counts_and_total_c
 @pytest.mark.kirin_emulator(api_key=KEY, **FAST)
 @pytest.mark.timeout(200)
 def test_failed_generation_fail_event_carries_its_code_and_class(
-    example_home: AirflowHome,
+    lineage_home: AirflowHome,
+    lineage_file: Path,
     dags_test: Callable[..., DagsTestRun],
     kirin_emulator: EmulatorServer,
-    tmp_path: Path,
 ) -> None:
     dag_id = "example_kirin_deferrable_operator"
     kirin_emulator.add_fault(
@@ -140,8 +156,8 @@ def test_failed_generation_fail_event_carries_its_code_and_class(
             error_message=f"could not render; Authorization: Bearer {KEY}",
         )
     )
-    path = tmp_path / "openlineage.jsonl"
-    run = dags_test(example_home, dag_id, warm=False, **lineage_env(path))
+    path = lineage_file
+    run = dags_test(lineage_home, dag_id)
 
     assert run.returncode != 0, run.tail()
     kirin_task_id = run.xcom("generate", "kirin_task_id")
@@ -158,7 +174,8 @@ def test_failed_generation_fail_event_carries_its_code_and_class(
 @pytest.mark.kirin_emulator(api_key=KEY, **FAST)
 @pytest.mark.timeout(200)
 def test_a_taskflow_task_calling_the_hook_gets_the_file_it_wrote_as_its_output(
-    example_home: AirflowHome,
+    lineage_home: AirflowHome,
+    lineage_file: Path,
     dags_test: Callable[..., DagsTestRun],
     kirin_emulator: EmulatorServer,
     tmp_path: Path,
@@ -166,11 +183,9 @@ def test_a_taskflow_task_calling_the_hook_gets_the_file_it_wrote_as_its_output(
     """``KirinHook.download_video`` reports the file to Airflow's hook lineage collector, so the
     TaskFlow example's ``download`` task (no Kirin operator) has it as its output."""
     dag_id = "example_kirin_taskflow_hook"
-    path = tmp_path / "openlineage.jsonl"
+    path = lineage_file
     out_dir = tmp_path / "videos"
-    run = dags_test(
-        example_home, dag_id, AIRFLOW_VAR_KIRIN_VIDEO_DIR=str(out_dir), warm=False, **lineage_env(path)
-    )
+    run = dags_test(lineage_home, dag_id, AIRFLOW_VAR_KIRIN_VIDEO_DIR=str(out_dir))
 
     assert run.returncode == 0, run.tail()
     saved = run.xcom("download", "return_value")

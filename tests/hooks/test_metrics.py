@@ -49,6 +49,7 @@ class Recorder:
 
 @pytest.fixture
 def recorder(monkeypatch: pytest.MonkeyPatch) -> Recorder:
+    metrics._STATUS_CHECKS.flush()  # status checks an earlier test left unsent go to its facility
     recorder = Recorder()
     monkeypatch.setattr(metrics, "stats", lambda: recorder)
     return recorder
@@ -127,6 +128,26 @@ def test_a_metric_that_cannot_be_sent_never_fails_the_hook(
     hook = KirinHook()
     task = hook.create_task("a fox", external_task_id="m-4")
     assert hook.wait_for_task(task.task_id, poll_interval=0.1, timeout=10, first_poll_delay=0).is_completed
+
+
+async def test_status_checks_are_sent_summed_at_most_once_a_second(
+    emulator: EmulatorServer, recorder: Recorder
+) -> None:
+    """Ten waits checking every 50 ms for about 2 s: every check counted, in a few sums (one a
+    second at most, and one when each wait ends), not a metric per check."""
+    emulator.configure(processing_seconds=2.0)
+    hook = KirinHook()
+    task_ids = [hook.create_task("a fox", external_task_id=f"sum-{i}").task_id for i in range(10)]
+    recorder.sent.clear()
+    triggers = [KirinTaskTrigger(t, poll_interval=0.05, deadline=time.time() + 20) for t in task_ids]
+    results = await asyncio.gather(*(anext(trigger.run()) for trigger in triggers))
+    assert [event.payload["status"] for event in results] == ["success"] * 10
+    checks = sum(emulator.state.status_checks[t] for t in task_ids)
+    sums = [count for _, name, count, _ in recorder.sent if name == metrics.STATUS_CHECKS]
+    assert sum(sums) == checks
+    assert checks >= 10 * 20  # about 40 each
+    assert 2 <= len(sums) <= 2 + 3 + 10, sums  # per second at most, plus each wait's end
+    assert all(count > 0 for count in sums)
 
 
 @pytest.fixture
