@@ -69,16 +69,18 @@ pytest: $(STAMP)
 	$(PYTEST_ENV) $(BIN)/python -m pytest -q -p no:cacheprovider -n $(PYTEST_WORKERS) --dist loadfile \
 		--no-loadscope-reorder
 
-# The older lines' venvs are built in the background while lint, mypy and the full suite run;
-# then the lines' compat suites run, all at once (compat-lines). Every step runs; the target fails if
+# The older lines' venvs are built in the background while .venv is built and lint, mypy and the
+# full suite run (a venv build mostly waits on the package index); then the lines' compat suites
+# run, all at once (compat-lines). Every step runs; the target fails if
 # any did. `make test ALONGSIDE=<target>` runs that target too, at the same time as the compat lines
 # (its output follows theirs): CI runs the distributed test there, which mostly waits (on its
 # own it leaves ~85 % of the CPU idle), so it adds little to the compat lines' time.
 ALONGSIDE ?=
-test: $(STAMP)
+test:
 	@mkdir -p $(COMPAT_DIR)
 	@$(MAKE) --no-print-directory -j3 compat-venvs > $(COMPAT_DIR)/build.log 2>&1 & builder=$$!; \
 	status=0; \
+	$(MAKE) --no-print-directory $(STAMP) || { wait $$builder; exit 1; }; \
 	$(MAKE) --no-print-directory lint typecheck pytest || status=1; \
 	wait $$builder || { tail -50 $(COMPAT_DIR)/build.log; exit 1; }; \
 	if [ -n "$(ALONGSIDE)" ]; then \
