@@ -531,9 +531,20 @@ class KirinTask(BaseModel):
     def pending(cls, task_id: str, status: str) -> KirinTask:
         """A task known only by its id and a not-yet-terminal status: what a status check reads of
         an unfinished task (the rest of the envelope is not needed, so it is not parsed). Both
-        values must already be clean: ``task_id`` the one asked for, ``status`` cleaned. A copy of
-        one prototype: the cheapest way to make one, and every status check makes one."""
-        return _PENDING.model_copy(update={"task_id": task_id, "status": status})
+        values must already be clean: ``task_id`` the one asked for, ``status`` cleaned.
+
+        Shared, so do not change it: every status check makes one, and the checks of a wait
+        mostly find the same status. One object per id and status (a bounded table) means no
+        allocation per check and no new long-lived object for the garbage collector to promote
+        and later walk, which in a triggerer holding thousands of waits is most of what a check
+        costs beyond its HTTP."""
+        key = (task_id, status)
+        stub = _PENDING_STUBS.get(key)
+        if stub is None:
+            if len(_PENDING_STUBS) >= MAX_PENDING_STUBS:
+                _PENDING_STUBS.clear()  # the waits still hold theirs; only sharing restarts
+            stub = _PENDING_STUBS[key] = _PENDING.model_copy(update={"task_id": task_id, "status": status})
+        return stub
 
     @property
     def is_terminal(self) -> bool:
@@ -598,3 +609,7 @@ class KirinTask(BaseModel):
 
 
 _PENDING = KirinTask.model_construct(task_id="pending", status="pending")
+#: The pending tasks :meth:`KirinTask.pending` hands out, by id and status (at most
+#: :data:`MAX_PENDING_STUBS`: a few hundred KB).
+_PENDING_STUBS: dict[tuple[str, str], KirinTask] = {}
+MAX_PENDING_STUBS = 20_000

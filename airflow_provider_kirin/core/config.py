@@ -87,7 +87,10 @@ class KirinConnectionConfig(BaseModel):
         description="GET path that finds a task by ?external_task_id=.",
     )
     timeout: float = Field(
-        default=30.0, gt=0, title="Read timeout (s)", description="Longest wait for each read of a response."
+        default=30.0,
+        gt=0,
+        title="Read timeout (s)",
+        description="Longest wait for each read of a response, and all a status check may take.",
     )
     connect_timeout: float = Field(default=10.0, gt=0, title="Connect timeout (s)")
     request_timeout: float = Field(

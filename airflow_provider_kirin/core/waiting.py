@@ -18,8 +18,10 @@ the generation is expected to finish while the average stays within one check pe
 deadline is absolute wall-clock time, so a trigger that moves to another triggerer keeps it.
 
 Every check gets the same budget: what is left of the wait (at least :data:`MIN_CHECK_SECONDS`),
-cut by the transport to the connection's ``request_timeout``, so a server that drips bytes cannot
-hold a wait past its deadline.
+cut to the connection's read ``timeout`` (a check's answer is one small body: a read's time is
+all it needs, and then the transport arms one timer per check instead of one per read) and by the
+transport to its ``request_timeout``, so a server that drips bytes cannot hold a wait past its
+deadline.
 
 A failed check (429, 5xx, timeout, reset, an unreadable answer) is "not yet". Failed checks end a
 wait only once they have gone on for ``max_error_seconds`` (from the first failed check of the
@@ -292,15 +294,7 @@ def check_plan(protocol: KirinProtocol, wait: Wait, call: ApiCall | None = None)
     wait like any other outcome. ``call`` is ``protocol.check(wait.task_id)``, if already built."""
     step = wait.next()
     if isinstance(step, Check):
-        call = call or protocol.check(wait.task_id)
-        try:
-            task = protocol.one_task(call, (yield Send(call, step.budget)))
-        except TransientKirinError as err:
-            wait.record_error(err)
-        except KirinError as err:
-            wait.end(err)
-        else:
-            wait.record(task)
+        yield from _check(protocol, wait, call or protocol.check(wait.task_id), step)
     return wait.outcome
 
 
@@ -315,4 +309,18 @@ def wait_plan(protocol: KirinProtocol, wait: Wait) -> Plan[Outcome]:
         if isinstance(step, Sleep):
             yield step
         else:
-            yield from check_plan(protocol, wait, call)
+            yield from _check(protocol, wait, call, step)
+
+
+def _check(protocol: KirinProtocol, wait: Wait, call: ApiCall, step: Check) -> Plan[None]:
+    """Send the status check ``step`` calls for and record what it found on ``wait``."""
+    read = protocol.config.timeout
+    budget = read if step.budget is None or step.budget > read else step.budget
+    try:
+        task = protocol.one_task(call, (yield Send(call, budget)))
+    except TransientKirinError as err:
+        wait.record_error(err)
+    except KirinError as err:
+        wait.end(err)
+    else:
+        wait.record(task)

@@ -658,13 +658,16 @@ async def _wait_out(pause: SharedPause) -> None:
 @functools.lru_cache(maxsize=64)
 def _total_timeout(seconds: float, connect_timeout: float, read_timeout: float) -> aiohttp.ClientTimeout:
     """aiohttp's timeouts for one request of at most ``seconds`` in all (``total`` covers connect,
-    headers and body: a server dripping bytes is cut off). Cached: most checks share one (keyed on
-    numbers: hashing and comparing the connection's config on every check cost more than the
-    timeout itself)."""
+    headers and body: a server dripping bytes is cut off). The per-read timeout is left out when
+    ``total`` ends the request first anyway (a status check, see ``waiting.py``): aiohttp re-arms
+    that timer on every chunk it reads. Cached: most checks share one (keyed on numbers: hashing
+    and comparing the connection's config on every check cost more than the timeout itself)."""
     import aiohttp
 
     return aiohttp.ClientTimeout(
-        total=seconds, sock_connect=min(connect_timeout, seconds), sock_read=read_timeout
+        total=seconds,
+        sock_connect=min(connect_timeout, seconds),
+        sock_read=read_timeout if read_timeout < seconds else None,
     )
 
 

@@ -324,6 +324,19 @@ async def test_trigger_reports_by_its_deadline_against_a_drip(hostile: Callable[
     assert time.monotonic() - started < 3 + 1 + SLACK
 
 
+async def test_a_status_check_gets_the_read_timeout_in_all(hostile: Callable[..., HostileServer]) -> None:
+    # Every byte comes well within the 1 s read timeout, so only a check's total budget (the read
+    # timeout, not the 60 s request_timeout) cuts it off: each check fails after 1 s, and the
+    # failure budget of 2 s ends the wait long before the 10 s body or the 30 s deadline would.
+    hostile(drip_task(), timeout=1)
+    started = time.monotonic()
+    trigger = KirinTaskTrigger("kt_1", poll_interval=0.5, deadline=time.time() + 30, max_poll_error_seconds=2)
+    (event,) = await asyncio.wait_for(run_trigger(trigger), 40)
+    assert event["status"] == "error", event
+    assert "total deadline of 1.0 s" in event["error"]["message"]
+    assert time.monotonic() - started < 10
+
+
 def test_download_ends_by_its_deadline_and_leaves_nothing(
     hostile: Callable[..., HostileServer], tmp_path: Path
 ) -> None:

@@ -228,3 +228,25 @@ def test_every_request_field_is_an_argument_everywhere() -> None:
         for place, names in places.items()
     }
     assert {place: names for place, names in missing.items() if names} == {}
+
+
+def test_pending_tasks_are_shared_per_id_and_status_in_a_bounded_table(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from airflow_provider_kirin import models
+
+    monkeypatch.setattr(models, "_PENDING_STUBS", {})
+    monkeypatch.setattr(models, "MAX_PENDING_STUBS", 3)
+    first = KirinTask.pending("kt_1", "processing")
+    assert KirinTask.pending("kt_1", "processing") is first  # a wait's checks allocate no new task
+    queued, other = KirinTask.pending("kt_1", "queued"), KirinTask.pending("kt_2", "processing")
+    assert (queued.task_id, queued.status) == ("kt_1", "queued")
+    assert (other.task_id, other.status) == ("kt_2", "processing")
+    assert first is not queued
+    assert first is not other
+    assert (first.task_id, first.status, first.output) == ("kt_1", "processing", None)
+    assert not first.is_terminal
+    for n in range(10):
+        KirinTask.pending(f"kt_{n}", "processing")
+    assert len(models._PENDING_STUBS) <= 3
+    assert KirinTask.pending("kt_1", "processing") == first  # equal, if no longer the same object
