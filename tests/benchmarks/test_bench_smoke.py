@@ -32,7 +32,7 @@ SCRIPTS: dict[str, list[str]] = {
     ],
     "batch_volume": ["bench_batch_volume.py", "--n", "20", "--in-flight", "5"],
     "keep_videos": ["bench_keep_videos.py", "--n", "6", "--latency", "0.05", "--concurrency", "3"],
-    "hostile_answers": ["bench_hostile_answers.py"],
+    "hostile_answers": ["bench_hostile_answers.py", "--quick"],
 }
 
 # The benchmark scripts run Airflow in subprocesses: not in `make test-fast`.

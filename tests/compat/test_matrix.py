@@ -35,7 +35,6 @@ from airflow_helpers import AirflowHome, DagsTestRun
 from dags.test_emulator_recipe import test_the_dag_test_recipe_runs_as_written
 from dags.test_example_dags import (
     FAST,
-    example_home,
     test_deferrable_operator_example_succeeds,
     test_example_dags_have_no_import_errors_in_the_cli,
     test_submit_and_sense_example_succeeds,
@@ -87,7 +86,6 @@ from operators.test_batch_operator import (
 )
 from reliability.test_secrets import canary, test_the_api_key_appears_nowhere
 from unit.test_provider_info import (
-    cli_home,
     test_airflow_cli_shows_the_provider,
     test_entry_point_points_at_get_provider_info,
     test_valid_against_airflow_core_schema,
@@ -98,13 +96,26 @@ from airflow_provider_kirin.exceptions import KirinGenerationError
 
 pytestmark = [pytest.mark.compat, pytest.mark.compat_rerun]
 
+
+# The example DAGs' three homes of the full suite (its modules run on different workers) are one
+# here: the lineage home, whose settings are the examples' plus the OpenLineage file transport,
+# serves the example and provider-CLI tests too, in its one warm CLI process. A warm process costs
+# about 9 CPU s to start, and a line's suite is mostly those starts.
+@pytest.fixture(scope="module")
+def example_home(lineage_home: AirflowHome) -> AirflowHome:
+    return lineage_home
+
+
+@pytest.fixture(scope="module")
+def cli_home(lineage_home: AirflowHome) -> AirflowHome:
+    return lineage_home
+
+
 #: The fixtures and tests re-used from the full suite (pytest collects them here too; ``dags_test``
 #: is the root conftest's).
 __all__ = [
     "batch_dags_test",
     "canary",
-    "cli_home",
-    "example_home",
     "home",
     "lineage_file",
     "lineage_home",
