@@ -13,7 +13,7 @@ import os
 import sys
 from collections.abc import Callable, Generator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -23,8 +23,8 @@ if _TESTS_DIR not in sys.path:  # make ``airflow_helpers`` importable whatever t
 
 from airflow_helpers import AirflowHome, DagsTestRun, migrate_template  # noqa: E402
 
-from airflow_provider_kirin.emulator import EmulatorServer  # noqa: E402
-from airflow_provider_kirin.hooks.kirin import forget_connection_readings  # noqa: E402
+if TYPE_CHECKING:
+    from airflow_provider_kirin.emulator import EmulatorServer
 
 pytest_plugins = ["airflow_provider_kirin.emulator.pytest_plugin"]
 
@@ -95,6 +95,10 @@ def use_conn(monkeypatch: pytest.MonkeyPatch) -> Callable[..., None]:
     def use(
         server: EmulatorServer, conn_id: str = "kirin_default", api_key: str | None = None, **extra: object
     ) -> None:
+        # Imported here, not at the top: the xdist controller loads this file too, and does not need
+        # Airflow (which the hook imports: about 2 s of every pytest run's start).
+        from airflow_provider_kirin.hooks.kirin import forget_connection_readings
+
         conn = json.loads(server.airflow_conn_json({**FAST_RETRIES, **extra}))
         if api_key is not None:
             conn["password"] = api_key
