@@ -21,9 +21,17 @@ export AIRFLOW__CORE__LOAD_EXAMPLES ?= False
 NEWEST_AIRFLOW ?= 3.3.2
 COMPAT_LINES ?= 3.0.6 3.1.8 3.2.2
 NEWEST_CONSTRAINTS := constraints/airflow-$(basename $(NEWEST_AIRFLOW)).txt
-# pip's flags to install with the pins of constraints file $(1), build dependencies included
-# (pip >= 25.3; the pip upgrade itself, run by the venv's older pip, takes `-c` only).
-pinned = -c $(1) --build-constraint $(1)
+# The flags to install with the pins of constraints file $(1), build dependencies included.
+pinned = -c $(1) --build-constraints $(1)
+# Every venv is made and filled by uv (the same pins; it fetches in parallel, where pip waits on the
+# package index one file at a time), itself installed once with pip into a venv of its own, pinned
+# by constraints/tools.txt. Never a Python download: each venv is on $(PYTHON). Each venv gets the
+# pinned pip too (the wheel test and users' habits use it).
+TOOLS := .venv-tools
+UV := $(TOOLS)/bin/uv
+export UV_PYTHON_DOWNLOADS := never
+uv_venv = rm -rf $(1) && $(UV) venv --quiet --python $(PYTHON) $(1)
+uv_install = $(UV) pip install --quiet --python $(1)/bin/python $(call pinned,$(2))
 COMPAT_DIR := .venv-compat
 COMPAT_TEST_DEPS := pytest pytest-asyncio pytest-timeout jsonschema av wtforms apache-airflow-providers-openlineage statsd
 COMPAT_STAMPS := $(foreach v,$(COMPAT_LINES),$(COMPAT_DIR)/$(v)/.installed)
@@ -45,10 +53,14 @@ PYTEST_ENV := PYTHONDONTWRITEBYTECODE=
 	constraints-refresh bench clean
 
 # hatchling (the build backend) too: the wheel test builds without an isolated build env (no index).
-$(STAMP): pyproject.toml $(NEWEST_CONSTRAINTS)
-	$(PYTHON) -m venv --clear $(VENV)
-	$(BIN)/python -m pip install --quiet -c $(NEWEST_CONSTRAINTS) --upgrade pip
-	$(BIN)/python -m pip install --quiet $(call pinned,$(NEWEST_CONSTRAINTS)) -e ".[dev]" hatchling
+$(UV): constraints/tools.txt
+	$(PYTHON) -m venv --clear $(TOOLS)
+	$(TOOLS)/bin/python -m pip install --quiet -c constraints/tools.txt uv
+	touch $(UV)
+
+$(STAMP): pyproject.toml $(NEWEST_CONSTRAINTS) | $(UV)
+	$(call uv_venv,$(VENV))
+	$(call uv_install,$(VENV),$(NEWEST_CONSTRAINTS)) pip -e ".[dev]" hatchling
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -78,7 +90,7 @@ pytest: $(STAMP)
 # compat lines use all of it. Its packages are installed into .venv before either starts; its output
 # follows the compat lines'.
 WITH_DISTRIBUTED ?=
-test:
+test: $(UV)
 	@mkdir -p $(COMPAT_DIR)
 	@$(MAKE) --no-print-directory -j3 compat-venvs > $(COMPAT_DIR)/build.log 2>&1 & builder=$$!; \
 	status=0; \
@@ -109,12 +121,10 @@ compat-venvs: $(COMPAT_STAMPS)
 
 # One venv per Airflow release: pinned Airflow, this package and the test tools, all with the
 # line's pins (the file pins the release itself: another release of the line needs its own refresh).
-$(COMPAT_DIR)/%/.installed: pyproject.toml constraints/airflow-*.txt
-	rm -rf $(COMPAT_DIR)/$*
-	$(PYTHON) -m venv $(COMPAT_DIR)/$*
-	$(COMPAT_DIR)/$*/bin/python -m pip install --quiet -c constraints/airflow-$(basename $*).txt --upgrade pip
-	$(COMPAT_DIR)/$*/bin/python -m pip install --quiet $(call pinned,constraints/airflow-$(basename $*).txt) \
-		"apache-airflow==$*" -e . $(COMPAT_TEST_DEPS)
+$(COMPAT_DIR)/%/.installed: pyproject.toml constraints/airflow-*.txt | $(UV)
+	$(call uv_venv,$(COMPAT_DIR)/$*)
+	$(call uv_install,$(COMPAT_DIR)/$*,constraints/airflow-$(basename $*).txt) \
+		pip "apache-airflow==$*" -e . $(COMPAT_TEST_DEPS)
 	touch $@
 
 test-compat:
@@ -152,15 +162,15 @@ test-fast: $(STAMP)
 # packages (apt-get as root where missing; the `distributed` extra, pinned) are installed once per .venv.
 DIST_STAMP := $(VENV)/.distributed-installed
 $(DIST_STAMP): $(STAMP) $(NEWEST_CONSTRAINTS)
-	CONSTRAINTS=$(NEWEST_CONSTRAINTS) bash scripts/install-distributed-deps.sh
+	UV=$(UV) CONSTRAINTS=$(NEWEST_CONSTRAINTS) bash scripts/install-distributed-deps.sh
 	touch $@
 
 test-distributed: $(DIST_STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider -m distributed tests/distributed
 
 bench: $(STAMP)
-	$(BIN)/python -m pip install --quiet $(call pinned,$(NEWEST_CONSTRAINTS)) "apache-airflow-providers-http"
+	$(call uv_install,$(VENV),$(NEWEST_CONSTRAINTS)) "apache-airflow-providers-http"
 	$(BIN)/python benchmarks/run_all.py
 
 clean:
-	rm -rf $(VENV) $(COMPAT_DIR) .venv-constraints build dist .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(COMPAT_DIR) $(TOOLS) .venv-constraints build dist .mypy_cache .ruff_cache

@@ -30,4 +30,9 @@ if [ "${#missing[@]}" -gt 0 ]; then
     # Debian starts the packaged services where it can; the test runs its own on free ports.
 fi
 
-"$VENV/bin/python" -m pip install --quiet -c "$CONSTRAINTS" --build-constraint "$CONSTRAINTS" -e ".[dev,distributed]"
+# With uv when the Makefile passes it (UV), else with the venv's pinned pip: the same pins.
+if [ -n "${UV:-}" ]; then
+    "$UV" pip install --quiet --python "$VENV/bin/python" -c "$CONSTRAINTS" --build-constraints "$CONSTRAINTS" -e ".[dev,distributed]"
+else
+    "$VENV/bin/python" -m pip install --quiet -c "$CONSTRAINTS" --build-constraint "$CONSTRAINTS" -e ".[dev,distributed]"
+fi
