@@ -609,7 +609,8 @@ class KirinTask(BaseModel):
 
 
 _PENDING = KirinTask.model_construct(task_id="pending", status="pending")
-#: The pending tasks :meth:`KirinTask.pending` hands out, by id and status (at most
-#: :data:`MAX_PENDING_STUBS`: a few hundred KB).
+#: The pending tasks :meth:`KirinTask.pending` hands out, by id and status: at most
+#: :data:`MAX_PENDING_STUBS` (about 0.8 KB each, so 8 MB at most; the running waits hold theirs
+#: anyway, and those of ended waits go at the next clear).
 _PENDING_STUBS: dict[tuple[str, str], KirinTask] = {}
-MAX_PENDING_STUBS = 20_000
+MAX_PENDING_STUBS = 10_000
