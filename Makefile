@@ -52,12 +52,12 @@ PYTEST_ENV := PYTHONDONTWRITEBYTECODE=
 .PHONY: demo test test-fast test-distributed lint typecheck pytest test-compat compat-lines compat-suite compat-venvs \
 	constraints-refresh bench clean
 
-# hatchling (the build backend) too: the wheel test builds without an isolated build env (no index).
 $(UV): constraints/tools.txt
 	$(PYTHON) -m venv --clear $(TOOLS)
 	$(TOOLS)/bin/python -m pip install --quiet -c constraints/tools.txt uv
 	touch $(UV)
 
+# hatchling (the build backend) too: the wheel test builds without an isolated build env (no index).
 $(STAMP): pyproject.toml $(NEWEST_CONSTRAINTS) | $(UV)
 	$(call uv_venv,$(VENV))
 	$(call uv_install,$(VENV),$(NEWEST_CONSTRAINTS)) pip -e ".[dev]" hatchling
