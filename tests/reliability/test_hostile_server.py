@@ -327,7 +327,7 @@ async def test_trigger_reports_by_its_deadline_against_a_drip(hostile: Callable[
 async def test_a_status_check_gets_the_read_timeout_in_all(hostile: Callable[..., HostileServer]) -> None:
     # Every byte comes well within the 1 s read timeout, so only a check's total budget (the read
     # timeout, not the 60 s request_timeout) cuts it off: each check fails after 1 s, and the
-    # failure budget of 2 s ends the wait long before the 10 s body or the 30 s deadline would.
+    # failure budget of 1 s ends the wait long before the 10 s body or the 30 s deadline would.
     hostile(drip_task(), timeout=1)
     started = time.monotonic()
     trigger = KirinTaskTrigger("kt_1", poll_interval=0.5, deadline=time.time() + 30, max_poll_error_seconds=1)
