@@ -88,7 +88,8 @@ pytest: $(STAMP)
 # at the same time as the full suite: the suite leaves about 30 % of the two cores idle (it waits on
 # Airflow, the emulator and deadlines) and so does the distributed test on its own (~85 %), while the
 # compat lines use all of it. Its packages are installed into .venv before either starts; its output
-# follows the compat lines'.
+# follows the compat lines'. Lint and mypy (about 15 s of CPU in all) run beside the full suite, not
+# before it; each target's output is printed whole when it ends.
 WITH_DISTRIBUTED ?=
 test: $(UV)
 	@mkdir -p $(COMPAT_DIR)
@@ -98,7 +99,7 @@ test: $(UV)
 	if [ -n "$(WITH_DISTRIBUTED)" ]; then \
 		$(MAKE) --no-print-directory test-distributed > $(COMPAT_DIR)/distributed.log 2>&1 & distributed=$$!; \
 	fi; \
-	$(MAKE) --no-print-directory lint typecheck pytest || status=1; \
+	$(MAKE) --no-print-directory -k -j3 --output-sync=target lint typecheck pytest || status=1; \
 	wait $$builder || { tail -50 $(COMPAT_DIR)/build.log; exit 1; }; \
 	$(MAKE) --no-print-directory compat-lines || status=1; \
 	if [ -n "$(WITH_DISTRIBUTED)" ]; then \
