@@ -125,7 +125,6 @@ def clean_env(home: Path, settings: Mapping[str, str] | None = None) -> dict[str
             "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(home / "logs"),
             "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
             "PYTHONUNBUFFERED": "1",
-            "PYTHONDONTWRITEBYTECODE": "1",
         }
     )
     env.update(settings or {})

@@ -128,7 +128,6 @@ def base_env(extra: Mapping[str, str] | None = None, *, path_first: Path | None 
     }
     if path_first is not None:
         env["PATH"] = os.pathsep.join([str(path_first), env.get("PATH", "")])
-    env["PYTHONDONTWRITEBYTECODE"] = "1"
     env["PYTHONUNBUFFERED"] = "1"
     env["PIP_CONFIG_FILE"] = os.devnull
     env.update(extra or {})
