@@ -187,9 +187,14 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_testnodedown(node: Any, error: Any) -> None:
+    """Also: the first worker to finish touches ``$KIRIN_SUITE_TAIL_FILE``, if set. From then on
+    the run is in its tail (fewer modules left than workers), and ``make test`` starts the compat
+    lines beside it rather than after it."""
     import airflow_helpers
 
     airflow_helpers.STARTS.update(getattr(node, "workeroutput", {}).get("airflow_starts", {}))
+    if tail_file := os.environ.get("KIRIN_SUITE_TAIL_FILE"):
+        Path(tail_file).touch()
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
