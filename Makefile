@@ -89,8 +89,8 @@ pytest: $(STAMP)
 # - lint, mypy (about 15 s of CPU in all) and the full suite run together; each target's output is
 #   printed whole when it ends;
 # - the compat lines (compat-lines: every older line at once) start when the suite's first xdist
-#   worker has finished (tests/conftest.py touches SUITE_TAIL), not when the suite has: in the
-#   suite's last minute a single worker is left and half the CPU was idle. Their output follows;
+#   worker has finished (tests/conftest.py touches SUITE_TAIL), not when the suite has: 13-35 s
+#   sooner in CI, with fewer workers left than cores. Their output follows;
 # - `make test WITH_DISTRIBUTED=1` (CI, .ci/run) also runs the distributed test (test-distributed)
 #   beside the full suite, which leaves about 30 % of the CPU idle on its own. Its packages are
 #   installed into .venv before either starts; its output comes last.

@@ -137,7 +137,8 @@ LONG_MODULES = (
 )
 #: Modules of the unit tier that mostly wait (deadlines, Retry-After, generations; seconds of wall
 #: time against under a fifth of it in CPU): handed out right after :data:`LONG_MODULES`, beside the
-#: CPU-heavy Airflow modules, rather than at the end, where three waiting workers left the CPU idle.
+#: CPU-heavy Airflow modules, rather than at the end, where three of them waiting at once can leave
+#: the CPU idle.
 WAITING_MODULES = (
     "tests/reliability/test_fault_matrix.py",  # ~25 s, 3 s of CPU
     "tests/hooks/test_batch_trigger.py",
